@@ -1,0 +1,161 @@
+"""OASIS `keras_png_slices_data` on disk -> validated slice lists -> tf.data pipelines of [0,1] float32."""
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+from PIL import Image, UnidentifiedImageError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "validate", "test")
+DATA_FOLDER = "keras_png_slices_data"
+_SLICE_NUMBER = re.compile(r"(\d+)")
+
+
+class DataError(ValueError):
+    """A problem with the user's data that the user can fix; the message says what and how."""
+
+
+def split_folder_name(split: str) -> str:
+    if split not in SPLITS:
+        raise ValueError(f"Expected a split in {SPLITS}. Received: split={split!r}")
+    return f"keras_png_slices_{split}"
+
+
+def find_data_root(path: str | Path) -> Path:
+    """Return the folder holding `keras_png_slices_{train,validate,test}`.
+
+    Accepts that folder itself, its parent (the folder that holds `keras_png_slices_data/`),
+    or a `slices/` folder that holds it (the layout some OASIS mirrors use).
+    """
+    path = Path(path).expanduser()
+    if not path.exists():
+        raise DataError(f"Data folder {path} does not exist. Point --data at the folder that "
+                        f"holds {DATA_FOLDER}/ (or at {DATA_FOLDER} itself).")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file, not a folder. Point --data at the folder that holds "
+                        f"{DATA_FOLDER}/.")
+    candidates = [path, path / DATA_FOLDER, path / "slices", path / "slices" / DATA_FOLDER]
+    for candidate in candidates:
+        if (candidate / split_folder_name("train")).is_dir() or (
+            candidate / split_folder_name("validate")).is_dir():
+            return candidate
+    present = sorted(p.name for p in path.iterdir())[:8]
+    raise DataError(
+        f"{path} is not an OASIS slice folder: expected keras_png_slices_train/ and "
+        f"keras_png_slices_validate/ inside it (or inside {DATA_FOLDER}/ or slices/). "
+        f"Found: {present or 'nothing'}.")
+
+
+def _slice_sort_key(path: Path) -> tuple:
+    # case_001_slice_10 must come after case_001_slice_9, as a person reads them.
+    return tuple(int(n) for n in _SLICE_NUMBER.findall(path.name)) + (path.name,)
+
+
+def list_slices(root: str | Path, split: str, required: bool = True) -> list[Path]:
+    """The PNG slices of one split in case/slice order; segmentation folders are never read."""
+    folder = Path(root) / split_folder_name(split)
+    if not folder.is_dir():
+        if not required:
+            return []
+        raise DataError(f"Split folder {folder} is missing. An OASIS data folder holds "
+                        f"keras_png_slices_train/, keras_png_slices_validate/ and "
+                        f"keras_png_slices_test/.")
+    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=_slice_sort_key)
+    if required and not paths:
+        raise DataError(f"No PNG slices in {folder}. Copy the *.png slices of the {split} split "
+                        f"there.")
+    return paths
+
+
+@dataclass(frozen=True)
+class SliceSet:
+    """A validated split: its files, their common size, and how they must be decoded."""
+
+    split: str
+    paths: tuple[Path, ...]
+    height: int
+    width: int
+    converted: int  # files that are RGB/RGBA/16-bit and are converted to 8-bit-equivalent grey
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+def scan_split(root: str | Path, split: str, required: bool = True) -> SliceSet:
+    """Check every file of a split (readable, complete, one size) before any training starts."""
+    paths = list_slices(root, split, required=required)
+    sizes: dict[tuple[int, int], Path] = {}
+    converted = 0
+    for path in paths:
+        try:
+            with Image.open(path) as image:
+                image.verify()  # reads the whole file and checks CRCs: finds truncated files
+            with Image.open(path) as image:
+                size, mode = image.size, image.mode
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            raise DataError(f"{path} is not a readable PNG ({error}). Remove or replace it, "
+                            f"then start again.") from error
+        sizes.setdefault((size[1], size[0]), path)
+        if mode != "L":
+            converted += 1
+    if len(sizes) > 1:
+        examples = ", ".join(f"{p.name} is {w}x{h}" for (h, w), p in list(sizes.items())[:3])
+        raise DataError(f"Slices in {Path(root) / split_folder_name(split)} have different sizes "
+                        f"({examples}). All slices must share one size; resize them first.")
+    if converted:
+        log.warning("%d of %d slices in the %s split are RGB, RGBA or 16-bit; they are converted "
+                    "to greyscale in [0, 1] on load.", converted, len(paths), split)
+    height, width = next(iter(sizes)) if sizes else (0, 0)
+    return SliceSet(split, tuple(paths), height, width, converted)
+
+
+def decode_png(data: tf.Tensor) -> tf.Tensor:
+    """PNG bytes -> (H, W, 1) float32 in [0, 1]; RGB becomes luminance, 16-bit keeps its depth."""
+    # Decoding as uint16 maps 8-bit and 16-bit files to one range, so both scale by one constant.
+    image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
+    return tf.cast(image, tf.float32) / 65535.0
+
+
+def load_images(paths, image_size: int | None = None) -> np.ndarray:
+    """Read slices into one (N, H, W, 1) float32 array (for fixed validation and test sets)."""
+    images = [decode_png(tf.io.read_file(str(p))) for p in paths]
+    if not images:
+        return np.zeros((0, image_size or 0, image_size or 0, 1), np.float32)
+    batch = tf.stack(images)
+    if image_size is not None and batch.shape[1] != image_size:
+        batch = tf.image.resize(batch, (image_size, image_size), antialias=True)
+    return np.clip(batch.numpy(), 0.0, 1.0)
+
+
+def make_dataset(paths, *, batch_size: int, image_size: int, shuffle: bool, seed: int = 0,
+                 crop_size: int | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+    """Stream slices from disk (bounded memory for any split size): decode, resize, crop, batch.
+
+    `crop_size` trains on random square crops: the networks are convolutional, so crops teach
+    the same filters at a fraction of the cost per step.
+    """
+    files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
+    if shuffle:
+        files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
+
+    def load(path):
+        image = decode_png(tf.io.read_file(path))
+        if image.shape[0] != image_size:
+            image = tf.image.resize(image, (image_size, image_size), antialias=True)
+        image = tf.ensure_shape(tf.clip_by_value(image, 0.0, 1.0), (image_size, image_size, 1))
+        return image
+
+    images = files.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if crop_size is not None and crop_size < image_size:
+        crop_seeds = tf.data.Dataset.random(seed=seed).batch(2)
+        images = tf.data.Dataset.zip((images, crop_seeds)).map(
+            lambda image, s: tf.image.stateless_random_crop(
+                image, (crop_size, crop_size, 1), seed=tf.cast(s % 2**31, tf.int32)),
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return images.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -1,0 +1,280 @@
+"""`python -m core.train {vqvae,prior}`: train into a run directory (new, or --resume an old one)."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from core import data, metrics, runs, trainer  # noqa: E402
+from core.quantizer import codebook_stats  # noqa: E402
+from core.trainer import TrainConfig  # noqa: E402
+from core.vqvae import VQVAE, VQVAEConfig, build_vqvae  # noqa: E402
+
+log = logging.getLogger("brainvq.train")
+SAMPLE_SLICES = 8
+
+
+def image_grid(rows: list[np.ndarray]) -> Image.Image:
+    """Rows of (N, H, W, 1) images in [0, 1] -> one greyscale PNG-ready picture."""
+    return Image.fromarray(np.concatenate(
+        [np.concatenate(list(np.clip(row[..., 0], 0, 1)), axis=1) for row in rows], axis=0
+    ).__mul__(255).round().astype(np.uint8))
+
+
+def evenly_spaced(items, count: int):
+    if count >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
+class VQVAETask:
+    """Trains a VQ-VAE on the train split; validation SSIM picks the best checkpoint."""
+
+    kind = "vqvae"
+    selection_metric = "val_ssim"
+    selection_mode = "max"
+
+    def __init__(self, model_config: VQVAEConfig, train: TrainConfig, data_path: str,
+                 strategy: tf.distribute.Strategy, crop_size: int | None = None,
+                 val_limit: int = 256):
+        root = data.find_data_root(data_path)
+        self.train_set = data.scan_split(root, "train")
+        validate = data.scan_split(root, "validate")
+        size = model_config.image_size
+        self.config, self.train, self.strategy, self.crop_size = model_config, train, strategy, crop_size
+        self.batch_size = min(train.batch_size, len(self.train_set))
+        self.val_images = data.load_images(evenly_spaced(validate.paths, val_limit), size)
+        self.sample_images = self.val_images[np.linspace(0, len(self.val_images) - 1,
+                                                         min(SAMPLE_SLICES, len(self.val_images))).astype(int)]
+        with strategy.scope():
+            self.model = build_vqvae(model_config)
+            self.optimizer = keras.optimizers.Adam(train.learning_rate)
+            if train.mixed_precision:
+                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+        self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
+                                          reduce_retracing=True)
+
+    def steps_per_epoch(self) -> int:
+        count = len(self.train_set) // self.batch_size
+        return min(count, self.train.steps_per_epoch or count)
+
+    def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
+        dataset = data.make_dataset(self.train_set.paths, batch_size=self.batch_size,
+                                    image_size=self.config.image_size, shuffle=True,
+                                    seed=self.train.seed * 1000 + epoch, crop_size=self.crop_size,
+                                    drop_remainder=True)
+        if self.train.strategy == "mirrored":
+            return self.strategy.experimental_distribute_dataset(dataset)
+        return dataset
+
+    def _replica_step(self, images):
+        model, quantizer = self.model, self.model.quantizer
+        replicas = self.strategy.num_replicas_in_sync
+        with tf.GradientTape() as tape:
+            latents = model.encoder(images, training=True)
+            indices = quantizer.indices(latents)
+            quantized = quantizer(latents, training=True)
+            reconstruction = model.decoder(quantized, training=True)
+            reconstruction_loss = tf.reduce_mean(tf.square(tf.cast(reconstruction, tf.float32) - images))
+            vq_loss = tf.add_n(quantizer.losses)
+            loss = reconstruction_loss + vq_loss
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = model.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        counts = tf.math.unsorted_segment_sum(tf.ones_like(tf.reshape(indices, [-1]), tf.float32),
+                                              tf.reshape(indices, [-1]), self.config.num_embeddings)
+        probabilities = counts / tf.reduce_sum(counts)
+        perplexity = tf.exp(-tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-10)))
+        return {"loss": loss, "reconstruction_loss": reconstruction_loss, "vq_loss": vq_loss,
+                "perplexity": perplexity, "codes_used": tf.reduce_sum(tf.cast(counts > 0, tf.float32))}
+
+    def train_step(self, batch) -> dict:
+        if self.train.strategy != "mirrored":
+            return self._compiled_step(batch)
+        per_replica = self.strategy.run(self._compiled_step, args=(batch,))
+        return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+    def validate(self) -> dict:
+        return evaluate_vqvae(self.model, self.val_images, prefix="val_")
+
+    def write_samples(self, path: Path) -> None:
+        image_grid([self.sample_images, self.model.reconstruct(self.sample_images)]).save(path)
+
+    def write_bundle(self, folder: Path) -> None:
+        self.model.save(folder / "vqvae.keras")
+        runs.write_json_atomic(folder / "config.json", {"kind": "vqvae", "vqvae": self.config.to_dict()})
+
+    def save_state(self, folder: Path) -> None:
+        trainer.save_optimizer(self.optimizer, folder / "optimizer.npz")
+
+    def restore(self, folder: Path) -> None:
+        self.model.load_weights(folder / "vqvae.keras")
+        trainer.restore_optimizer(self.optimizer, self.model.trainable_variables,
+                                  folder / "optimizer.npz")
+
+
+def evaluate_vqvae(model: VQVAE, images: np.ndarray, prefix: str = "") -> dict:
+    """SSIM/PSNR/MSE of reconstructions and codebook usage over `images`."""
+    indices = model.encode_to_indices(images)
+    reconstructions = np.clip(model.decode_indices(indices), 0.0, 1.0)
+    usage = codebook_stats(indices, model.config.num_embeddings)
+    return {f"{prefix}ssim": float(np.mean(metrics.ssim(images, reconstructions))),
+            f"{prefix}psnr": float(np.mean(metrics.psnr(images, reconstructions))),
+            f"{prefix}mse": float(np.mean(metrics.mse(images, reconstructions))),
+            f"{prefix}perplexity": usage.perplexity, f"{prefix}codes_used": usage.codes_used}
+
+
+# --- command line -------------------------------------------------------------------------------
+def _add_train_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--run-dir", required=True, help="run directory (new, or one to --resume)")
+    group.add_argument("--resume", action="store_true",
+                       help="continue the run in --run-dir from its last checkpoint")
+    group.add_argument("--epochs", type=int, default=None,
+                       help=f"epochs in all (default {defaults.epochs}; on --resume: the run's own)")
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float,
+                       default=defaults.learning_rate)
+    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--steps-per-epoch", type=int, default=None,
+                       help="cap the steps of one epoch (default: one pass over the train split)")
+    group.add_argument("--log-every", type=int, default=defaults.log_every)
+    group.add_argument("--checkpoint-every-s", type=float, default=defaults.checkpoint_every_s)
+    group.add_argument("--mixed-precision", action="store_true",
+                       help="float16 on GPU (bfloat16 on CPU) with float32 weights")
+    group.add_argument("--xla", action="store_true", help="compile the train step with XLA")
+    group.add_argument("--strategy", choices=["default", "mirrored"], default=defaults.strategy,
+                       help="'mirrored': data-parallel over all visible GPUs (tf.distribute)")
+    group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=defaults.device)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m core.train",
+                                     description="Train a BrainVQ model into a run directory.",
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    kinds = parser.add_subparsers(dest="kind", required=True)
+    model_defaults, train_defaults = VQVAEConfig(), TrainConfig()
+    vq = kinds.add_parser("vqvae", help="train a VQ-VAE on OASIS slices",
+                          formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    vq.add_argument("--data", help="OASIS folder (holds keras_png_slices_data/, or is it)")
+    model = vq.add_argument_group("model")
+    model.add_argument("--image-size", type=int, default=model_defaults.image_size)
+    grid = model.add_mutually_exclusive_group()
+    grid.add_argument("--downsample-factor", type=int, default=None,
+                      help=f"image side / code grid side (default {model_defaults.downsample_factor})")
+    grid.add_argument("--code-grid", type=int, default=None,
+                      help="code grid side, e.g. 64 for 64x64 codes of a 256x256 image")
+    model.add_argument("--codebook-size", "--num-embeddings", dest="num_embeddings", type=int,
+                       default=model_defaults.num_embeddings)
+    model.add_argument("--code-dim", "--embedding-dim", dest="embedding_dim", type=int,
+                       default=model_defaults.embedding_dim)
+    model.add_argument("--hidden-channels", type=int, default=model_defaults.hidden_channels)
+    model.add_argument("--residual-blocks", dest="num_residual_blocks", type=int,
+                       default=model_defaults.num_residual_blocks)
+    model.add_argument("--commitment-cost", type=float, default=model_defaults.commitment_cost)
+    model.add_argument("--no-ema", dest="use_ema", action="store_false",
+                       help="learn the codebook by gradient instead of EMA updates")
+    model.add_argument("--ema-decay", type=float, default=model_defaults.ema_decay)
+    model.add_argument("--crop-size", type=int, default=None,
+                       help="train on random crops of this side (validation uses whole slices)")
+    model.add_argument("--val-limit", type=int, default=256,
+                       help="validation slices scored each epoch (evenly spaced)")
+    _add_train_flags(vq, train_defaults)
+    try:
+        from core import prior_training  # the prior's flags live beside its task
+        prior_training.add_parser(kinds, train_defaults, _add_train_flags)
+    except ImportError:
+        pass
+    return parser
+
+
+def _train_config(args, saved: dict | None) -> TrainConfig:
+    values = dict(saved or {})
+    if saved is None:
+        values.update({f: getattr(args, f) for f in ("batch_size", "learning_rate", "seed",
+                                                     "steps_per_epoch", "log_every")})
+        values["epochs"] = args.epochs or TrainConfig().epochs
+    elif args.epochs:
+        values["epochs"] = args.epochs  # a resumed run may be given more epochs
+    # How to run (not what to learn) may change between a run and its resume: a new machine.
+    values.update({f: getattr(args, f) for f in ("checkpoint_every_s", "mixed_precision", "xla",
+                                                 "strategy", "device")})
+    return TrainConfig.from_dict(values)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    run_dir = Path(args.run_dir)
+    try:
+        if args.resume:
+            saved = runs.read_config(run_dir)
+            if saved.get("kind") != args.kind:
+                raise runs.RunError(f"{run_dir} is a {saved.get('kind')} run, not {args.kind}.")
+        else:
+            saved = None
+        train = _train_config(args, saved and saved["train"])
+        strategy = trainer.setup_devices(train)
+        log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()
+                                 if d.device_type in ("GPU", "CPU")])
+        if args.kind == "vqvae":
+            task, config = _vqvae_task(args, saved, train, strategy)
+        else:
+            from core import prior_training
+            task, config = prior_training.make_task(args, saved, train, strategy)
+        if saved is None:
+            runs.create_run(run_dir, config)
+        elif args.epochs:
+            runs.write_json_atomic(run_dir / "config.json", {**saved, "train": train.to_dict()})
+        file_log = logging.FileHandler(run_dir / "train.log")
+        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger().addHandler(file_log)
+        state = trainer.fit(run_dir, task, train, resume=args.resume)
+        print(json.dumps({"run_dir": str(run_dir), "state": state}))
+        return 0
+    except (data.DataError, runs.RunError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+
+
+def _vqvae_task(args, saved, train, strategy):
+    if saved is None:
+        if not args.data:
+            raise data.DataError("--data is required for a new run: the OASIS folder to train on.")
+        factor = args.downsample_factor or (args.image_size // args.code_grid if args.code_grid
+                                            else VQVAEConfig().downsample_factor)
+        if args.code_grid and args.image_size % args.code_grid:
+            raise ValueError(f"--code-grid must divide --image-size. Received: "
+                             f"{args.code_grid} and {args.image_size}")
+        model_config = VQVAEConfig(
+            image_size=args.image_size, downsample_factor=factor,
+            num_embeddings=args.num_embeddings, embedding_dim=args.embedding_dim,
+            hidden_channels=args.hidden_channels, num_residual_blocks=args.num_residual_blocks,
+            commitment_cost=args.commitment_cost, use_ema=args.use_ema, ema_decay=args.ema_decay)
+        extra = {"data": str(Path(args.data).resolve()), "crop_size": args.crop_size,
+                 "val_limit": args.val_limit}
+    else:
+        model_config = VQVAEConfig.from_dict(saved["model"])
+        extra = saved["data_settings"]
+        if args.data:
+            extra = {**extra, "data": str(Path(args.data).resolve())}  # the data moved
+    task = VQVAETask(model_config, train, extra["data"], strategy, crop_size=extra["crop_size"],
+                     val_limit=extra["val_limit"])
+    config = {"kind": "vqvae", "model": model_config.to_dict(), "train": train.to_dict(),
+              "data_settings": extra}
+    return task, config
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,232 @@
+"""The training loop shared by the VQ-VAE and the prior: steps, metrics, checkpoints, STOP and resume."""
+from __future__ import annotations
+
+import fcntl
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import tensorflow as tf
+
+from core import runs
+
+log = logging.getLogger("brainvq.train")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """How to train (not what): saved in the run's config.json beside the model config."""
+
+    epochs: int = 30
+    batch_size: int = 16
+    learning_rate: float = 2e-3
+    seed: int = 0
+    steps_per_epoch: int | None = None  # None: one pass over the train split
+    log_every: int = 10  # steps between metric lines
+    checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch this often (kill -9 safety)
+    mixed_precision: bool = False
+    xla: bool = False
+    strategy: str = "default"  # "default" (one device) or "mirrored" (all visible GPUs)
+    device: str = "auto"  # "auto" (GPU when present), "cpu" or "gpu"
+
+    def __post_init__(self):
+        for name in ("epochs", "batch_size", "log_every"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Expected {name} >= 1. Received: {name}={getattr(self, name)}")
+        if self.learning_rate <= 0:
+            raise ValueError(f"Expected learning_rate > 0. Received: learning_rate={self.learning_rate}")
+        if self.strategy not in ("default", "mirrored"):
+            raise ValueError(f"Expected strategy 'default' or 'mirrored'. Received: {self.strategy!r}")
+        if self.device not in ("auto", "cpu", "gpu"):
+            raise ValueError(f"Expected device 'auto', 'cpu' or 'gpu'. Received: {self.device!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in values.items() if k in known})
+
+
+class Task(Protocol):
+    """What the loop needs from a model kind (the VQ-VAE and the prior each provide one)."""
+
+    kind: str
+    selection_metric: str  # the validation metric that picks the best checkpoint
+    selection_mode: str  # "max" or "min"
+
+    def steps_per_epoch(self) -> int: ...
+    def epoch_dataset(self, epoch: int) -> tf.data.Dataset: ...
+    def train_step(self, batch) -> dict: ...
+    def validate(self) -> dict: ...
+    def write_samples(self, path: Path) -> None: ...
+    def write_bundle(self, folder: Path) -> None: ...
+    def save_state(self, folder: Path) -> None: ...
+    def restore(self, folder: Path) -> None: ...
+
+
+def setup_devices(train: TrainConfig) -> tf.distribute.Strategy:
+    """Pick the device(s) before any tensor exists; GPUs grow memory so the dashboard can share."""
+    gpus = tf.config.list_physical_devices("GPU")
+    if train.device == "cpu" and gpus:
+        tf.config.set_visible_devices([], "GPU")
+        gpus = []
+    if train.device == "gpu" and not gpus:
+        raise runs.RunError("--device gpu was asked for, but TensorFlow sees no GPU here.")
+    for gpu in gpus:
+        try:
+            tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError:
+            pass  # already initialised (a second run in one process): growth was set the first time
+    if train.mixed_precision:
+        import keras
+        # float16 with loss scaling on GPUs; CPUs have no fast float16, bfloat16 is their half type.
+        keras.mixed_precision.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    if train.strategy == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    return tf.distribute.get_strategy()
+
+
+class _RunLock:
+    """An exclusive lock on the run directory: a second trainer of the same run refuses to start."""
+
+    def __init__(self, run_dir: Path):
+        self.handle = open(run_dir / ".lock", "w")
+        try:
+            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self.handle.close()
+            raise runs.RunError(f"{run_dir} is being trained by another process already.") from None
+
+    def release(self):
+        self.handle.close()
+
+
+def _better(value, best, mode) -> bool:
+    if value is None or not math.isfinite(value):
+        return False
+    return best is None or (value > best if mode == "max" else value < best)
+
+
+def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = False) -> str:
+    """Train `task` into `run_dir` until its epochs are done or STOP appears; returns the state."""
+    run_dir = Path(run_dir)
+    lock = _RunLock(run_dir)
+    stop_file = run_dir / "STOP"
+    stop_file.unlink(missing_ok=True)  # a STOP left from an earlier stop must not end this run
+    steps_per_epoch = task.steps_per_epoch()
+    step, elapsed_before, best = 0, 0.0, None
+    last = runs.checkpoint_pointer(run_dir, "last") if resume else None
+    if last:
+        task.restore(last["path"])
+        step, elapsed_before = int(last["step"]), float(last.get("elapsed_s", 0.0))
+        best_pointer = runs.checkpoint_pointer(run_dir, "best")
+        best = best_pointer.get(task.selection_metric) if best_pointer else None
+        log.info("Resuming %s from step %d (epoch %d).", run_dir, step, step // steps_per_epoch)
+    dropped = runs.truncate_metrics(run_dir, step)
+    if dropped:
+        log.info("Dropped %d metric lines written after the last checkpoint; they are redone.", dropped)
+    started = time.monotonic()
+    writer = tf.summary.create_file_writer(str(run_dir / "tb"))
+
+    def elapsed() -> float:
+        return elapsed_before + time.monotonic() - started
+
+    def status(state: str, **extra):
+        runs.write_status(run_dir, state=state, pid=os.getpid(), kind=task.kind, step=step,
+                          epoch=step // steps_per_epoch, epochs=train.epochs,
+                          steps_per_epoch=steps_per_epoch, elapsed_s=elapsed(), **extra)
+
+    def checkpoint(pointers: dict):
+        def write(folder: Path):
+            task.write_bundle(folder)
+            task.save_state(folder)
+        info = {"epoch": step // steps_per_epoch, "elapsed_s": elapsed()}
+        runs.save_checkpoint(run_dir, step, write,
+                             {name: {**info, **extra} for name, extra in pointers.items()})
+
+    status("running", error=None)
+    try:
+        last_checkpoint = time.monotonic()
+        while step < train.epochs * steps_per_epoch:
+            epoch = step // steps_per_epoch
+            skip = step - epoch * steps_per_epoch  # resume mid-epoch: the same order, minus done steps
+            totals: dict[str, float] = {}
+            for batch in task.epoch_dataset(epoch).skip(skip).take(steps_per_epoch - skip):
+                values = {k: float(v) for k, v in task.train_step(batch).items()}
+                step += 1
+                for key, value in values.items():
+                    totals[key] = totals.get(key, 0.0) + value
+                if step % train.log_every == 0 or step % steps_per_epoch == 0:
+                    _log_step(run_dir, writer, step, epoch, elapsed(), values)
+                    status("running")
+                if stop_file.exists():
+                    checkpoint({"last": {}})
+                    status("stopped")
+                    log.info("STOP found: stopped at step %d with a checkpoint.", step)
+                    return "stopped"
+                if time.monotonic() - last_checkpoint > train.checkpoint_every_s:
+                    checkpoint({"last": {}})
+                    last_checkpoint = time.monotonic()
+            if step % steps_per_epoch:
+                raise RuntimeError(f"The training data ran out after step {step}; expected "
+                                   f"{steps_per_epoch} steps per epoch.")
+            done = steps_per_epoch - skip
+            validation = task.validate()
+            record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "wall_time": time.time(),
+                      "elapsed_s": elapsed(),
+                      **{f"train_{k}": v / done for k, v in totals.items()}, **validation}
+            runs.append_metrics(run_dir, [record])
+            with writer.as_default(step=step):
+                for key, value in validation.items():
+                    tf.summary.scalar(key, value)
+            task.write_samples(run_dir / "samples" / f"epoch_{epoch + 1:03d}.png")
+            pointers = {"last": validation}
+            if _better(validation.get(task.selection_metric), best, task.selection_mode):
+                best = validation[task.selection_metric]
+                pointers["best"] = validation
+            checkpoint(pointers)
+            last_checkpoint = time.monotonic()
+            status("running")
+            log.info("epoch %d/%d: %s", epoch + 1, train.epochs,
+                     ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
+        status("finished")
+        return "finished"
+    except BaseException as error:
+        status("failed", error=f"{type(error).__name__}: {error}")
+        raise
+    finally:
+        writer.close()
+        lock.release()
+
+
+def _log_step(run_dir, writer, step, epoch, elapsed_s, values):
+    runs.append_metrics(run_dir, [{"kind": "step", "step": step, "epoch": epoch + 1,
+                                   "wall_time": time.time(), "elapsed_s": elapsed_s, **values}])
+    with writer.as_default(step=step):
+        for key, value in values.items():
+            tf.summary.scalar(f"train/{key}", value)
+    writer.flush()
+
+
+def save_optimizer(optimizer, path: Path) -> None:
+    np.savez(path, *[np.asarray(v.numpy()) for v in optimizer.variables])
+
+
+def restore_optimizer(optimizer, variables, path: Path) -> None:
+    """Rebuild the optimizer's slots for `variables`, then load their saved values."""
+    if not optimizer.built:
+        optimizer.build(variables)
+    with np.load(path) as saved:
+        values = [saved[f"arr_{i}"] for i in range(len(saved.files))]
+    if len(values) != len(optimizer.variables):
+        raise runs.RunError(f"{path} holds {len(values)} optimizer variables; this model needs "
+                            f"{len(optimizer.variables)}. Was the run's config changed?")
+    for variable, value in zip(optimizer.variables, values):
+        variable.assign(value)
