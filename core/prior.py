@@ -1,0 +1,211 @@
+"""Gated PixelCNN prior over VQ-VAE code grids, without blind spot (van den Oord et al. 2016, arXiv:1606.05328)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+from keras import ops
+
+
+@dataclass(frozen=True)
+class PriorConfig:
+    """Hyperparameters of the gated PixelCNN prior; the only way to rebuild a saved prior."""
+
+    num_embeddings: int  # K: codebook size of the VQ-VAE, number of logits per position
+    grid_height: int  # H: rows of the code grid
+    grid_width: int  # W: columns of the code grid
+    filters: int = 64  # channels of each stack (each gate has 2 * filters pre-activations)
+    num_layers: int = 8  # gated layers; the receptive field reaches num_layers * (kernel_size // 2) columns
+    kernel_size: int = 3  # odd; the vertical kernel is (k // 2 + 1, k), the horizontal one (1, k // 2 + 1)
+    embedding_dim: int = 32  # size of the learned embedding of each code index
+    head_filters: int = 128  # hidden width of the 1x1 output head
+
+    def __post_init__(self):
+        for name in ("num_embeddings", "grid_height", "grid_width", "filters", "num_layers",
+                     "kernel_size", "embedding_dim", "head_filters"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
+        if self.num_embeddings < 2:
+            raise ValueError(f"Expected num_embeddings >= 2. Received: num_embeddings={self.num_embeddings}")
+        if self.kernel_size % 2 == 0 or self.kernel_size < 3:
+            raise ValueError(f"Expected an odd kernel_size >= 3. Received: kernel_size={self.kernel_size}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "PriorConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"Expected PriorConfig keys {sorted(known)}. Received unknown keys: {sorted(unknown)}")
+        return cls(**data)
+
+    def to_json(self, path) -> None:
+        with open(path, "w", encoding="utf-8") as f:
+            json.dump(self.to_dict(), f, indent=2)
+
+    @classmethod
+    def from_json(cls, path) -> "PriorConfig":
+        with open(path, encoding="utf-8") as f:
+            return cls.from_dict(json.load(f))
+
+
+def gate(x):
+    """Gated activation tanh(a) * sigmoid(b) over the two halves of the last axis (equation 2)."""
+    a, b = ops.split(x, 2, axis=-1)
+    return ops.tanh(a) * ops.sigmoid(b)
+
+
+@keras.saving.register_keras_serializable(package="brainvq")
+class CausalShift(keras.layers.Layer):
+    """Shifts a (B, H, W, C) map one row down or one column right, filling with zeros.
+
+    Args:
+        direction: "down" (row i sees row i - 1: start of the vertical stack) or
+            "right" (column j sees column j - 1: start of the horizontal stack).
+    """
+
+    def __init__(self, direction: str, **kwargs):
+        super().__init__(**kwargs)
+        if direction not in ("down", "right"):
+            raise ValueError(f"Expected direction 'down' or 'right'. Received: direction={direction!r}")
+        self.direction = direction
+
+    def call(self, x):
+        if self.direction == "down":
+            return ops.pad(x, [[0, 0], [1, 0], [0, 0], [0, 0]])[:, :-1]
+        return ops.pad(x, [[0, 0], [0, 0], [1, 0], [0, 0]])[:, :, :-1]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "direction": self.direction}
+
+
+@keras.saving.register_keras_serializable(package="brainvq")
+class GatedPixelCNNLayer(keras.layers.Layer):
+    """One gated layer: vertical and horizontal stacks with a vertical -> horizontal link (figure 2).
+
+    Inputs are [v, h], both (B, H, W, C_in); v at row i must already depend only on rows < i and
+    h at (i, j) only on (i, j' < j). Outputs [v', h'], both (B, H, W, filters), keep those properties:
+    the vertical kernel covers rows [i - k//2, i] x columns [j - k//2, j + k//2] and the horizontal
+    kernel row i x columns [j - k//2, j] (zero padding above / on the left).
+
+    Args:
+        filters: output channels of each stack.
+        kernel_size: odd kernel size k.
+        residual: add h to the horizontal output (needs C_in == filters).
+    """
+
+    def __init__(self, filters: int, kernel_size: int, residual: bool = True, **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(filters)
+        self.kernel_size = int(kernel_size)
+        self.residual = bool(residual)
+        self.reach = self.kernel_size // 2
+
+    def build(self, input_shape):
+        v_shape, h_shape = input_shape
+        c_v, c_h = int(v_shape[-1]), int(h_shape[-1])
+        f2, r, k = 2 * self.filters, self.reach, self.kernel_size
+        if self.residual and c_h != self.filters:
+            raise ValueError(f"Expected {self.filters} horizontal input channels for the residual. Received: {c_h}")
+        fan_in = "variance_scaling"  # unit variance per fan-in, truncated normal
+        self.v_kernel = self.add_weight(name="v_kernel", shape=(r + 1, k, c_v, f2), initializer=fan_in)
+        self.v_bias = self.add_weight(name="v_bias", shape=(f2,), initializer="zeros")
+        self.h_kernel = self.add_weight(name="h_kernel", shape=(1, r + 1, c_h, f2), initializer=fan_in)
+        self.h_bias = self.add_weight(name="h_bias", shape=(f2,), initializer="zeros")
+        self.link_kernel = self.add_weight(name="link_kernel", shape=(f2, f2), initializer=fan_in)
+        self.out_kernel = self.add_weight(name="out_kernel", shape=(self.filters, self.filters), initializer=fan_in)
+        self.out_bias = self.add_weight(name="out_bias", shape=(self.filters,), initializer="zeros")
+
+    def call(self, inputs):
+        v, h = inputs
+        r = self.reach
+        v_pad = ops.pad(v, [[0, 0], [r, 0], [r, r], [0, 0]])  # rows above, both sides
+        v_pre = ops.conv(v_pad, self.v_kernel, padding="valid") + self.v_bias  # (B, H, W, 2F)
+        h_pad = ops.pad(h, [[0, 0], [0, 0], [r, 0], [0, 0]])  # columns on the left only
+        h_pre = ops.conv(h_pad, self.h_kernel, padding="valid") + self.h_bias + ops.matmul(v_pre, self.link_kernel)
+        h_out = ops.matmul(gate(h_pre), self.out_kernel) + self.out_bias
+        if self.residual:
+            h_out = h_out + h
+        return gate(v_pre), h_out
+
+    def compute_output_shape(self, input_shape):
+        v_shape, _ = input_shape
+        return tuple(v_shape[:-1]) + (self.filters,), tuple(v_shape[:-1]) + (self.filters,)
+
+    def get_config(self):
+        return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
+                "residual": self.residual}
+
+
+@keras.saving.register_keras_serializable(package="brainvq")
+class LogitsHead(keras.layers.Layer):
+    """1x1 head: relu -> dense(head_filters) -> relu -> dense(num_embeddings) logits."""
+
+    def __init__(self, head_filters: int, num_embeddings: int, **kwargs):
+        super().__init__(**kwargs)
+        self.head_filters = int(head_filters)
+        self.num_embeddings = int(num_embeddings)
+
+    def build(self, input_shape):
+        c = int(input_shape[-1])
+        self.hidden_kernel = self.add_weight(name="hidden_kernel", shape=(c, self.head_filters),
+                                             initializer="glorot_uniform")
+        self.hidden_bias = self.add_weight(name="hidden_bias", shape=(self.head_filters,), initializer="zeros")
+        self.logits_kernel = self.add_weight(name="logits_kernel", shape=(self.head_filters, self.num_embeddings),
+                                             initializer="glorot_uniform")
+        self.logits_bias = self.add_weight(name="logits_bias", shape=(self.num_embeddings,), initializer="zeros")
+
+    def call(self, h):
+        x = ops.relu(ops.matmul(ops.relu(h), self.hidden_kernel) + self.hidden_bias)
+        return ops.matmul(x, self.logits_kernel) + self.logits_bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.num_embeddings,)
+
+    def get_config(self):
+        return {**super().get_config(), "head_filters": self.head_filters, "num_embeddings": self.num_embeddings}
+
+
+def build_prior(config: PriorConfig) -> keras.Model:
+    """Builds the prior: int32 codes (B, H, W) -> float32 logits (B, H, W, K).
+
+    Logits at (i, j) depend on rows i - 1 - L*(k//2) .. i - 1 within columns j -+ L*(k//2), and on
+    row i columns j - 1 - L*(k//2) .. j - 1 (L = num_layers); on nothing else.
+    """
+    codes = keras.Input((config.grid_height, config.grid_width), dtype="int32", name="codes")
+    x = keras.layers.Embedding(config.num_embeddings, config.embedding_dim, name="code_embedding")(codes)
+    v = CausalShift("down", name="shift_down")(x)  # (B, H, W, E), row i sees row i - 1
+    h = CausalShift("right", name="shift_right")(x)  # (B, H, W, E), column j sees column j - 1
+    for layer in range(config.num_layers):
+        residual = layer > 0 or config.embedding_dim == config.filters
+        v, h = GatedPixelCNNLayer(config.filters, config.kernel_size, residual=residual,
+                                  name=f"gated_{layer}")([v, h])
+    logits = LogitsHead(config.head_filters, config.num_embeddings, name="head")(h)  # (B, H, W, K)
+    return keras.Model(codes, logits, name="gated_pixelcnn_prior")
+
+
+def prior_loss(codes, logits):
+    """Mean sparse categorical cross-entropy (nats) of (B, H, W) codes under (B, H, W, K) logits."""
+    return ops.mean(keras.losses.sparse_categorical_crossentropy(codes, logits, from_logits=True))
+
+
+def bits_per_code(logits, codes) -> float:
+    """Mean negative log2-likelihood of the codes, in bits per code."""
+    return float(ops.convert_to_numpy(prior_loss(codes, logits))) / math.log(2.0)
+
+
+def top1_accuracy(logits, codes) -> float:
+    """Fraction of positions where the most likely code is the true code."""
+    predicted = ops.argmax(logits, axis=-1)
+    return float(ops.convert_to_numpy(ops.mean(ops.cast(predicted == ops.cast(codes, predicted.dtype), "float32"))))

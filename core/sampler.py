@@ -1,0 +1,269 @@
+"""Exact sampling from the gated PixelCNN prior: naive full passes and cached fast generation (Ramachandran et al. 2017, arXiv:1704.06001)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from core.prior import GatedPixelCNNLayer, LogitsHead
+
+# XLA fuses the ~10 small ops per layer and pixel into one loop body; on a 2-core CPU it ran the
+# 64x64, K=256, 16-sample benchmark about 3x faster than the plain graph (bench/sampling.py --no-xla).
+USE_XLA = True
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class _Static:
+    """Python-level structure of a prior: part of the tf.function cache key."""
+
+    reaches: tuple  # k // 2 of each gated layer
+    residuals: tuple  # whether each gated layer adds its horizontal input
+    top_k: Optional[int]
+    return_logits: bool
+
+
+def _prior_weights(prior_model: keras.Model):
+    """Reads the weights the fast path needs from a model made by core.prior.build_prior."""
+    embeddings = [l for l in prior_model.layers if isinstance(l, keras.layers.Embedding)]
+    gated = [l for l in prior_model.layers if isinstance(l, GatedPixelCNNLayer)]
+    heads = [l for l in prior_model.layers if isinstance(l, LogitsHead)]
+    if len(embeddings) != 1 or not gated or len(heads) != 1:
+        raise ValueError("Expected a prior from core.prior.build_prior (one Embedding, gated layers, one "
+                         f"LogitsHead). Received layers: {[type(l).__name__ for l in prior_model.layers]}")
+    layers = []
+    for layer in gated:
+        r = layer.reach
+        h_kernel = tf.convert_to_tensor(layer.h_kernel)  # (1, r + 1, C, 2F)
+        layers.append(dict(
+            v_kernel=tf.convert_to_tensor(layer.v_kernel),  # (r + 1, k, C, 2F)
+            v_bias=tf.convert_to_tensor(layer.v_bias),
+            h_kernel=tf.reshape(h_kernel, (-1, h_kernel.shape[-1])),  # ((r + 1) * C, 2F), tap-major
+            h_bias=tf.convert_to_tensor(layer.h_bias),
+            link_kernel=tf.convert_to_tensor(layer.link_kernel),
+            out_kernel=tf.convert_to_tensor(layer.out_kernel),
+            out_bias=tf.convert_to_tensor(layer.out_bias),
+        ))
+        assert r == (layer.v_kernel.shape[0] - 1)
+    head = heads[0]
+    weights = dict(
+        embedding=tf.convert_to_tensor(embeddings[0].embeddings),
+        layers=layers,
+        head=[tf.convert_to_tensor(w) for w in (head.hidden_kernel, head.hidden_bias,
+                                                 head.logits_kernel, head.logits_bias)],
+    )
+    return weights, tuple(l.reach for l in gated), tuple(l.residual for l in gated)
+
+
+def _gate(x):
+    a, b = tf.split(x, 2, axis=-1)
+    return tf.tanh(a) * tf.sigmoid(b)
+
+
+def _choose(logits, gumbel, inv_temperature, top_k):
+    """Gumbel-max: argmax(logits / temperature + gumbel) over the top_k logits; shared by both paths."""
+    if top_k is not None:
+        kth = tf.math.top_k(logits, k=top_k).values[..., -1:]
+        logits = tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
+    return tf.argmax(logits * inv_temperature + gumbel, axis=-1, output_type=tf.int32)
+
+
+def _head(weights, h):
+    w1, b1, w2, b2 = weights["head"]
+    return tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(h), w1) + b1), w2) + b2
+
+
+def _row_step(weights, v_buffers, v_input, gumbel, keep, init, inv_temperature, static: _Static):
+    """Samples one row of codes for all n samples.
+
+    v_buffers[l]: (n, r, W + 2r, C_l) the last r rows of layer l's vertical input (zero padded);
+    v_input: (n, W, E) embedded codes of the previous row; gumbel (n, W, K); keep, init (n, W).
+    Returns codes (n, W), logits (n, W, K) or None, the new buffers and the embedded row (n, W, E).
+    """
+    n, width = tf.shape(v_input)[0], v_input.shape[1]
+    # Vertical stack for the whole row at once, from the cached rows above.
+    new_buffers, links = [], []
+    v = v_input
+    for layer, buffer, r in zip(weights["layers"], v_buffers, static.reaches):
+        row = tf.pad(v, [[0, 0], [r, r], [0, 0]])[:, None]  # (n, 1, W + 2r, C)
+        window = tf.concat([buffer, row], axis=1)  # (n, r + 1, W + 2r, C)
+        v_pre = tf.nn.conv2d(window, layer["v_kernel"], 1, "VALID")[:, 0] + layer["v_bias"]  # (n, W, 2F)
+        links.append(tf.transpose(tf.matmul(v_pre, layer["link_kernel"]) + layer["h_bias"], [1, 0, 2]))  # (W, n, 2F)
+        new_buffers.append(window[:, 1:])
+        v = _gate(v_pre)
+    gumbel_t = tf.transpose(gumbel, [1, 0, 2])  # (W, n, K)
+    keep_t, init_t = tf.transpose(keep), tf.transpose(init)  # (W, n)
+    embedding = weights["embedding"]
+    emb_dim = embedding.shape[-1]
+
+    # Horizontal stack one column at a time; h_buffers[l]: (n, r, C_l) last r columns of layer l's input.
+    h_buffers0 = tuple(tf.zeros([n, r, layer["h_kernel"].shape[0] // (r + 1)])
+                       for layer, r in zip(weights["layers"], static.reaches))
+    codes_ta = tf.TensorArray(tf.int32, size=width)
+    logits_ta = tf.TensorArray(tf.float32, size=width if static.return_logits else 1)
+
+    def body(j, h0, h_buffers, codes_ta, logits_ta):
+        h, new_h_buffers = h0, []
+        for layer, buffer, r, residual, link in zip(weights["layers"], h_buffers, static.reaches,
+                                                    static.residuals, links):
+            window = tf.concat([buffer, h[:, None]], axis=1)  # (n, r + 1, C)
+            h_pre = tf.matmul(tf.reshape(window, [n, -1]), layer["h_kernel"]) + link[j]  # (n, 2F)
+            h_out = tf.matmul(_gate(h_pre), layer["out_kernel"]) + layer["out_bias"]
+            new_h_buffers.append(window[:, 1:])
+            h = h_out + h if residual else h_out
+        logits = _head(weights, h)  # (n, K)
+        code = tf.where(keep_t[j], init_t[j], _choose(logits, gumbel_t[j], inv_temperature, static.top_k))
+        codes_ta = codes_ta.write(j, code)
+        if static.return_logits:
+            logits_ta = logits_ta.write(j, logits)
+        return j + 1, tf.gather(embedding, code), tuple(new_h_buffers), codes_ta, logits_ta
+
+    _, _, _, codes_ta, logits_ta = tf.while_loop(
+        lambda j, *_: j < width, body,
+        (tf.constant(0), tf.zeros([n, emb_dim]), h_buffers0, codes_ta, logits_ta),
+        maximum_iterations=width)
+    codes = tf.transpose(codes_ta.stack())  # (n, W)
+    logits = tf.transpose(logits_ta.stack(), [1, 0, 2]) if static.return_logits else tf.zeros([0])
+    return codes, logits, tuple(new_buffers), tf.gather(embedding, codes)
+
+
+_row_step_xla = tf.function(_row_step, jit_compile=True)
+_row_step_graph = tf.function(_row_step, jit_compile=False)
+
+
+def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits):
+    weights, reaches, residuals = _prior_weights(prior_model)
+    static = _Static(reaches, residuals, top_k, return_logits)
+    step = _row_step_xla if USE_XLA else _row_step_graph
+    _, height, width = keep.shape
+    emb_dim = weights["embedding"].shape[-1]
+    buffers = []
+    for layer, r in zip(weights["layers"], reaches):
+        channels = layer["h_kernel"].shape[0] // (r + 1)
+        buffers.append(tf.zeros([n, r, width + 2 * r, channels]))
+    buffers = tuple(buffers)
+    v_input = tf.zeros([n, width, emb_dim])
+    codes, logits = np.zeros((n, height, width), np.int32), []
+    inv_temperature = tf.constant(inv_temperature, tf.float32)
+    for i in range(height):
+        row_codes, row_logits, buffers, v_input = step(
+            weights, buffers, v_input, gumbel[:, i], tf.constant(keep[:, i]), tf.constant(init[:, i]),
+            inv_temperature, static)
+        codes[:, i] = row_codes.numpy()
+        if return_logits:
+            logits.append(row_logits.numpy())
+        if progress is not None:
+            progress(i + 1, height)
+    return codes, (np.stack(logits, axis=1) if return_logits else None)
+
+
+def _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress):
+    """The keras.io way: one full forward pass of the prior per position (reference; slow)."""
+    forward = tf.function(lambda c: prior_model(c, training=False))
+    _, height, width = keep.shape
+    codes = np.where(keep, init, 0).astype(np.int32)
+    inv_temperature = tf.constant(inv_temperature, tf.float32)
+    for i in range(height):
+        for j in range(width):
+            if keep[:, i, j].all():  # nothing to sample here
+                continue
+            logits = forward(tf.constant(codes))[:, i, j]  # (n, K)
+            sampled = _choose(logits, gumbel[:, i, j], inv_temperature, top_k).numpy()
+            codes[:, i, j] = np.where(keep[:, i, j], init[:, i, j], sampled)
+        if progress is not None:
+            progress(i + 1, height)
+    return codes
+
+
+def keep_rows_mask(height: int, width: int, keep_rows: int) -> np.ndarray:
+    """(H, W) bool mask that keeps the first keep_rows rows (for completing the bottom of a grid)."""
+    if not 0 <= keep_rows <= height:
+        raise ValueError(f"Expected 0 <= keep_rows <= {height}. Received: keep_rows={keep_rows}")
+    mask = np.zeros((height, width), bool)
+    mask[:keep_rows] = True
+    return mask
+
+
+def gumbel_noise(seed: int, shape) -> tf.Tensor:
+    """Gumbel(0, 1) noise fixed by the seed (stateless), drawn up front for every position."""
+    uniform = tf.random.stateless_uniform(shape, seed=[int(seed), 0x5EED], minval=np.finfo(np.float32).tiny,
+                                          maxval=1.0)
+    return -tf.math.log(-tf.math.log(uniform))
+
+
+def _grid_shape(prior_model):
+    _, height, width = prior_model.input_shape
+    num_embeddings = prior_model.output_shape[-1]
+    return height, width, num_embeddings
+
+
+def _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask):
+    if keep_mask is None and init_codes is None:
+        return np.zeros((n, height, width), bool), np.zeros((n, height, width), np.int32)
+    if keep_mask is None or init_codes is None:
+        raise ValueError("Expected init_codes and keep_mask together. Received: "
+                         f"init_codes={'set' if init_codes is not None else None}, "
+                         f"keep_mask={'set' if keep_mask is not None else None}")
+    init = np.asarray(init_codes)
+    if init.shape != (n, height, width):
+        raise ValueError(f"Expected init_codes of shape {(n, height, width)}. Received: {init.shape}")
+    keep = np.asarray(keep_mask, bool)
+    if keep.shape not in ((height, width), (n, height, width)):
+        raise ValueError(f"Expected keep_mask of shape {(height, width)} or {(n, height, width)}. "
+                         f"Received: {keep.shape}")
+    keep = np.broadcast_to(keep, (n, height, width)).copy()
+    kept = init[keep]
+    if kept.size and (kept.min() < 0 or kept.max() >= num_embeddings):
+        raise ValueError(f"Expected kept init_codes in [0, {num_embeddings}). "
+                         f"Received values in [{kept.min()}, {kept.max()}]")
+    return keep, np.where(keep, init, 0).astype(np.int32)
+
+
+def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature: float = 1.0,
+                 top_k: Optional[int] = None, method: str = "fast", progress: Optional[ProgressFn] = None,
+                 init_codes=None, keep_mask=None) -> np.ndarray:
+    """Samples n code grids (n, H, W) int32 in raster order from a prior built by core.prior.build_prior.
+
+    Args:
+        seed: fixes the Gumbel noise of every position, so "naive" and "fast" give the same codes.
+        temperature: divides the logits; 0 means greedy (argmax).
+        top_k: keep only the k largest logits at each position (None: all).
+        method: "fast" (cached incremental generation) or "naive" (a full forward pass per position).
+        progress: called as progress(rows_done, rows_total) after each row.
+        init_codes, keep_mask: completion; where keep_mask ((H, W) or (n, H, W)) is True the code is
+            taken from init_codes (n, H, W), elsewhere it is sampled.
+    """
+    height, width, num_embeddings = _grid_shape(prior_model)
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"Expected n to be a positive integer. Received: n={n!r}")
+    if not temperature >= 0:
+        raise ValueError(f"Expected temperature >= 0. Received: temperature={temperature}")
+    if top_k is not None and not 1 <= top_k <= num_embeddings:
+        raise ValueError(f"Expected top_k in [1, {num_embeddings}] or None. Received: top_k={top_k}")
+    if method not in ("fast", "naive"):
+        raise ValueError(f"Expected method 'fast' or 'naive'. Received: method={method!r}")
+    keep, init = _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask)
+    if temperature == 0:  # greedy: no noise, plain argmax
+        gumbel, inv_temperature = tf.zeros((n, height, width, num_embeddings)), 1.0
+    else:
+        gumbel, inv_temperature = gumbel_noise(seed, (n, height, width, num_embeddings)), 1.0 / temperature
+    if method == "naive":
+        return _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress)
+    codes, _ = _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, False)
+    return codes
+
+
+def teacher_forced_logits_fast(prior_model: keras.Model, codes) -> np.ndarray:
+    """Test hook: the fast path's logits (n, H, W, K) at every position when fed the given codes."""
+    codes = np.asarray(codes, np.int32)
+    n, height, width = codes.shape
+    num_embeddings = _grid_shape(prior_model)[2]
+    gumbel = tf.zeros((n, height, width, num_embeddings))
+    keep = np.ones_like(codes, bool)
+    _, logits = _run_fast(prior_model, n, gumbel, keep, codes, 1.0, None, None, True)
+    return logits
