@@ -1,0 +1,245 @@
+"""core.data: finding the OASIS layout, validating splits, decoding and streaming slices."""
+from __future__ import annotations
+
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import OASIS_SPLIT_SIZES, brain_slice, make_oasis_tree, write_png
+from core import data
+from core.data import DataError
+
+
+def _data_root(tree):
+    return tree / "keras_png_slices_data"
+
+
+# --- finding the layout -------------------------------------------------------------------------
+def test_find_data_root_from_parent_and_from_folder_itself(oasis_tree):
+    assert data.find_data_root(oasis_tree) == _data_root(oasis_tree)
+    assert data.find_data_root(_data_root(oasis_tree)) == _data_root(oasis_tree)
+
+
+@pytest.mark.parametrize("inner", ["slices/keras_png_slices_data", "slices"])
+def test_find_data_root_from_slices_subfolder(tmp_path, oasis_tree, inner):
+    target = tmp_path / inner
+    shutil.copytree(_data_root(oasis_tree), target)
+    assert data.find_data_root(tmp_path) == target
+
+
+def test_find_data_root_accepts_str_and_user_paths(oasis_tree):
+    assert data.find_data_root(str(oasis_tree)) == _data_root(oasis_tree)
+
+
+def test_missing_folder_is_a_data_error_naming_it(tmp_path):
+    missing = tmp_path / "nowhere"
+    with pytest.raises(DataError, match="does not exist") as error:
+        data.find_data_root(missing)
+    assert str(missing) in str(error.value)
+
+
+def test_file_instead_of_folder_is_a_data_error_naming_it(tmp_path):
+    file = tmp_path / "slices.zip"
+    file.write_bytes(b"not a folder")
+    with pytest.raises(DataError, match="is a file") as error:
+        data.find_data_root(file)
+    assert str(file) in str(error.value)
+
+
+def test_folder_without_oasis_layout_is_a_data_error(tmp_path):
+    (tmp_path / "images").mkdir()
+    write_png(tmp_path / "images" / "a.png", brain_slice(0))
+    with pytest.raises(DataError, match="not an OASIS slice folder") as error:
+        data.find_data_root(tmp_path)
+    assert str(tmp_path) in str(error.value)
+    assert "images" in str(error.value)  # says what it found instead
+
+
+def test_segmentation_folder_alone_is_not_an_oasis_layout(tmp_path):
+    write_png(tmp_path / "keras_png_slices_seg_train" / "seg_0.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(DataError, match="not an OASIS slice folder"):
+        data.find_data_root(tmp_path)
+
+
+# --- listing splits -----------------------------------------------------------------------------
+@pytest.mark.parametrize("split", data.SPLITS)
+def test_splits_map_to_their_own_folders(oasis_tree, split):
+    paths = data.list_slices(_data_root(oasis_tree), split)
+    assert len(paths) == OASIS_SPLIT_SIZES[split]
+    assert {p.parent.name for p in paths} == {f"keras_png_slices_{split}"}
+
+
+def test_unknown_split_is_a_value_error():
+    with pytest.raises(ValueError, match="split"):
+        data.split_folder_name("seg_train")
+
+
+def test_segmentation_files_are_never_listed(oasis_tree):
+    root = _data_root(oasis_tree)
+    listed = {p for split in data.SPLITS for p in data.list_slices(root, split)}
+    seg_files = set((root / "keras_png_slices_seg_train").iterdir())
+    assert seg_files and not (listed & seg_files)
+    assert not any("seg" in p.parent.name for p in listed)
+
+
+def test_invalid_file_in_segmentation_folder_does_not_break_scanning(tmp_path):
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 4, "validate": 2}))
+    (root / "keras_png_slices_seg_train" / "broken.png").write_bytes(b"\x89PNG garbage")
+    (root / "keras_png_slices_seg_validate").mkdir()
+    (root / "keras_png_slices_seg_validate" / "also_broken.png").write_bytes(b"")
+    assert len(data.scan_split(root, "train")) == 4
+    assert len(data.scan_split(root, "validate")) == 2
+
+
+def test_slices_are_in_natural_case_and_slice_order(tmp_path):
+    folder = tmp_path / "keras_png_slices_train"
+    names = ["case_002_slice_0.nii.png", "case_001_slice_10.nii.png", "case_001_slice_9.nii.png",
+             "case_001_slice_1.nii.png", "case_010_slice_0.nii.png", "case_001_slice_0.nii.png"]
+    for name in names:
+        write_png(folder / name, np.zeros((8, 8), np.uint8))
+    (folder / "notes.txt").write_text("not a slice")
+    ordered = [p.name for p in data.list_slices(tmp_path, "train")]
+    assert ordered == ["case_001_slice_0.nii.png", "case_001_slice_1.nii.png",
+                       "case_001_slice_9.nii.png", "case_001_slice_10.nii.png",
+                       "case_002_slice_0.nii.png", "case_010_slice_0.nii.png"]
+
+
+def test_missing_split_folder_is_a_data_error_unless_optional(tmp_path):
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 2, "validate": 2}))
+    with pytest.raises(DataError, match="keras_png_slices_test"):
+        data.list_slices(root, "test")
+    assert data.list_slices(root, "test", required=False) == []
+    assert len(data.scan_split(root, "test", required=False)) == 0
+
+
+def test_empty_split_is_a_data_error_naming_the_folder(tmp_path):
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 0, "validate": 2}))
+    (root / "keras_png_slices_train" / "readme.txt").parent.mkdir(parents=True, exist_ok=True)
+    (root / "keras_png_slices_train" / "readme.txt").write_text("no pngs here")
+    with pytest.raises(DataError, match="No PNG slices") as error:
+        data.scan_split(root, "train")
+    assert str(root / "keras_png_slices_train") in str(error.value)
+
+
+# --- scanning: bad files ----------------------------------------------------------------------
+def test_truncated_png_is_a_data_error_naming_the_file(tmp_path):
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 4, "validate": 2}))
+    victim = data.list_slices(root, "train")[2]
+    content = victim.read_bytes()
+    victim.write_bytes(content[: len(content) // 2])
+    with pytest.raises(DataError, match="not a readable PNG") as error:
+        data.scan_split(root, "train")
+    assert str(victim) in str(error.value)
+
+
+def test_non_png_bytes_with_png_suffix_is_a_data_error_naming_the_file(tmp_path):
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 2, "validate": 2}))
+    victim = root / "keras_png_slices_train" / "case_009_slice_0.nii.png"
+    victim.write_text("hello")
+    with pytest.raises(DataError) as error:
+        data.scan_split(root, "train")
+    assert str(victim) in str(error.value)
+
+
+def test_slices_of_different_sizes_are_a_data_error(tmp_path):
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 3, "validate": 2}))
+    odd = write_png(root / "keras_png_slices_train" / "case_005_slice_0.nii.png", brain_slice(1, 24))
+    with pytest.raises(DataError, match="different sizes") as error:
+        data.scan_split(root, "train")
+    message = str(error.value)
+    assert str(root / "keras_png_slices_train") in message
+    assert odd.name in message and "24x24" in message and "32x32" in message
+
+
+def test_scan_reports_size_and_count(oasis_tree):
+    scanned = data.scan_split(_data_root(oasis_tree), "validate")
+    assert (scanned.split, len(scanned), scanned.height, scanned.width, scanned.converted) == (
+        "validate", 8, 32, 32, 0)
+    assert scanned.paths == tuple(data.list_slices(_data_root(oasis_tree), "validate"))
+
+
+def test_rgb_and_16_bit_slices_are_converted_with_a_warning(tmp_path, caplog):
+    folder = tmp_path / "keras_png_slices_train"
+    write_png(folder / "case_001_slice_0.png", np.full((8, 8), 100, np.uint8))
+    write_png(folder / "case_001_slice_1.png", np.full((8, 8, 3), 100, np.uint8))  # RGB grey
+    write_png(folder / "case_001_slice_2.png", np.full((8, 8), 65535, np.uint16))  # 16-bit white
+    with caplog.at_level(logging.WARNING, logger="core.data"):
+        scanned = data.scan_split(tmp_path, "train")
+    assert scanned.converted == 2
+    assert any("2 of 3" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
+    images = data.load_images(scanned.paths)
+    assert images.shape == (3, 8, 8, 1) and images.dtype == np.float32
+    np.testing.assert_allclose(images[0], 100 / 255, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(images[1], images[0], rtol=0, atol=1e-6)  # RGB grey -> same grey
+    assert np.all(images[2] == 1.0)  # 16-bit 65535 -> exactly 1
+
+
+def test_16_bit_mid_grey_keeps_its_depth(tmp_path):
+    path = write_png(tmp_path / "deep.png", np.array([[0, 1, 32768, 65535]], np.uint16))
+    decoded = data.decode_png(tf.io.read_file(str(path))).numpy()
+    np.testing.assert_allclose(decoded[0, :, 0], [0, 1 / 65535, 32768 / 65535, 1], rtol=1e-6, atol=0)
+
+
+# --- decoding and streaming ---------------------------------------------------------------------
+def test_decode_gives_one_channel_float32_with_exact_values(tmp_path):
+    pixels = np.array([[0, 255, 128], [1, 254, 64]], np.uint8)
+    decoded = data.decode_png(tf.io.read_file(str(write_png(tmp_path / "a.png", pixels))))
+    assert decoded.shape == (2, 3, 1) and decoded.dtype == tf.float32
+    values = decoded.numpy()[..., 0]
+    assert values[0, 0] == 0.0 and values[0, 1] == 1.0
+    np.testing.assert_allclose(values, pixels / 255.0, rtol=0, atol=1e-6)
+    assert values.min() >= 0.0 and values.max() <= 1.0
+
+
+def test_load_images_resizes_and_handles_empty(oasis_tree):
+    paths = data.list_slices(_data_root(oasis_tree), "test")[:3]
+    full = data.load_images(paths)
+    assert full.shape == (3, 32, 32, 1) and full.dtype == np.float32
+    assert data.load_images(paths, 32).shape == (3, 32, 32, 1)
+    small = data.load_images(paths, 16)
+    assert small.shape == (3, 16, 16, 1) and 0.0 <= small.min() and small.max() <= 1.0
+    assert data.load_images([], 16).shape == (0, 16, 16, 1)
+
+
+def test_make_dataset_streams_batches_in_order(oasis_tree):
+    paths = data.list_slices(_data_root(oasis_tree), "train")
+    batches = list(data.make_dataset(paths, batch_size=5, image_size=32, shuffle=False))
+    assert [tuple(b.shape) for b in batches] == [(5, 32, 32, 1)] * 3 + [(1, 32, 32, 1)]
+    assert all(b.dtype == tf.float32 for b in batches)
+    np.testing.assert_allclose(np.concatenate([b.numpy() for b in batches]), data.load_images(paths),
+                               atol=1e-6)
+    dropped = list(data.make_dataset(paths, batch_size=5, image_size=32, shuffle=False,
+                                     drop_remainder=True))
+    assert len(dropped) == 3
+
+
+def test_make_dataset_shuffles_deterministically_per_seed(oasis_tree):
+    paths = data.list_slices(_data_root(oasis_tree), "train")
+
+    def epoch(seed):
+        return np.concatenate([b.numpy() for b in data.make_dataset(
+            paths, batch_size=4, image_size=32, shuffle=True, seed=seed)])
+
+    first, again, other = epoch(1), epoch(1), epoch(2)
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    # A shuffle is a permutation: the same slices, in another order.
+    ordered = data.load_images(paths)
+    np.testing.assert_allclose(np.sort(first.reshape(16, -1), axis=0),
+                               np.sort(ordered.reshape(16, -1), axis=0), atol=1e-6)
+
+
+def test_make_dataset_crops_and_resizes(oasis_tree):
+    paths = data.list_slices(_data_root(oasis_tree), "train")[:8]
+    crops = list(data.make_dataset(paths, batch_size=4, image_size=32, shuffle=False, crop_size=16))
+    assert [tuple(b.shape) for b in crops] == [(4, 16, 16, 1)] * 2
+    # A crop is a window of the slice it came from.
+    whole, crop = data.load_images(paths[:1])[0, ..., 0], crops[0].numpy()[0, ..., 0]
+    windows = np.lib.stride_tricks.sliding_window_view(whole, (16, 16))
+    assert np.any(np.all(np.abs(windows - crop) < 1e-6, axis=(2, 3)))
+    resized = next(iter(data.make_dataset(paths, batch_size=8, image_size=16, shuffle=False)))
+    assert resized.shape == (8, 16, 16, 1)
+    assert 0.0 <= float(tf.reduce_min(resized)) and float(tf.reduce_max(resized)) <= 1.0
