@@ -16,8 +16,8 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
 
-from core import data, metrics, runs, trainer  # noqa: E402
-from core.quantizer import codebook_stats  # noqa: E402
+from core import data, runs, trainer  # noqa: E402
+from core.evaluate import evaluate_images  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
 from core.vqvae import VQVAE, VQVAEConfig, build_vqvae  # noqa: E402
 
@@ -106,7 +106,8 @@ class VQVAETask:
         return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
 
     def validate(self) -> dict:
-        return evaluate_vqvae(self.model, self.val_images, prefix="val_")
+        scores = evaluate_images(self.model, self.val_images)
+        return {f"val_{k}": v for k, v in scores.items() if k not in ("codebook_size", "dead_codes")}
 
     def write_samples(self, path: Path) -> None:
         image_grid([self.sample_images, self.model.reconstruct(self.sample_images)]).save(path)
@@ -122,17 +123,6 @@ class VQVAETask:
         self.model.load_weights(folder / "vqvae.keras")
         trainer.restore_optimizer(self.optimizer, self.model.trainable_variables,
                                   folder / "optimizer.npz")
-
-
-def evaluate_vqvae(model: VQVAE, images: np.ndarray, prefix: str = "") -> dict:
-    """SSIM/PSNR/MSE of reconstructions and codebook usage over `images`."""
-    indices = model.encode_to_indices(images)
-    reconstructions = np.clip(model.decode_indices(indices), 0.0, 1.0)
-    usage = codebook_stats(indices, model.config.num_embeddings)
-    return {f"{prefix}ssim": float(np.mean(metrics.ssim(images, reconstructions))),
-            f"{prefix}psnr": float(np.mean(metrics.psnr(images, reconstructions))),
-            f"{prefix}mse": float(np.mean(metrics.mse(images, reconstructions))),
-            f"{prefix}perplexity": usage.perplexity, f"{prefix}codes_used": usage.codes_used}
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -98,7 +98,8 @@ def _channels_at(config: VQVAEConfig, level: int) -> int:
 
 
 def build_encoder(config: VQVAEConfig) -> keras.Model:
-    images = keras.Input((config.image_size, config.image_size, 1), name="images")
+    # Spatial sizes are left open: training may use crops, and any multiple of the factor works.
+    images = keras.Input((None, None, 1), name="images")
     x = images
     for level in range(1, config.num_downsamplings + 1):
         x = layers.Conv2D(_channels_at(config, level), 4, strides=2, padding="same",
@@ -111,8 +112,7 @@ def build_encoder(config: VQVAEConfig) -> keras.Model:
 
 
 def build_decoder(config: VQVAEConfig) -> keras.Model:
-    grid = config.code_grid
-    codes = keras.Input((grid, grid, config.embedding_dim), name="code_vectors")
+    codes = keras.Input((None, None, config.embedding_dim), name="code_vectors")
     x = layers.Conv2D(config.hidden_channels, 3, padding="same", name="from_codes")(codes)
     for block in range(config.num_residual_blocks):
         x = ResidualBlock(config.hidden_channels, name=f"residual{block}")(x)

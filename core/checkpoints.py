@@ -1,0 +1,93 @@
+"""Checkpoint bundles (vqvae.keras, prior.keras, config.json, README.md): find, load and describe them."""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+
+from core import runs
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo"
+DEMO_DATA = REPO_ROOT / "demo_data"
+RUNS_ROOT = Path(os.environ.get("BRAINVQ_RUNS", REPO_ROOT / "runs"))
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found or loaded; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class CheckpointChoice:
+    """One entry of the checkpoint picker."""
+
+    label: str
+    path: Path
+    has_prior: bool
+
+
+@dataclass
+class Bundle:
+    """Loaded models and their configs. `prior` is None for a VQ-VAE-only checkpoint."""
+
+    path: Path
+    config: dict
+    vqvae: keras.Model
+    prior: keras.Model | None
+    card: str  # the model card (README.md) or ""
+
+    @property
+    def vqvae_config(self):
+        return self.vqvae.config
+
+    @property
+    def image_size(self) -> int:
+        return self.vqvae.config.image_size
+
+
+def _load_model(path: Path) -> keras.Model:
+    # Importing registers the custom layers with Keras before the file is read.
+    import core.prior  # noqa: F401
+    import core.vqvae  # noqa: F401
+    try:
+        return keras.saving.load_model(path, compile=False)
+    except Exception as error:  # Keras raises many types for a bad file; all mean "will not load"
+        raise CheckpointError(f"{path} will not load as a Keras model ({type(error).__name__}: "
+                              f"{str(error)[:200]}).") from error
+
+
+def load_bundle(path: str | Path) -> Bundle:
+    """Load a bundle folder, or the best checkpoint of a run directory."""
+    try:
+        folder = runs.resolve_checkpoint(path)
+    except runs.RunError as error:
+        raise CheckpointError(str(error)) from error
+    try:
+        config = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError) as error:
+        raise CheckpointError(f"{folder / 'config.json'} is missing or not JSON.") from error
+    if not (folder / "vqvae.keras").exists():
+        raise CheckpointError(f"{folder} has no vqvae.keras.")
+    vqvae = _load_model(folder / "vqvae.keras")
+    prior = _load_model(folder / "prior.keras") if (folder / "prior.keras").exists() else None
+    card_path = folder / "README.md"
+    card = card_path.read_text() if card_path.exists() else ""
+    return Bundle(folder, config, vqvae, prior, card)
+
+
+def available_checkpoints(runs_root: str | Path = RUNS_ROOT) -> list[CheckpointChoice]:
+    """The shipped demo first, then every run with a checkpoint, newest first."""
+    choices = []
+    if (DEMO_CHECKPOINT / "vqvae.keras").exists():
+        choices.append(CheckpointChoice("demo (shipped)", DEMO_CHECKPOINT,
+                                        (DEMO_CHECKPOINT / "prior.keras").exists()))
+    for summary in runs.list_runs(runs_root):
+        if not summary.has_checkpoint:
+            continue
+        folder = runs.resolve_checkpoint(summary.path)
+        choices.append(CheckpointChoice(f"{summary.name} ({summary.kind}, {summary.state})",
+                                        summary.path, (folder / "prior.keras").exists()))
+    return choices
