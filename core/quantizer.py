@@ -36,6 +36,11 @@ def codebook_stats(indices, num_embeddings: int) -> CodebookStats:
     return CodebookStats(counts, perplexity, int((counts > 0).sum()), num_embeddings)
 
 
+def _mean(values):
+    """The mean, and 0 (not NaN) for an empty batch."""
+    return ops.sum(values) / ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
+
+
 @keras.saving.register_keras_serializable(package="brainvq")
 class VectorQuantizer(keras.layers.Layer):
     """Snaps each input vector to its nearest codebook vector.
@@ -68,6 +73,13 @@ class VectorQuantizer(keras.layers.Layer):
             raise ValueError(f"Expected embedding_dim >= 1. Received: embedding_dim={embedding_dim}")
         if not 0.0 < ema_decay < 1.0:
             raise ValueError(f"Expected ema_decay in (0, 1). Received: ema_decay={ema_decay}")
+        if commitment_cost < 0:
+            raise ValueError(f"Expected commitment_cost >= 0. Received: commitment_cost={commitment_cost}")
+        if dead_code_threshold < 0:
+            raise ValueError(f"Expected dead_code_threshold >= 0 (0 turns restarts off). "
+                             f"Received: dead_code_threshold={dead_code_threshold}")
+        if epsilon <= 0:
+            raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon}")
         self.num_embeddings = num_embeddings
         self.embedding_dim = embedding_dim
         self.commitment_cost = commitment_cost
@@ -86,12 +98,14 @@ class VectorQuantizer(keras.layers.Layer):
                                         initializer=init, trainable=not self.use_ema)
         # EMA statistics; also kept without EMA, where they only track usage for dead codes.
         # Zero counts make every code "dead" at the first training step, so the codebook starts
-        # on real encoder outputs rather than on the random initialisation.
+        # on real encoder outputs rather than on the random initialisation. The sums start at
+        # zero too (no mass yet): with restarts off, the first step puts each used code at the
+        # mean of its inputs instead of at init / (n * (1 - decay)).
         self.ema_cluster_size = self.add_weight(name="ema_cluster_size", shape=(self.num_embeddings,),
                                                 initializer="zeros", trainable=False)
         self.ema_embedding_sum = self.add_weight(name="ema_embedding_sum",
                                                  shape=(self.num_embeddings, self.embedding_dim),
-                                                 initializer=init, trainable=False)
+                                                 initializer="zeros", trainable=False)
         self.built = True
 
     def nearest_indices(self, flat_inputs):
@@ -117,12 +131,14 @@ class VectorQuantizer(keras.layers.Layer):
         indices = self.nearest_indices(flat)
         one_hot = ops.one_hot(indices, self.num_embeddings, dtype="float32")
         if training:
-            self._update_codebook(flat, one_hot)
+            # An empty batch (a zero-size shard) has nothing to learn from: no update at all.
+            ops.cond(ops.shape(flat)[0] > 0, lambda: self._update_codebook(flat, one_hot),
+                     lambda: None)
         quantized = ops.reshape(ops.take(self.codebook, indices, axis=0), ops.shape(inputs32))
-        commitment = ops.mean((inputs32 - ops.stop_gradient(quantized)) ** 2)
+        commitment = _mean((inputs32 - ops.stop_gradient(quantized)) ** 2)
         loss = self.commitment_cost * commitment
         if not self.use_ema:
-            loss = loss + ops.mean((ops.stop_gradient(inputs32) - quantized) ** 2)
+            loss = loss + _mean((ops.stop_gradient(inputs32) - quantized) ** 2)
         self.add_loss(loss)
         quantized = inputs32 + ops.stop_gradient(quantized - inputs32)  # straight-through
         return ops.cast(quantized, inputs.dtype)
