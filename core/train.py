@@ -5,13 +5,11 @@ import argparse
 import json
 import logging
 import os
-import shutil
 import sys
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from PIL import Image  # noqa: E402
@@ -19,7 +17,7 @@ from PIL import Image  # noqa: E402
 from core import data, runs, trainer  # noqa: E402
 from core.evaluate import evaluate_images  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
-from core.vqvae import VQVAE, VQVAEConfig, build_vqvae  # noqa: E402
+from core.vqvae import VQVAEConfig, build_vqvae  # noqa: E402
 
 log = logging.getLogger("brainvq.train")
 SAMPLE_SLICES = 8
@@ -59,9 +57,7 @@ class VQVAETask:
                                                          min(SAMPLE_SLICES, len(self.val_images))).astype(int)]
         with strategy.scope():
             self.model = build_vqvae(model_config)
-            self.optimizer = keras.optimizers.Adam(train.learning_rate)
-            if train.mixed_precision:
-                self.optimizer = keras.optimizers.LossScaleOptimizer(self.optimizer)
+            self.optimizer = trainer.make_optimizer(train, self.steps_per_epoch())
         self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
                                           reduce_retracing=True)
 
@@ -136,6 +132,8 @@ def _add_train_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> 
     group.add_argument("--batch-size", type=int, default=defaults.batch_size)
     group.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float,
                        default=defaults.learning_rate)
+    group.add_argument("--lr-schedule", choices=["cosine", "constant"], default=defaults.lr_schedule,
+                       help="cosine decays the rate to 1%% of --lr over all epochs")
     group.add_argument("--seed", type=int, default=defaults.seed)
     group.add_argument("--steps-per-epoch", type=int, default=None,
                        help="cap the steps of one epoch (default: one pass over the train split)")
@@ -192,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _train_config(args, saved: dict | None) -> TrainConfig:
     values = dict(saved or {})
     if saved is None:
-        values.update({f: getattr(args, f) for f in ("batch_size", "learning_rate", "seed",
+        values.update({f: getattr(args, f) for f in ("batch_size", "learning_rate", "lr_schedule", "seed",
                                                      "steps_per_epoch", "log_every")})
         values["epochs"] = args.epochs or TrainConfig().epochs
     elif args.epochs:
@@ -214,6 +212,8 @@ def main(argv: list[str] | None = None) -> int:
                 raise runs.RunError(f"{run_dir} is a {saved.get('kind')} run, not {args.kind}.")
         else:
             saved = None
+            if (run_dir / "config.json").exists():  # refuse before any work touches the folder
+                runs.create_run(run_dir, {})
         train = _train_config(args, saved and saved["train"])
         strategy = trainer.setup_devices(train)
         log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()

@@ -25,6 +25,7 @@ class TrainConfig:
     epochs: int = 30
     batch_size: int = 16
     learning_rate: float = 2e-3
+    lr_schedule: str = "cosine"  # "cosine" (decay to 1% over all epochs) or "constant"
     seed: int = 0
     steps_per_epoch: int | None = None  # None: one pass over the train split
     log_every: int = 10  # steps between metric lines
@@ -40,6 +41,8 @@ class TrainConfig:
                 raise ValueError(f"Expected {name} >= 1. Received: {name}={getattr(self, name)}")
         if self.learning_rate <= 0:
             raise ValueError(f"Expected learning_rate > 0. Received: learning_rate={self.learning_rate}")
+        if self.lr_schedule not in ("cosine", "constant"):
+            raise ValueError(f"Expected lr_schedule 'cosine' or 'constant'. Received: {self.lr_schedule!r}")
         if self.strategy not in ("default", "mirrored"):
             raise ValueError(f"Expected strategy 'default' or 'mirrored'. Received: {self.strategy!r}")
         if self.device not in ("auto", "cpu", "gpu"):
@@ -52,6 +55,16 @@ class TrainConfig:
     def from_dict(cls, values: dict) -> "TrainConfig":
         known = {f.name for f in fields(cls)}
         return cls(**{k: v for k, v in values.items() if k in known})
+
+
+def make_optimizer(train: TrainConfig, steps_per_epoch: int):
+    """Adam with the run's schedule; the step count lives in the optimizer, so resume continues it."""
+    import keras
+    rate = train.learning_rate
+    if train.lr_schedule == "cosine":
+        rate = keras.optimizers.schedules.CosineDecay(rate, train.epochs * steps_per_epoch, alpha=0.01)
+    optimizer = keras.optimizers.Adam(rate)
+    return keras.optimizers.LossScaleOptimizer(optimizer) if train.mixed_precision else optimizer
 
 
 class Task(Protocol):

@@ -1,0 +1,166 @@
+"""`python -m core.train prior`: fit the PixelCNN prior on the train split's cached VQ-VAE codes."""
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from core import data, runs, trainer
+from core.checkpoints import load_bundle
+from core.prior import PriorConfig, build_prior, prior_loss
+from core.sampler import sample_codes
+from core.trainer import TrainConfig
+
+SAMPLES_PER_EPOCH = 8
+
+
+def encode_split(vqvae, data_root: Path, split: str, cache: Path) -> np.ndarray:
+    """The split's code grids (N, h, w) int16, encoded once and cached in the run directory."""
+    if cache.exists():
+        return np.load(cache)
+    paths = data.scan_split(data_root, split).paths
+    chunks = [vqvae.encode_to_indices(data.load_images(paths[i:i + 256], vqvae.config.image_size))
+              for i in range(0, len(paths), 256)]
+    codes = np.concatenate(chunks).astype(np.int16)
+    tmp = cache.with_suffix(".tmp.npy")
+    np.save(tmp, codes)
+    tmp.replace(cache)
+    return codes
+
+
+class PriorTask:
+    """Trains the prior; validation bits per code pick the best checkpoint."""
+
+    kind = "prior"
+    selection_metric = "val_bits_per_code"
+    selection_mode = "min"
+
+    def __init__(self, run_dir: Path, vqvae_source: str, data_path: str, model_config: PriorConfig,
+                 train: TrainConfig, strategy: tf.distribute.Strategy):
+        self.source = load_bundle(vqvae_source)
+        self.vqvae = self.source.vqvae
+        root = data.find_data_root(data_path)
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.train_codes = encode_split(self.vqvae, root, "train", run_dir / "codes_train.npy")
+        self.val_codes = encode_split(self.vqvae, root, "validate", run_dir / "codes_validate.npy")
+        self.config, self.train, self.strategy = model_config, train, strategy
+        self.batch_size = min(train.batch_size, len(self.train_codes))
+        with strategy.scope():
+            self.model = build_prior(model_config)
+            self.optimizer = trainer.make_optimizer(train, self.steps_per_epoch())
+        self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
+                                          reduce_retracing=True)
+        self._compiled_logits = tf.function(lambda codes: self.model(codes, training=False))
+
+    def steps_per_epoch(self) -> int:
+        count = len(self.train_codes) // self.batch_size
+        return min(count, self.train.steps_per_epoch or count)
+
+    def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
+        dataset = (tf.data.Dataset.from_tensor_slices(self.train_codes.astype(np.int32))
+                   .shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
+                            reshuffle_each_iteration=False)
+                   .batch(self.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
+        if self.train.strategy == "mirrored":
+            return self.strategy.experimental_distribute_dataset(dataset)
+        return dataset
+
+    def _replica_step(self, codes):
+        with tf.GradientTape() as tape:
+            logits = tf.cast(self.model(codes, training=True), tf.float32)
+            loss = prior_loss(codes, logits)
+            scaled = self.optimizer.scale_loss(loss / self.strategy.num_replicas_in_sync)
+        variables = self.model.trainable_variables
+        self.optimizer.apply(tape.gradient(scaled, variables), variables)
+        accuracy = tf.reduce_mean(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == codes, tf.float32))
+        return {"loss": loss, "bits_per_code": loss / np.log(2.0), "accuracy": accuracy}
+
+    def train_step(self, batch) -> dict:
+        if self.train.strategy != "mirrored":
+            return self._compiled_step(batch)
+        per_replica = self.strategy.run(self._compiled_step, args=(batch,))
+        return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+    def validate(self) -> dict:
+        total_nats, correct, count = 0.0, 0.0, 0
+        for start in range(0, len(self.val_codes), 32):
+            codes = tf.constant(self.val_codes[start:start + 32].astype(np.int32))
+            logits = tf.cast(self._compiled_logits(codes), tf.float32)
+            total_nats += float(prior_loss(codes, logits)) * codes.shape[0]
+            correct += float(tf.reduce_mean(tf.cast(
+                tf.argmax(logits, -1, output_type=tf.int32) == codes, tf.float32))) * codes.shape[0]
+            count += codes.shape[0]
+        count = max(count, 1)
+        return {"val_bits_per_code": total_nats / count / np.log(2.0), "val_accuracy": correct / count}
+
+    def write_samples(self, path: Path) -> None:
+        from core.train import image_grid
+        codes = sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0)
+        image_grid([self.vqvae.decode_indices(codes)]).save(path)
+
+    def write_bundle(self, folder: Path) -> None:
+        shutil.copy2(self.source.path / "vqvae.keras", folder / "vqvae.keras")
+        self.model.save(folder / "prior.keras")
+        runs.write_json_atomic(folder / "config.json", {
+            "kind": "prior", "vqvae": self.vqvae.config.to_dict(), "prior": self.config.to_dict(),
+            "vqvae_source": str(self.source.path)})
+
+    def save_state(self, folder: Path) -> None:
+        trainer.save_optimizer(self.optimizer, folder / "optimizer.npz")
+
+    def restore(self, folder: Path) -> None:
+        self.model.load_weights(folder / "prior.keras")
+        trainer.restore_optimizer(self.optimizer, self.model.trainable_variables,
+                                  folder / "optimizer.npz")
+
+
+def add_parser(kinds, train_defaults: TrainConfig, add_train_flags) -> None:
+    parser = kinds.add_parser("prior", help="train the PixelCNN prior over a VQ-VAE's codes",
+                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--vqvae", help="VQ-VAE run directory (its best checkpoint) or bundle folder")
+    parser.add_argument("--data", help="OASIS folder (default: the one the VQ-VAE run trained on)")
+    defaults = PriorConfig(num_embeddings=2, grid_height=1, grid_width=1)
+    model = parser.add_argument_group("prior model")
+    model.add_argument("--filters", type=int, default=defaults.filters)
+    model.add_argument("--num-layers", type=int, default=defaults.num_layers)
+    model.add_argument("--kernel-size", type=int, default=defaults.kernel_size)
+    model.add_argument("--prior-embedding-dim", type=int, default=defaults.embedding_dim)
+    model.add_argument("--head-filters", type=int, default=defaults.head_filters)
+    add_train_flags(parser, train_defaults)
+    parser.set_defaults(learning_rate=1e-3)
+
+
+def make_task(args, saved: dict | None, train: TrainConfig, strategy):
+    run_dir = Path(args.run_dir)
+    if saved is None:
+        if not args.vqvae:
+            raise runs.RunError("--vqvae is required for a new prior run: the VQ-VAE run or bundle.")
+        source = str(Path(args.vqvae).resolve())
+        data_path = args.data or _vqvae_data(source)
+        vqvae_config = load_bundle(source).vqvae.config
+        model_config = PriorConfig(
+            num_embeddings=vqvae_config.num_embeddings, grid_height=vqvae_config.code_grid,
+            grid_width=vqvae_config.code_grid, filters=args.filters, num_layers=args.num_layers,
+            kernel_size=args.kernel_size, embedding_dim=args.prior_embedding_dim,
+            head_filters=args.head_filters)
+        settings = {"vqvae": source, "data": str(Path(data_path).resolve())}
+    else:
+        model_config = PriorConfig.from_dict(saved["model"])
+        settings = dict(saved["data_settings"])
+        if args.data:
+            settings["data"] = str(Path(args.data).resolve())
+    task = PriorTask(run_dir, settings["vqvae"], settings["data"], model_config, train, strategy)
+    config = {"kind": "prior", "model": model_config.to_dict(), "train": train.to_dict(),
+              "data_settings": settings}
+    return task, config
+
+
+def _vqvae_data(source: str) -> str:
+    try:
+        return runs.read_config(source)["data_settings"]["data"]
+    except (runs.RunError, KeyError):
+        raise data.DataError(f"{source} is a bundle, not a VQ-VAE run: say which data to encode "
+                             f"with --data.") from None
