@@ -1,0 +1,61 @@
+"""core.metrics: SSIM, PSNR and MSE on [0, 1] images."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from conftest import brain_slice
+from core import metrics
+
+
+def slices(count: int = 3) -> np.ndarray:
+    return np.stack([brain_slice(seed) for seed in range(count)])[..., None].astype(np.float32) / 255.0
+
+
+def test_identical_images_score_perfectly():
+    x = slices()
+    np.testing.assert_allclose(metrics.ssim(x, x), np.ones(3), rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(metrics.psnr(x, x), np.full(3, 100.0))  # capped, not inf
+    np.testing.assert_array_equal(metrics.mse(x, x), np.zeros(3))
+
+
+def test_mse_matches_numpy():
+    rng = np.random.default_rng(0)
+    a = rng.uniform(0, 1, (4, 32, 32, 1)).astype(np.float32)
+    b = rng.uniform(0, 1, (4, 32, 32, 1)).astype(np.float32)
+    expected = ((a - b) ** 2).mean(axis=(1, 2, 3))
+    np.testing.assert_allclose(metrics.mse(a, b), expected, rtol=1e-5)
+
+
+def test_psnr_matches_its_definition():
+    a = slices(2)
+    b = np.clip(a + 0.05, 0, 1)
+    expected = 10 * np.log10(1.0 / ((a - b) ** 2).mean(axis=(1, 2, 3)))
+    np.testing.assert_allclose(metrics.psnr(a, b), expected, rtol=1e-4)
+
+
+def test_reconstructions_are_clipped_to_the_image_range():
+    a = np.zeros((1, 16, 16, 1), np.float32)
+    overshoot = np.full_like(a, -0.5)  # clipped to 0: identical to `a`
+    assert metrics.mse(a, overshoot)[0] == 0.0
+    assert metrics.psnr(a, overshoot)[0] == 100.0
+
+
+def test_ssim_decreases_with_noise():
+    x = slices(2)
+    rng = np.random.default_rng(1)
+    scores = [metrics.ssim(x, np.clip(x + rng.normal(0, sigma, x.shape), 0, 1)).mean()
+              for sigma in (0.0, 0.02, 0.1, 0.3)]
+    assert scores[0] == pytest.approx(1.0, abs=1e-6)
+    assert all(later < earlier for earlier, later in zip(scores, scores[1:])), scores
+    psnrs = [metrics.psnr(x, np.clip(x + sigma, 0, 1)).mean() for sigma in (0.01, 0.05, 0.2)]
+    assert psnrs[0] > psnrs[1] > psnrs[2]
+
+
+@pytest.mark.parametrize("shape, count", [((32, 32), 1), ((3, 32, 32), 3), ((3, 32, 32, 1), 3)])
+def test_accepts_single_images_and_batches(shape, count):
+    x = np.full(shape, 0.5, np.float32)
+    y = np.full(shape, 0.25, np.float32)
+    for metric in (metrics.ssim, metrics.psnr, metrics.mse):
+        assert metric(x, y).shape == (count,)
+    np.testing.assert_allclose(metrics.mse(x, y), np.full(count, 0.0625), rtol=1e-6)
