@@ -14,11 +14,14 @@ def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--num-embeddings", type=int, default=256, help="K, codebook size")
     parser.add_argument("--grid", type=int, default=64, help="code grid side (64 -> 256x256 images)")
+    parser.add_argument("--num-layers", type=int, default=None, help="override PriorConfig.num_layers")
+    parser.add_argument("--filters", type=int, default=None, help="override PriorConfig.filters")
     parser.add_argument("--n", type=int, default=16, help="samples per batch")
     parser.add_argument("--naive-rows", type=int, default=2, help="full rows timed with the naive sampler")
     parser.add_argument("--repeats", type=int, default=3, help="timed fast runs (median reported)")
     parser.add_argument("--checkpoint", default=None, help="path to a trained prior.keras (default: random init)")
-    parser.add_argument("--no-xla", action="store_true", help="run the fast path as a plain tf.function graph")
+    parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
+                        help="fast path compiled with XLA (auto: only on GPU)")
     parser.add_argument("--seed", type=int, default=0)
     return parser.parse_args(argv)
 
@@ -32,19 +35,21 @@ def main(argv=None):
     from core import sampler
     from core.prior import PriorConfig, build_prior
 
-    sampler.USE_XLA = not args.no_xla
+    sampler.USE_XLA = {"auto": None, "on": True, "off": False}[args.xla]
     if args.checkpoint:
         prior = keras.models.load_model(args.checkpoint)
         source = args.checkpoint
     else:
         keras.utils.set_random_seed(args.seed)
-        config = PriorConfig(num_embeddings=args.num_embeddings, grid_height=args.grid, grid_width=args.grid)
+        overrides = {k: v for k, v in (("num_layers", args.num_layers), ("filters", args.filters)) if v is not None}
+        config = PriorConfig(num_embeddings=args.num_embeddings, grid_height=args.grid, grid_width=args.grid,
+                             **overrides)
         prior = build_prior(config)
-        source = f"random init, PriorConfig defaults {config.to_dict()}"
+        source = f"random init, {config}"
     _, height, width = prior.input_shape
     positions = height * width
     print(f"prior: {source}; {prior.count_params():,} params")
-    print(f"device: {tf.config.list_logical_devices()[-1].device_type}, xla={sampler.USE_XLA}, "
+    print(f"device: {tf.config.list_logical_devices()[-1].device_type}, xla={args.xla}, "
           f"cpu threads={os.cpu_count()}")
 
     start = time.perf_counter()

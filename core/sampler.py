@@ -11,9 +11,12 @@ import tensorflow as tf
 
 from core.prior import GatedPixelCNNLayer, LogitsHead
 
-# XLA fuses the ~10 small ops per layer and pixel into one loop body; on a 2-core CPU it ran the
-# 64x64, K=256, 16-sample benchmark about 3x faster than the plain graph (bench/sampling.py --no-xla).
-USE_XLA = True
+# Measured with bench/sampling.py on the 2-core CPU (64x64, K=256, n=16, 8 layers): the plain graph
+# ran in 1.23 s after a 1.7 s warm-up, XLA (jit_compile=True on the row step) in 1.34 s after a 3.0 s
+# warm-up, so the CPU uses the plain graph. On a GPU each of the ~100 small ops per pixel would be a
+# kernel launch, which XLA fuses, so XLA is used there (not timed: no GPU was available).
+# None: decide per call from the visible devices; True/False forces it.
+USE_XLA: Optional[bool] = None
 
 ProgressFn = Callable[[int, int], None]
 
@@ -139,7 +142,8 @@ _row_step_graph = tf.function(_row_step, jit_compile=False)
 def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits):
     weights, reaches, residuals = _prior_weights(prior_model)
     static = _Static(reaches, residuals, top_k, return_logits)
-    step = _row_step_xla if USE_XLA else _row_step_graph
+    use_xla = bool(tf.config.list_logical_devices("GPU")) if USE_XLA is None else USE_XLA
+    step = _row_step_xla if use_xla else _row_step_graph
     _, height, width = keep.shape
     emb_dim = weights["embedding"].shape[-1]
     buffers = []

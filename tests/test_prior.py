@@ -1,0 +1,131 @@
+"""Tests for core.prior: config, causality without blind spot, save/load, training, metrics."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+import keras
+
+from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, bits_per_code, build_prior, prior_loss,
+                        top1_accuracy)
+
+TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers=2, kernel_size=3,
+            embedding_dim=4, head_filters=16)
+
+
+def randomize_weights(model, seed=0):
+    """Unit-scale random weights with non-zero biases, so every dependency shows in the logits."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        scale = 0.3 if len(w.shape) == 1 else 1.0 / np.sqrt(np.prod(w.shape[:-1]))
+        w.assign(rng.normal(0.0, scale, w.shape).astype("float32"))
+    return model
+
+
+@pytest.mark.parametrize("changes", [
+    dict(num_embeddings=1), dict(grid_height=0), dict(filters=-3), dict(num_layers=0),
+    dict(kernel_size=4), dict(kernel_size=1), dict(embedding_dim=2.5), dict(head_filters=True),
+])
+def test_config_rejects_invalid_values(changes):
+    with pytest.raises(ValueError, match="Expected"):
+        PriorConfig(**{**TINY, **changes})
+
+
+def test_config_json_round_trip(tmp_path):
+    config = PriorConfig(**TINY)
+    config.to_json(tmp_path / "config.json")
+    assert PriorConfig.from_json(tmp_path / "config.json") == config
+    assert PriorConfig.from_dict(config.to_dict()) == config
+    with pytest.raises(ValueError, match="unknown"):
+        PriorConfig.from_dict({**config.to_dict(), "dropout": 0.1})
+
+
+def test_output_shape_and_dtype():
+    model = build_prior(PriorConfig(**TINY))
+    logits = model(np.zeros((3, 6, 7), np.int32))
+    assert tuple(logits.shape) == (3, 6, 7, 8)
+    assert logits.dtype == "float32"
+
+
+def expected_dependencies(height, width, num_layers, kernel_size):
+    """deps[i, j, a, b]: the analytic receptive field of logits (i, j) over codes (a, b)."""
+    reach = num_layers * (kernel_size // 2)
+    i, j, a, b = np.meshgrid(*(np.arange(s) for s in (height, width, height, width)), indexing="ij")
+    same_row = (a == i) & (b >= j - 1 - reach) & (b <= j - 1)
+    above = (i - a >= 1) & (i - a <= reach + 1) & (np.abs(b - j) <= reach)
+    return same_row | above
+
+
+@pytest.mark.parametrize("num_layers,kernel_size", [(2, 3), (2, 5)])
+def test_causality_without_blind_spot(num_layers, kernel_size):
+    config = PriorConfig(**{**TINY, "num_layers": num_layers, "kernel_size": kernel_size})
+    height, width = config.grid_height, config.grid_width
+    model = randomize_weights(build_prior(config))
+    base = np.random.default_rng(1).integers(0, 8, (height, width)).astype(np.int32)
+    batch = np.repeat(base[None], height * width + 1, axis=0)  # sample 0 unchanged, sample 1 + p changes p
+    for p in range(height * width):
+        batch[1 + p, p // width, p % width] = (base[p // width, p % width] + 3) % 8
+    logits = model(batch).numpy()
+    diff = np.abs(logits[1:] - logits[:1]).max(axis=-1).reshape(height, width, height, width)  # [a, b, i, j]
+    deps = expected_dependencies(height, width, num_layers, kernel_size).transpose(2, 3, 0, 1)  # [a, b, i, j]
+    assert diff[~deps].max() < 1e-6, "a logit changed for a code outside its causal receptive field"
+    assert diff[deps].min() > 1e-5, "a code inside the receptive field did not change a logit"
+    reach = num_layers * (kernel_size // 2)
+    for p in range(height * width):
+        a, b = divmod(p, width)
+        changed = diff[a, b].reshape(-1) > 1e-6
+        assert not changed[:p + 1].any()  # nothing at or before p in raster order
+        if b + 1 < width:
+            assert diff[a, b, a, b + 1] > 1e-5  # the next position
+        if a + 1 < height:
+            assert diff[a, b, a + 1, b] > 1e-5  # directly below
+            for j in (b - reach, b + reach):  # no blind spot: the far corners of the kernel reach below
+                if 0 <= j < width:
+                    assert diff[a, b, a + 1, j] > 1e-5
+
+
+def test_keras_save_load_round_trip(tmp_path):
+    model = randomize_weights(build_prior(PriorConfig(**TINY)))
+    codes = np.random.default_rng(2).integers(0, 8, (2, 6, 7)).astype(np.int32)
+    model.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert sum(isinstance(l, GatedPixelCNNLayer) for l in loaded.layers) == 2
+    assert any(isinstance(l, LogitsHead) for l in loaded.layers)
+    np.testing.assert_array_equal(loaded(codes).numpy(), model(codes).numpy())
+
+
+def test_training_lowers_loss_on_structured_codes():
+    keras.utils.set_random_seed(0)
+    config = PriorConfig(**TINY)
+    model = build_prior(config)
+    rows, cols = np.meshgrid(np.arange(6), np.arange(7), indexing="ij")
+    offsets = np.random.default_rng(3).integers(0, 8, (32, 1, 1))
+    codes = ((rows + cols + offsets) % 8).astype(np.int32)  # diagonal stripes: predictable from the left
+    optimizer = keras.optimizers.Adam(1e-2)
+
+    @tf.function
+    def step(batch):
+        with tf.GradientTape() as tape:
+            loss = prior_loss(batch, model(batch, training=True))
+        optimizer.apply_gradients(zip(tape.gradient(loss, model.trainable_weights), model.trainable_weights))
+        return loss
+
+    first = float(prior_loss(codes, model(codes)))
+    for _ in range(60):
+        step(codes)
+    last = float(prior_loss(codes, model(codes)))
+    assert first > 1.8  # about log(8) at init
+    assert last < 0.5 * first
+    assert top1_accuracy(model(codes), codes) > 0.8
+
+
+def test_bits_per_code_and_accuracy_match_numpy():
+    rng = np.random.default_rng(4)
+    logits = rng.normal(0, 2, (2, 3, 4, 5)).astype(np.float32)
+    codes = rng.integers(0, 5, (2, 3, 4))
+    shifted = logits - logits.max(-1, keepdims=True)
+    log_probs = shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
+    reference = -np.take_along_axis(log_probs, codes[..., None], -1).mean() / np.log(2)
+    assert bits_per_code(logits, codes) == pytest.approx(reference, rel=1e-5)
+    assert top1_accuracy(logits, codes) == pytest.approx((logits.argmax(-1) == codes).mean())
+    uniform = np.zeros((1, 2, 2, 8), np.float32)
+    assert bits_per_code(uniform, np.zeros((1, 2, 2), int)) == pytest.approx(3.0, rel=1e-6)

@@ -1,0 +1,109 @@
+"""Tests for core.sampler: fast path equals the full pass, naive and fast agree, completion, progress."""
+
+import numpy as np
+import pytest
+
+from core.prior import PriorConfig, build_prior
+from core.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
+
+TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers=3, kernel_size=3,
+            embedding_dim=4, head_filters=16)
+
+
+def randomize_weights(model, seed=0):
+    """Unit-scale random weights with non-zero biases (zero biases would hide bias bugs)."""
+    rng = np.random.default_rng(seed)
+    for w in model.weights:
+        scale = 0.3 if len(w.shape) == 1 else 1.0 / np.sqrt(np.prod(w.shape[:-1]))
+        w.assign(rng.normal(0.0, scale, w.shape).astype("float32"))
+    return model
+
+
+@pytest.fixture(scope="module")
+def prior():
+    return randomize_weights(build_prior(PriorConfig(**TINY)))
+
+
+@pytest.mark.parametrize("changes", [
+    {},
+    dict(kernel_size=5, num_layers=2),
+    dict(embedding_dim=8, num_layers=2, grid_height=4, grid_width=9),  # residual from the first layer on
+])
+def test_fast_teacher_forced_logits_match_full_pass(changes):
+    model = randomize_weights(build_prior(PriorConfig(**{**TINY, **changes})), seed=5)
+    config = PriorConfig(**{**TINY, **changes})
+    codes = np.random.default_rng(6).integers(0, 8, (3, config.grid_height, config.grid_width))
+    fast = teacher_forced_logits_fast(model, codes)
+    full = model(codes.astype(np.int32)).numpy()
+    assert fast.shape == full.shape
+    assert np.abs(fast - full).max() < 1e-4
+    assert np.abs(full).max() > 0.5  # the comparison is not between near-zero logits
+
+
+@pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, None), (1.0, 3)])
+def test_naive_and_fast_give_identical_codes(prior, temperature, top_k):
+    kwargs = dict(seed=11, temperature=temperature, top_k=top_k)
+    fast = sample_codes(prior, 3, method="fast", **kwargs)
+    naive = sample_codes(prior, 3, method="naive", **kwargs)
+    assert fast.dtype == np.int32 and fast.shape == (3, 6, 7)
+    np.testing.assert_array_equal(fast, naive)
+    assert len(np.unique(fast)) > 1
+
+
+def test_top_k_restricts_codes_to_the_k_most_likely(prior):
+    codes = sample_codes(prior, 4, seed=3, top_k=2)
+    logits = prior(codes).numpy()
+    rank = (logits > np.take_along_axis(logits, codes[..., None], -1)).sum(-1)  # codes scoring higher
+    assert rank.max() <= 1
+
+
+def test_seeds_fix_and_vary_the_samples(prior):
+    a = sample_codes(prior, 4, seed=0)
+    np.testing.assert_array_equal(a, sample_codes(prior, 4, seed=0))
+    assert (a != sample_codes(prior, 4, seed=1)).mean() > 0.2
+
+
+def test_small_temperature_is_greedy(prior):
+    greedy = sample_codes(prior, 3, seed=0, temperature=0.0)
+    # greedy codes are the argmax of the model's own logits given them (the prior is causal)
+    np.testing.assert_array_equal(greedy, prior(greedy).numpy().argmax(-1))
+    np.testing.assert_array_equal(sample_codes(prior, 3, seed=4, temperature=1e-6), greedy)
+
+
+@pytest.mark.parametrize("per_sample_mask", [False, True])
+def test_completion_keeps_kept_codes_and_samples_the_rest(prior, per_sample_mask):
+    rng = np.random.default_rng(7)
+    init = rng.integers(0, 8, (3, 6, 7)).astype(np.int32)
+    keep = rng.random((3, 6, 7)) < 0.5 if per_sample_mask else keep_rows_mask(6, 7, 3)
+    fast = sample_codes(prior, 3, seed=2, init_codes=init, keep_mask=keep)
+    kept = np.broadcast_to(keep, init.shape)
+    np.testing.assert_array_equal(fast[kept], init[kept])
+    assert (fast[~kept] != init[~kept]).any()
+    # the sampled part is conditioned on the kept codes exactly as a full pass would be
+    np.testing.assert_array_equal(fast, sample_codes(prior, 3, seed=2, method="naive", init_codes=init,
+                                                     keep_mask=keep))
+
+
+def test_keep_rows_mask():
+    mask = keep_rows_mask(4, 3, 1)
+    assert mask.shape == (4, 3) and mask.dtype == bool
+    assert mask[0].all() and not mask[1:].any()
+    with pytest.raises(ValueError, match="keep_rows"):
+        keep_rows_mask(4, 3, 5)
+
+
+@pytest.mark.parametrize("method", ["fast", "naive"])
+def test_progress_is_called_after_each_row(prior, method):
+    calls = []
+    sample_codes(prior, 2, method=method, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(row, 6) for row in range(1, 7)]
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(method="beam"), dict(top_k=0), dict(top_k=9), dict(temperature=-1.0),
+    dict(keep_mask=np.ones((6, 7), bool)), dict(init_codes=np.zeros((2, 6, 7)), keep_mask=np.ones((5, 7), bool)),
+    dict(init_codes=np.full((2, 6, 7), 8), keep_mask=np.ones((6, 7), bool)),
+])
+def test_invalid_arguments_raise(prior, kwargs):
+    with pytest.raises(ValueError, match="Expected"):
+        sample_codes(prior, 2, **kwargs)
