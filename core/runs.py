@@ -161,7 +161,10 @@ def save_checkpoint(run_dir: str | Path, step: int, write, pointers: dict[str, d
     """
     checkpoints = Path(run_dir) / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
-    name = f"step_{step:07d}_{int(time.time() * 1000)}"
+    stamp = int(time.time() * 1000)
+    while any((checkpoints / n).exists() for n in (f"step_{step:07d}_{stamp}", f".step_{step:07d}_{stamp}.tmp")):
+        stamp += 1  # the same step saved twice within one millisecond
+    name = f"step_{step:07d}_{stamp}"
     tmp = checkpoints / f".{name}.tmp"
     tmp.mkdir()
     write(tmp)
