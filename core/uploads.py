@@ -1,0 +1,225 @@
+"""User uploads (PNG/JPEG slices, NIfTI volumes) as bytes -> (N, H, W, 1) float32 in [0, 1], with notices."""
+from __future__ import annotations
+
+import gzip
+import io
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+MAX_FILES = 64  # slices per upload
+MAX_PIXELS = 4096 * 4096  # larger images are refused before their pixels are decoded
+MAX_NIFTI_BYTES = 512 * 2**20  # a decompressed volume larger than this is refused (gzip bomb)
+IMAGE_FORMATS = ("PNG", "JPEG")
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+
+class UploadError(ValueError):
+    """An upload that cannot be used; the message names the file and says what was expected."""
+
+
+@dataclass
+class DecodedUploads:
+    """Slices ready for the model, one name per slice, and what was changed to get there."""
+
+    images: np.ndarray  # (N, S, S, 1) float32 in [0, 1], S = the model's image_size
+    names: list[str]
+    notices: list[str] = field(default_factory=list)
+
+
+def is_nifti(name: str) -> bool:
+    return name.lower().endswith(NIFTI_SUFFIXES)
+
+
+# --- PNG / JPEG ---------------------------------------------------------------------------------
+def _open_image(data: bytes, name: str) -> Image.Image:
+    if not data:
+        raise UploadError(f"{name} is empty (0 bytes). Upload a PNG or JPEG slice.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise UploadError(f"{name} claims to be enormous ({error}); refused as a possible "
+                          f"decompression bomb.") from error
+    except UnidentifiedImageError as error:
+        raise UploadError(f"{name} is not an image: expected a PNG or JPEG slice (or a .nii / "
+                          f".nii.gz volume).") from error
+    if image.format not in IMAGE_FORMATS:
+        raise UploadError(f"{name} is a {image.format} image; expected PNG or JPEG.")
+    width, height = image.size
+    if width * height > MAX_PIXELS:
+        raise UploadError(f"{name} is {width}x{height} pixels; the limit is "
+                          f"{int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)}. Refused as a "
+                          f"possible decompression bomb; downscale it first.")
+    try:
+        image.load()  # decodes every pixel: a truncated or corrupt file fails here
+    except (OSError, SyntaxError, ValueError) as error:
+        raise UploadError(f"{name} is damaged or truncated ({error}); upload the complete "
+                          f"file.") from error
+    return image
+
+
+def _image_to_grey(image: Image.Image) -> tuple[np.ndarray, str | None]:
+    """A PIL image of any mode -> (H, W) float32 in [0, 1], and the conversion made (or None)."""
+    mode = image.mode
+    if mode == "L":
+        return np.asarray(image, np.float32) / 255.0, None
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
+        return np.asarray(image, np.float32) / 65535.0, "16-bit"
+    if mode == "I":  # PIL opens 16-bit greyscale PNGs as 32-bit integer images
+        array = np.asarray(image, np.float32)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return np.clip(array / top, 0, 1), "16-bit" if top > 255 else None
+    if mode == "F":
+        return np.clip(np.asarray(image, np.float32), 0, 1), "floating-point"
+    if mode == "1":
+        return np.asarray(image, np.float32), None
+    label = {"RGB": "RGB", "RGBA": "RGBA", "LA": "grey+alpha", "P": "palette"}.get(mode, mode)
+    return np.asarray(image.convert("L"), np.float32) / 255.0, label
+
+
+def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) float32 -> (size, size): pad to a square with black (keeps the aspect), then resize."""
+    height, width = image.shape
+    if height != width:
+        side = max(height, width)
+        padded = np.zeros((side, side), np.float32)
+        top, left = (side - height) // 2, (side - width) // 2
+        padded[top:top + height, left:left + width] = image
+        image = padded
+    if image.shape[0] != size:
+        resample = Image.Resampling.LANCZOS if image.shape[0] > size else Image.Resampling.BICUBIC
+        image = np.asarray(Image.fromarray(image, mode="F").resize((size, size), resample))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def decode_image(data: bytes, name: str, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """PNG or JPEG bytes -> (S, S) float32 in [0, 1] and notices about what was converted."""
+    image = _open_image(data, name)
+    grey, converted = _image_to_grey(image)
+    notices = []
+    if converted:
+        notices.append(f"{name}: {converted} image converted to 8-bit-equivalent greyscale.")
+    height, width = grey.shape
+    if (height, width) != (image_size, image_size):
+        notices.append(f"{name}: {width}x{height} resized to the model's {image_size}x{image_size}"
+                       + (" (padded to a square first)." if height != width else "."))
+    return fit_to_size(grey, image_size), notices
+
+
+# --- NIfTI --------------------------------------------------------------------------------------
+def _nifti_image(data: bytes, name: str):
+    import nibabel as nib
+
+    if not data:
+        raise UploadError(f"{name} is empty (0 bytes). Upload a .nii or .nii.gz volume.")
+    if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
+        try:
+            with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
+                data = handle.read(MAX_NIFTI_BYTES + 1)
+        except (OSError, EOFError) as error:
+            raise UploadError(f"{name} is a damaged or truncated .gz file ({error}).") from error
+        if len(data) > MAX_NIFTI_BYTES:
+            raise UploadError(f"{name} decompresses to more than {MAX_NIFTI_BYTES // 2**20} MiB; "
+                              f"refused.")
+    for kind in (nib.Nifti1Image, nib.Nifti2Image):
+        try:
+            return kind.from_bytes(data)
+        except Exception:  # nibabel raises several types for "not this format"
+            continue
+    raise UploadError(f"{name} is not a NIfTI volume: expected a .nii or .nii.gz file with a "
+                      f"NIfTI-1 or NIfTI-2 header.")
+
+
+def nifti_shape(data: bytes, name: str) -> tuple[int, int, int]:
+    """The three spatial sizes of a NIfTI volume, read from its header (for the slice picker)."""
+    shape = tuple(int(s) for s in _nifti_image(data, name).shape)
+    if len(shape) < 2:
+        raise UploadError(f"{name} has shape {shape}; expected a 3-D volume (or a 2-D slice).")
+    return (shape + (1,))[:3] if len(shape) == 2 else shape[:3]
+
+
+def read_nifti_volume(data: bytes, name: str) -> tuple[np.ndarray, list[str]]:
+    """NIfTI bytes -> (X, Y, Z) float32 volume scaled to [0, 1] by its 1st-99th percentiles."""
+    image = _nifti_image(data, name)
+    shape, notices = image.shape, []
+    if len(shape) > 4 and any(s > 1 for s in shape[4:]):
+        raise UploadError(f"{name} has shape {shape}; expected a 3-D volume (or 4-D, whose first "
+                          f"volume is used).")
+    if len(shape) >= 4 and shape[3] > 1:
+        notices.append(f"{name}: 4-D volume of shape {shape}; the first of its {shape[3]} volumes "
+                       f"is used.")
+    try:
+        volume = np.asarray(image.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
+                            if len(shape) > 3 else image.dataobj, np.float32)
+    except Exception as error:  # a header promising more voxels than the file holds
+        raise UploadError(f"{name}: its voxels cannot be read ({type(error).__name__}: "
+                          f"{str(error)[:120]}); the file may be truncated.") from error
+    if volume.ndim == 2:
+        volume = volume[..., None]
+    finite = np.isfinite(volume)
+    if not finite.any():
+        raise UploadError(f"{name} holds no finite values (all NaN or infinite).")
+    if not finite.all():
+        notices.append(f"{name}: {int((~finite).sum())} NaN or infinite voxels set to 0.")
+        volume = np.where(finite, volume, 0.0).astype(np.float32)
+    low, high = np.percentile(volume, [1, 99])
+    if high <= low:
+        notices.append(f"{name}: the volume is (nearly) constant; shown as black.")
+        return np.zeros_like(volume), notices
+    return np.clip((volume - low) / (high - low), 0.0, 1.0), notices
+
+
+def nifti_slice(volume: np.ndarray, axis: int, index: int, image_size: int) -> np.ndarray:
+    """One slice of a [0, 1] volume along `axis`, rotated to display upright, fitted to the model."""
+    if axis not in (0, 1, 2):
+        raise UploadError(f"Expected a slice axis 0, 1 or 2. Received: axis={axis}")
+    depth = volume.shape[axis]
+    if not 0 <= index < depth:
+        raise UploadError(f"Slice {index} is outside the volume: axis {axis} has slices "
+                          f"0..{depth - 1}.")
+    plane = np.rot90(np.take(volume, index, axis=axis))
+    return fit_to_size(np.ascontiguousarray(plane, np.float32), image_size)
+
+
+# --- many files -----------------------------------------------------------------------------------
+def decode_uploads(files: list[tuple[str, bytes]], image_size: int, *, axis: int = 2,
+                   slice_index: int | None = None) -> DecodedUploads:
+    """Decode uploaded (name, bytes) pairs into model-ready slices.
+
+    Images give one slice each; a NIfTI volume gives the slice `slice_index` along `axis`
+    (the middle slice when None). Raises UploadError naming the first unusable file.
+    """
+    if not files:
+        raise UploadError("No file was uploaded.")
+    if len(files) > MAX_FILES:
+        raise UploadError(f"{len(files)} files were uploaded; at most {MAX_FILES} at a time.")
+    images, names, notices = [], [], []
+    for name, data in files:
+        if is_nifti(name):
+            volume, volume_notices = read_nifti_volume(data, name)
+            index = volume.shape[axis] // 2 if slice_index is None else slice_index
+            images.append(nifti_slice(volume, axis, index, image_size))
+            names.append(f"{name} [axis {axis}, slice {index}]")
+            notices.extend(volume_notices)
+            plane = tuple(s for i, s in enumerate(volume.shape) if i != axis)
+            if plane != (image_size, image_size):
+                notices.append(f"{name}: {plane[0]}x{plane[1]} slices fitted to the model's "
+                               f"{image_size}x{image_size}.")
+        else:
+            image, image_notices = decode_image(data, name, image_size)
+            images.append(image)
+            names.append(name)
+            notices.extend(image_notices)
+    return DecodedUploads(np.stack(images)[..., None].astype(np.float32), names,
+                          _summarise(notices))
+
+
+def _summarise(notices: list[str], keep: int = 6) -> list[str]:
+    """Many files with the same problem give a few lines and a count, not one line per file."""
+    if len(notices) <= keep:
+        return notices
+    return notices[:keep] + [f"... and {len(notices) - keep} more notices like these."]

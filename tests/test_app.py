@@ -1,0 +1,279 @@
+"""AppTest per page on a tiny checkpoint: renders without exception, key widgets, uploads, bad input as messages."""
+from __future__ import annotations
+
+import io
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from streamlit.testing.v1 import AppTest
+
+from helpers_bundle import make_tiny_bundle
+
+APP = str(Path(__file__).resolve().parent.parent / "app.py")
+DEMO = Path(__file__).resolve().parent.parent / "checkpoints" / "demo"
+PAGES = ["pages/train.py", "pages/curves.py", "pages/reconstruct.py", "pages/codebook.py",
+         "pages/sample.py"]
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle") / "tiny")
+
+
+@pytest.fixture
+def app_env(tiny_bundle, oasis_tree, tmp_path, monkeypatch) -> Path:
+    """The app pointed at the tiny bundle, the tiny OASIS tree and an empty runs folder."""
+    runs_root = tmp_path / "runs"
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(tiny_bundle))
+    monkeypatch.setenv("BRAINVQ_RUNS", str(runs_root))
+    monkeypatch.setenv("BRAINVQ_DATA", str(oasis_tree))
+    return runs_root
+
+
+def open_page(page: str) -> AppTest:
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.switch_page(page).run()
+    return at
+
+
+def no_trouble(at: AppTest) -> None:
+    assert not at.exception, [e.value for e in at.exception]
+    assert not at.error, [e.value for e in at.error]
+
+
+def png_bytes(array) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(array, np.uint8)).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def brain(size=32) -> np.ndarray:
+    y, x = np.mgrid[0:size, 0:size] / (size - 1) * 2 - 1
+    return np.where(x ** 2 / 0.5 + y ** 2 / 0.7 < 1, 170, 0).astype(np.uint8)
+
+
+def labels(elements) -> list[str]:
+    return [e.label for e in elements]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_without_exception(app_env, page):
+    no_trouble(open_page(page))
+
+
+def test_train_page_has_the_form_and_an_empty_run_list(app_env):
+    at = open_page("pages/train.py")
+    assert {"Run name", "Data folder (OASIS keras_png_slices_data)"} <= set(labels(at.text_input))
+    assert {"image_size", "code grid (side)", "num_embeddings (codebook size)",
+            "embedding_dim (code dim)", "epochs", "batch size", "learning rate"} <= set(
+        labels(at.number_input))
+    assert "device" in labels(at.selectbox)
+    assert {"mixed precision", "then train the prior"} <= set(labels(at.checkbox))
+    assert "Start" in labels(at.button)
+    assert any("No runs yet" in i.value for i in at.info)
+
+
+def test_train_refuses_a_folder_that_is_not_oasis_and_starts_nothing(app_env, tmp_path):
+    at = open_page("pages/train.py")
+    data_input = next(t for t in at.text_input if t.label.startswith("Data folder"))
+    data_input.set_value(str(tmp_path))
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("not an OASIS slice folder" in e.value for e in at.error)
+    assert not app_env.exists() or not any(app_env.iterdir())
+
+
+def test_train_starts_one_detached_run_refuses_a_second_and_curves_follow(app_env):
+    at = open_page("pages/train.py")
+    form = {t.label: t for t in at.number_input}
+    form["image_size"].set_value(32)
+    form["code grid (side)"].set_value(8)
+    form["num_embeddings (codebook size)"].set_value(16)
+    form["embedding_dim (code dim)"].set_value(4)
+    form["epochs"].set_value(2)
+    form["batch size"].set_value(4)
+    form["steps per epoch (0 = whole split)"].set_value(2)
+    next(t for t in at.text_input if t.label == "Run name").set_value("first")
+    at.button[0].click().run()
+    no_trouble(at)
+    assert any("Started first" in s.value for s in at.success)
+    assert (app_env / "first").is_dir()
+
+    # A second submit (a double click, another tab) while the first runs: refused, nothing new.
+    next(t for t in at.text_input if t.label == "Run name").set_value("second")
+    at.button[0].click().run()
+    assert not at.exception
+    assert any("one job at a time" in e.value for e in at.error)
+    assert not (app_env / "second").exists()
+
+    deadline = time.time() + 240
+    state = None
+    while time.time() < deadline:
+        status = (app_env / "first" / "status.json")
+        if status.exists():
+            from core import runs
+            state = runs.read_status(app_env / "first")["state"]
+            if state in ("finished", "failed", "stopped"):
+                break
+        time.sleep(1)
+    log = (app_env / "first" / "console.log").read_text(errors="replace")[-2000:]
+    assert state == "finished", log
+
+    curves = open_page("pages/curves.py")
+    no_trouble(curves)
+    assert "first" in curves.multiselect[0].value
+    assert len(curves.get("plotly_chart")) >= 2  # loss and validation at least
+    train = open_page("pages/train.py")
+    no_trouble(train)
+    assert "Train prior" in labels(train.button)
+
+
+def test_reconstruct_upload_gives_reconstruction_and_ssim(app_env):
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value([("one.png", png_bytes(brain()), "image/png"),
+                                   ("two.png", png_bytes(brain()[::-1]), "image/png")])
+    at.run()
+    no_trouble(at)
+    assert any("mean SSIM" in m.value for m in at.markdown)
+    assert len(at.dataframe) == 1 and len(at.dataframe[0].value) == 2
+    assert "SSIM" in at.dataframe[0].value.columns
+    assert at.get("download_button")
+
+
+def test_reconstruct_converts_rgb_and_resizes_with_notices(app_env):
+    at = open_page("pages/reconstruct.py")
+    rgb = np.repeat(np.kron(brain(), np.ones((3, 3), np.uint8))[..., None], 3, axis=-1)  # 96x96
+    at.file_uploader[0].set_value(("colour.png", png_bytes(rgb), "image/png")).run()
+    no_trouble(at)
+    notices = " ".join(i.value for i in at.info)
+    assert "RGB" in notices and "96x96" in notices
+
+
+@pytest.mark.parametrize("name, data, words", [
+    ("notes.png", b"hello, not a picture", "not an image"),
+    ("empty.png", b"", "empty"),
+    ("cut.png", png_bytes(np.random.default_rng(0).integers(0, 255, (64, 64)))[:200], "truncated"),
+])
+def test_reconstruct_bad_upload_is_a_message_not_a_traceback(app_env, name, data, words):
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value((name, data, "image/png")).run()
+    assert not at.exception
+    assert any(words in e.value for e in at.error), [e.value for e in at.error]
+
+
+def test_reconstruct_nifti_volume_offers_axis_and_slice(app_env):
+    import nibabel as nib
+
+    volume = np.random.default_rng(2).normal(100, 20, (24, 24, 12)).astype(np.float32)
+    data = nib.Nifti1Image(volume, np.eye(4)).to_bytes()
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("vol.nii", data, "application/octet-stream")).run()
+    no_trouble(at)
+    assert "Slice axis" in labels(at.radio) and at.slider[0].max == 11
+    at.slider[0].set_value(3).run()
+    no_trouble(at)
+    assert "slice 3" in at.dataframe[0].value["slice"][0]
+
+
+def test_reconstruct_from_the_test_split(app_env):
+    at = open_page("pages/reconstruct.py")
+    at.radio[0].set_value("test split").run()
+    no_trouble(at)
+    assert len(at.multiselect[0].value) == 4
+    assert len(at.dataframe[0].value) == 4
+
+
+def test_codebook_page_shows_usage_map_projection_and_a_code(app_env):
+    at = open_page("pages/codebook.py")
+    no_trouble(at)
+    assert {"Perplexity", "Codes used", "Dead codes"} <= {m.label for m in at.metric}
+    assert len(at.get("plotly_chart")) == 3
+    code_input = next(n for n in at.number_input if n.label == "Code")
+    code_input.set_value(3).run()
+    no_trouble(at)
+    assert any("Code **3** occurs" in m.value for m in at.markdown)
+
+
+def test_sample_generate_fills_the_gallery(app_env):
+    at = open_page("pages/sample.py")
+    next(n for n in at.number_input if n.label == "How many").set_value(3)
+    next(b for b in at.button if b.label == "Generate").click().run()
+    no_trouble(at)
+    images, names = at.session_state["generated"]
+    assert images.shape == (3, 32, 32) and len(names) == 3
+    assert 0.0 <= images.min() and images.max() <= 1.0
+
+
+def test_sample_complete_keeps_the_top_rows(app_env):
+    at = open_page("pages/sample.py")
+    next(s for s in at.slider if s.label == "Keep code rows above").set_value(4)
+    next(b for b in at.button if b.label == "Complete").click().run()
+    no_trouble(at)
+    images, _ = at.session_state["completed"]
+    assert images.shape == (4, 32, 32)
+
+
+def test_sample_page_says_when_no_checkpoint_has_a_prior(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "vq", with_prior=False)))
+    monkeypatch.setattr("core.checkpoints.DEMO_CHECKPOINT", tmp_path / "no-demo")
+    at = open_page("pages/sample.py")
+    assert not at.exception
+    assert any("prior" in i.value for i in at.info)
+
+
+def test_a_checkpoint_that_will_not_load_is_a_message(app_env, tmp_path, monkeypatch):
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_text("{}")
+    (broken / "vqvae.keras").write_bytes(b"not a keras file")
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(broken))
+    at = open_page("pages/reconstruct.py")
+    assert not at.exception
+    assert any("will not load" in e.value for e in at.error)
+
+
+def fake_finished_run(runs_root: Path, name: str, bundle: Path) -> Path:
+    """A run directory as the trainer leaves it, holding a copy of `bundle` as its checkpoint."""
+    import shutil
+
+    from core import runs
+
+    run_dir = runs_root / name
+    runs.create_run(run_dir, {"kind": "prior", "train": {"epochs": 1}})
+    shutil.copytree(bundle, run_dir / "checkpoints" / "step_0000001_1")
+    runs.write_json_atomic(run_dir / "checkpoints" / "last.json", {"dir": "step_0000001_1", "step": 1})
+    runs.write_json_atomic(run_dir / "status.json", {"state": "finished", "step": 1, "epoch": 1})
+    return run_dir
+
+
+def test_the_checkpoint_choice_follows_the_user_across_pages(app_env, tiny_bundle):
+    fake_finished_run(app_env, "older-run", tiny_bundle)
+    at = open_page("pages/reconstruct.py")
+    options = at.selectbox(key="checkpoint_picker").options
+    assert len(options) >= 2 and any("older-run" in o for o in options)
+    index = next(i for i, o in enumerate(options) if "older-run" in o)
+    at.selectbox(key="checkpoint_picker").set_value(index).run()
+    no_trouble(at)
+    chosen = at.session_state["checkpoint_path"]
+    at.switch_page("pages/codebook.py").run()
+    no_trouble(at)
+    assert at.session_state["checkpoint_path"] == chosen and "older-run" in chosen
+    assert at.selectbox(key="checkpoint_picker").value == index
+
+
+@pytest.mark.skipif(not (DEMO / "vqvae.keras").exists(), reason="checkpoints/demo not shipped yet")
+@pytest.mark.parametrize("page", ["pages/reconstruct.py", "pages/codebook.py", "pages/sample.py"])
+def test_pages_render_with_the_demo_checkpoint(page, tmp_path, monkeypatch):
+    monkeypatch.delenv("BRAINVQ_CHECKPOINT", raising=False)
+    monkeypatch.delenv("BRAINVQ_DATA", raising=False)
+    monkeypatch.setenv("BRAINVQ_RUNS", str(tmp_path / "runs"))
+    at = open_page(page)
+    no_trouble(at)
+    if page == "pages/reconstruct.py":
+        at.radio[0].set_value("test split").run()
+        no_trouble(at)
+        assert any("mean SSIM" in m.value for m in at.markdown)

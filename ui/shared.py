@@ -1,0 +1,122 @@
+"""What the pages share: cached loaders, the sidebar checkpoint picker, and the guard that turns errors into messages."""
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from pathlib import Path
+
+import streamlit as st
+
+from core import checkpoints, data, pipeline, runs
+from core.uploads import UploadError
+
+USER_ERRORS = (UploadError, data.DataError, checkpoints.CheckpointError, runs.RunError, ValueError)
+CHECKPOINT_KEY = "checkpoint_path"  # kept outside the widget key, so it survives page changes
+
+
+def runs_root() -> Path:
+    """RUNS_ROOT, read now (not at import): tests and the bench point BRAINVQ_RUNS elsewhere."""
+    return Path(os.environ.get("BRAINVQ_RUNS", checkpoints.RUNS_ROOT))
+
+
+def default_data_folder() -> Path:
+    return Path(os.environ.get("BRAINVQ_DATA", checkpoints.DEMO_DATA))
+
+
+@contextmanager
+def guard(doing: str):
+    """Show any failure inside as one st.error line and stop the page; never a traceback."""
+    try:
+        yield
+    except USER_ERRORS as error:
+        st.error(f"{doing} failed: {error}")
+        st.stop()
+    except Exception as error:  # the app must keep running whatever core raises
+        st.error(f"{doing} failed unexpectedly ({type(error).__name__}: {str(error)[:300]}).")
+        st.stop()
+
+
+@st.cache_resource(show_spinner=False)
+def gpu_count() -> int:
+    pipeline.share_gpu_memory()  # before any model touches the GPU: training needs room too
+    return pipeline.gpu_count()
+
+
+@st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint...")
+def _load_bundle(folder: str, mtime: float) -> checkpoints.Bundle:
+    gpu_count()
+    return checkpoints.load_bundle(folder)
+
+
+def checkpoint_choices() -> list[checkpoints.CheckpointChoice]:
+    """BRAINVQ_CHECKPOINT (when set), the shipped demo, then every run with a checkpoint."""
+    choices = []
+    extra = os.environ.get("BRAINVQ_CHECKPOINT")
+    if extra and Path(extra).is_dir():
+        path = Path(extra)
+        choices.append(checkpoints.CheckpointChoice(f"{path.name} (BRAINVQ_CHECKPOINT)", path,
+                                                    (path / "prior.keras").exists()))
+    with guard("Listing checkpoints"):
+        choices += checkpoints.available_checkpoints(runs_root())
+    return choices
+
+
+def load_checkpoint(path: Path) -> checkpoints.Bundle:
+    """Load (cached by folder and modification time: a run's newer checkpoint reloads)."""
+    with guard(f"Loading checkpoint {path}"):
+        folder = runs.resolve_checkpoint(path)
+        mtime = max(p.stat().st_mtime for p in folder.iterdir())
+        return _load_bundle(str(folder), mtime)
+
+
+def pick_checkpoint(need_prior: bool = False) -> checkpoints.Bundle:
+    """The sidebar picker shared by Reconstruct, Codebook and Sample; the choice follows the user."""
+    choices = [c for c in checkpoint_choices() if c.has_prior or not need_prior]
+    if not choices:
+        st.info("No checkpoint with a prior yet: train one on the Train page (tick 'then train "
+                "the prior')." if need_prior else
+                "No checkpoint yet: train a VQ-VAE on the Train page.")
+        st.stop()
+    paths = [str(c.path) for c in choices]
+    kept = st.session_state.get(CHECKPOINT_KEY)
+    index = paths.index(kept) if kept in paths else 0
+    label = st.sidebar.selectbox("Checkpoint", range(len(choices)), index=index,
+                                 format_func=lambda i: choices[i].label, key="checkpoint_picker")
+    st.session_state[CHECKPOINT_KEY] = paths[label]
+    bundle = load_checkpoint(choices[label].path)
+    config = bundle.vqvae.config
+    st.sidebar.caption(f"{config.image_size}x{config.image_size} slices -> "
+                       f"{config.code_grid}x{config.code_grid} codes, "
+                       f"num_embeddings={config.num_embeddings}, "
+                       f"prior: {'yes' if bundle.prior is not None else 'no'}")
+    return bundle
+
+
+def uploaded_files(uploads) -> list[tuple[str, bytes]]:
+    """st.file_uploader's value (None, one file or a list) -> (name, bytes) pairs, kept in memory."""
+    if uploads is None:
+        return []
+    uploads = uploads if isinstance(uploads, list) else [uploads]
+    return [(u.name, u.getvalue()) for u in uploads]
+
+
+def bundle_key(bundle: checkpoints.Bundle) -> str:
+    """What identifies a loaded bundle in st.cache_data keys (the model itself is not hashed)."""
+    return f"{bundle.path}:{max(p.stat().st_mtime for p in bundle.path.iterdir())}"
+
+
+@st.cache_data(max_entries=8, show_spinner="Reconstructing...")
+def reconstruct(_bundle: checkpoints.Bundle, key: str, images, names: list[str]):
+    """workflows.reconstruct_and_score, remembered for the same slices and checkpoint."""
+    from core import workflows
+
+    return workflows.reconstruct_and_score(_bundle.vqvae, images, names)
+
+
+@st.cache_data(max_entries=4, show_spinner="Encoding the split...")
+def split_codebook_report(_bundle: checkpoints.Bundle, key: str, data_folder: str, split: str,
+                          limit: int):
+    """core.codebook.split_codebook_report, remembered per checkpoint, folder, split and limit."""
+    from core import codebook
+
+    return codebook.split_codebook_report(_bundle.vqvae, data_folder, split, limit)
