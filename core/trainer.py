@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import fcntl
+import itertools
 import logging
 import math
 import os
@@ -171,7 +172,7 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
             epoch = step // steps_per_epoch
             skip = step - epoch * steps_per_epoch  # resume mid-epoch: the same order, minus done steps
             totals: dict[str, float] = {}
-            for batch in task.epoch_dataset(epoch).skip(skip).take(steps_per_epoch - skip):
+            for batch in _epoch_batches(task.epoch_dataset(epoch), skip, steps_per_epoch - skip):
                 values = {k: float(v) for k, v in task.train_step(batch).items()}
                 step += 1
                 for key, value in values.items():
@@ -179,6 +180,10 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
                 if step % train.log_every == 0 or step % steps_per_epoch == 0:
                     _log_step(run_dir, writer, step, epoch, elapsed(), values)
                     status("running")
+                if step % steps_per_epoch == 0:
+                    # The epoch's end checkpoints this step, after its record: a checkpoint here
+                    # would let a kill or STOP skip that epoch's validation on resume.
+                    break
                 if stop_file.exists():
                     checkpoint({"last": {}})
                     status("stopped")
@@ -209,6 +214,10 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
             status("running")
             log.info("epoch %d/%d: %s", epoch + 1, train.epochs,
                      ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
+            if stop_file.exists() and step < train.epochs * steps_per_epoch:
+                status("stopped")
+                log.info("STOP found: stopped at step %d with a checkpoint.", step)
+                return "stopped"
         status("finished")
         return "finished"
     except BaseException as error:
@@ -217,6 +226,14 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
     finally:
         writer.close()
         lock.release()
+
+
+def _epoch_batches(dataset, skip: int, count: int):
+    """Batches `skip` .. `skip + count` of one epoch's dataset."""
+    if isinstance(dataset, tf.data.Dataset):
+        return dataset.skip(skip).take(count)
+    # A tf.distribute dataset has no skip/take: step over the batches a resumed run has done.
+    return itertools.islice(iter(dataset), skip, skip + count)
 
 
 def _log_step(run_dir, writer, step, epoch, elapsed_s, values):
