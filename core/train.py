@@ -58,6 +58,9 @@ class VQVAETask:
         with strategy.scope():
             self.model = build_vqvae(model_config)
             self.optimizer = trainer.make_optimizer(train, self.steps_per_epoch())
+            # Slots made now, in the strategy's scope: never as a side effect inside a traced step
+            # (under MirroredStrategy that fails on the first step).
+            self.optimizer.build(self.model.trainable_variables)
         self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
                                           reduce_retracing=True)
 
