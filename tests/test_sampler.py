@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from core.prior import PriorConfig, build_prior
+from core import sampler
 from core.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
 
 TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers=3, kernel_size=3,
@@ -38,6 +39,15 @@ def test_fast_teacher_forced_logits_match_full_pass(changes):
     assert fast.shape == full.shape
     assert np.abs(fast - full).max() < 1e-4
     assert np.abs(full).max() > 0.5  # the comparison is not between near-zero logits
+
+
+@pytest.mark.parametrize("use_xla", [False, True])
+def test_fast_path_with_and_without_xla(prior, use_xla, monkeypatch):
+    monkeypatch.setattr(sampler, "USE_XLA", use_xla)  # XLA is what a GPU uses by default
+    codes = np.random.default_rng(8).integers(0, 8, (2, 6, 7))
+    assert np.abs(teacher_forced_logits_fast(prior, codes) - prior(codes.astype(np.int32)).numpy()).max() < 1e-4
+    np.testing.assert_array_equal(sample_codes(prior, 2, seed=9, top_k=4),
+                                  sample_codes(prior, 2, seed=9, top_k=4, method="naive"))
 
 
 @pytest.mark.parametrize("temperature,top_k", [(1.0, None), (0.7, None), (1.0, 3)])
