@@ -11,7 +11,13 @@ root = shared.runs_root()
 with shared.guard("Listing runs"):
     summaries = runs.list_runs(root)
 if not summaries:
-    st.info("No runs yet: start one on the Train page; its curves appear here while it trains.")
+    @st.fragment(run_every=2)
+    def wait_for_a_run() -> None:
+        if runs.list_runs(root):
+            st.rerun()  # the whole page, now with a run to show
+        st.info("No runs yet: start one on the Train page; its curves appear here while it trains.")
+
+    wait_for_a_run()
     st.stop()
 
 names = [s.name for s in summaries]

@@ -26,7 +26,7 @@ with st.form("train_form"):
     embedding_dim = middle.number_input("embedding_dim (code dim)", 1, 256, 16)
     epochs = right.number_input("epochs", 1, 1000, 30)
     batch_size = right.number_input("batch size", 1, 512, 16)
-    learning_rate = left.number_input("learning rate", 1e-6, 1.0, 2e-3, format="%.5f")
+    learning_rate = left.number_input("learning rate", 1e-6, 1.0, 2e-3, step=1e-4, format="%.5f")
     steps_per_epoch = middle.number_input("steps per epoch (0 = whole split)", 0, 100000, 0)
     device = right.selectbox("device", ["gpu", "cpu"] if gpus else ["cpu"],
                              help="GPU when TensorFlow sees one, else CPU.")
@@ -43,10 +43,10 @@ if submitted:
         batch_size=int(batch_size), learning_rate=float(learning_rate),
         steps_per_epoch=int(steps_per_epoch) or None, device=device,
         mixed_precision=mixed_precision, prior_epochs=int(prior_epochs) if with_prior else None)
-    with shared.guard("Starting the run"):
+    with shared.guard("Starting the run", stop=False):  # the run list below still shows
         run_dir = pipeline.start(root, request, gpus)
-    st.success(f"Started {run_dir.name}" + (f", then {request.prior_name}." if with_prior else "."))
-    st.session_state["default_run_name"] = time.strftime("vqvae-%Y%m%d-%H%M%S-2")
+        st.success(f"Started {run_dir.name}" + (f", then {request.prior_name}." if with_prior else "."))
+        st.session_state["default_run_name"] = time.strftime("vqvae-%Y%m%d-%H%M%S-2")
 
 
 def fmt_seconds(seconds):
@@ -64,15 +64,15 @@ def run_actions(summary: runs.RunSummary, column) -> None:
         column.info("Stop requested: the run stops after its current step, with a checkpoint.")
     if summary.state in ("stopped", "failed") and summary.has_checkpoint and column.button(
             "Resume", key=f"resume-{key}"):
-        with shared.guard(f"Resuming {key}"):
+        with shared.guard(f"Resuming {key}", stop=False):
             pipeline.resume(root, summary.path, gpus)
-        column.success("Resumed.")
+            column.success("Resumed.")
     if (summary.kind == "vqvae" and summary.state == "finished"
             and not (root / f"{key}-prior").exists()
             and column.button("Train prior", key=f"prior-{key}")):
-        with shared.guard(f"Starting the prior of {key}"):
+        with shared.guard(f"Starting the prior of {key}", stop=False):
             pipeline.start_prior(root, summary.path, int(prior_epochs), gpus, int(batch_size), device)
-        column.success(f"Started {key}-prior.")
+            column.success(f"Started {key}-prior.")
 
 
 @st.fragment(run_every=3)

@@ -109,6 +109,7 @@ def test_train_starts_one_detached_run_refuses_a_second_and_curves_follow(app_en
     assert not at.exception
     assert any("one job at a time" in e.value for e in at.error)
     assert not (app_env / "second").exists()
+    assert "Runs" in [h.value for h in at.subheader]  # the refusal does not hide the run list
 
     deadline = time.time() + 240
     state = None

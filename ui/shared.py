@@ -24,16 +24,19 @@ def default_data_folder() -> Path:
 
 
 @contextmanager
-def guard(doing: str):
-    """Show any failure inside as one st.error line and stop the page; never a traceback."""
+def guard(doing: str, stop: bool = True):
+    """Show any failure inside as one st.error line, never a traceback; then stop the page
+    (`stop=False`: skip the rest of the `with` block only, and draw the rest of the page)."""
     try:
         yield
     except USER_ERRORS as error:
         st.error(f"{doing} failed: {error}")
-        st.stop()
+        if stop:
+            st.stop()
     except Exception as error:  # the app must keep running whatever core raises
         st.error(f"{doing} failed unexpectedly ({type(error).__name__}: {str(error)[:300]}).")
-        st.stop()
+        if stop:
+            st.stop()
 
 
 @st.cache_resource(show_spinner=False)

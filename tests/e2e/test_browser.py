@@ -1,0 +1,150 @@
+"""The dashboard in real headless chromium against `streamlit run`: every page, uploads, Generate, a live training run."""
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+pytestmark = pytest.mark.e2e
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEMO_TEST_SLICES = REPO_ROOT / "demo_data" / "keras_png_slices_data" / "keras_png_slices_test"
+
+
+def go_to(page, title: str) -> None:
+    """Switch page the way a person does: the sidebar link, then wait for the page's title."""
+    page.get_by_test_id("stSidebarNavLink").filter(has_text=title).click()
+    page.get_by_role("heading", name=title, exact=True).wait_for()
+
+
+def assert_no_traceback(page) -> None:
+    assert page.get_by_test_id("stException").count() == 0
+
+
+def upload_slice(tmp_path: Path, uses_demo: bool) -> Path:
+    """A real test slice for the demo model; a small synthetic brain for the tiny test model."""
+    if uses_demo:
+        return sorted(DEMO_TEST_SLICES.glob("*.png"))[len(list(DEMO_TEST_SLICES.glob("*.png"))) // 2]
+    y, x = np.mgrid[0:32, 0:32] / 31 * 2 - 1
+    path = tmp_path / "slice.png"
+    Image.fromarray(np.where(x ** 2 / 0.5 + y ** 2 / 0.7 < 1, 170, 0).astype(np.uint8)).save(path)
+    return path
+
+
+def test_reconstruct_upload_shows_reconstruction_and_ssim(page, e2e_paths, tmp_path,
+                                                          screenshots_dir):
+    go_to(page, "Reconstruct")
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+        upload_slice(tmp_path, e2e_paths["uses_demo"]))
+    page.get_by_text("mean SSIM").wait_for()
+    page.get_by_text("reconstruction · SSIM").wait_for()
+    page.get_by_test_id("stDataFrame").wait_for()  # the per-slice table
+    page.get_by_role("button", name="Download reconstructions (zip of PNGs)").wait_for()
+    assert page.get_by_test_id("stMain").locator("img").count() >= 3  # original | recon | diff
+    assert_no_traceback(page)
+    page.screenshot(path=str(screenshots_dir / "reconstruct.png"), full_page=True)
+
+
+def test_a_bad_upload_gives_a_message_and_the_app_keeps_running(page, tmp_path):
+    go_to(page, "Reconstruct")
+    bad = tmp_path / "notes.png"
+    bad.write_text("this is a text file with a .png name\n")
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(bad)
+    alert = page.get_by_test_id("stAlertContentError")
+    alert.wait_for()
+    assert "not an image" in alert.inner_text()
+    assert_no_traceback(page)
+    go_to(page, "Codebook")  # still alive
+    assert_no_traceback(page)
+
+
+def test_codebook_page_shows_its_charts(page, screenshots_dir):
+    go_to(page, "Codebook")
+    page.get_by_text("Perplexity").wait_for()
+    page.get_by_text("occurs").wait_for()
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 3")
+    assert_no_traceback(page)
+    page.screenshot(path=str(screenshots_dir / "codebook.png"), full_page=True)
+
+
+def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
+    go_to(page, "Sample")
+    page.get_by_label("How many").fill("8")
+    page.get_by_label("How many").press("Enter")
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Download all (zip of PNGs)").first.wait_for(timeout=120_000)
+    page.wait_for_function(
+        "[...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
+        ".filter(i => i.alt !== undefined && i.naturalWidth > 0).length >= 9")  # 8 + the slice
+    assert_no_traceback(page)
+    page.screenshot(path=str(screenshots_dir / "sample.png"), full_page=True)
+
+
+def loss_points(page) -> int:
+    """Points of the longest line in the first plotly chart (the training loss)."""
+    return page.evaluate(
+        "(() => { const p = document.querySelector('.js-plotly-plot');"
+        " if (!p || !p._fullData) return 0;"  # decoded traces (plotly.py sends base64 arrays)
+        " return Math.max(0, ...p._fullData.map(t => t._length || (t.x ? t.x.length : 0) || 0));"
+        " })()")
+
+
+def run_state(runs_root: Path, name: str) -> str:
+    from core import runs
+
+    return runs.read_status(runs_root / name).get("state", "missing")
+
+
+def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, screenshots_dir):
+    runs_root = e2e_paths["runs"]
+    page.get_by_label("Run name").fill("e2e-run")
+    page.get_by_label("Data folder (OASIS keras_png_slices_data)").fill(str(e2e_paths["train_data"]))
+    for label, value in [("image_size", 32), ("code grid (side)", 8),
+                         ("num_embeddings (codebook size)", 16), ("embedding_dim (code dim)", 4),
+                         ("epochs", 500), ("batch size", 2), ("steps per epoch (0 = whole split)", 0)]:
+        page.get_by_label(label, exact=True).fill(str(value))
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("Started e2e-run").wait_for()
+    # A second start while this one runs (a double click, another tab): refused with a message.
+    page.get_by_label("Run name").fill("e2e-second")
+    page.get_by_role("button", name="Start").click()
+    page.get_by_text("one job at a time").wait_for()
+    assert not (runs_root / "e2e-second").exists()
+    page.get_by_role("button", name="Stop").wait_for(timeout=90_000)  # the live run list
+    page.screenshot(path=str(screenshots_dir / "train.png"), full_page=True)
+
+    go_to(page, "Curves")
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1",
+                           timeout=120_000)
+    seen = [loss_points(page)]
+    deadline = time.time() + 120
+    while time.time() < deadline and seen[-1] <= seen[0]:
+        time.sleep(1.0)
+        seen.append(loss_points(page))
+    assert seen[-1] > seen[0] > 0, f"the loss curve did not grow: {seen}"
+    assert run_state(runs_root, "e2e-run") == "running"
+    assert_no_traceback(page)
+    page.wait_for_timeout(3000)
+    page.screenshot(path=str(screenshots_dir / "curves.png"), full_page=True)
+
+    go_to(page, "Train")
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Resume").wait_for(timeout=60_000)
+    assert run_state(runs_root, "e2e-run") == "stopped"
+    page.get_by_role("button", name="Resume").click()
+    page.get_by_role("button", name="Stop").wait_for(timeout=90_000)
+    assert run_state(runs_root, "e2e-run") == "running"
+    page.get_by_role("button", name="Stop").click()
+    page.get_by_role("button", name="Resume").wait_for(timeout=60_000)
+    assert_no_traceback(page)
+
+
+@pytest.mark.parametrize("title", ["Train", "Curves", "Reconstruct", "Codebook", "Sample"])
+def test_every_page_opens_without_a_traceback(page, title):
+    go_to(page, title)
+    page.wait_for_timeout(500)
+    assert_no_traceback(page)
