@@ -24,8 +24,11 @@ class PriorConfig:
     kernel_size: int = 3  # odd; the vertical kernel is (k // 2 + 1, k), the horizontal one (1, k // 2 + 1)
     embedding_dim: int = 32  # size of the learned embedding of each code index
     head_filters: int = 128  # hidden width of the 1x1 output head
+    position_embedding: bool = True  # add a learned embedding of (row, column) to each code's
 
     def __post_init__(self):
+        if not isinstance(self.position_embedding, bool):
+            raise ValueError(f"Expected position_embedding a bool. Received: {self.position_embedding!r}")
         for name in ("num_embeddings", "grid_height", "grid_width", "filters", "num_layers",
                      "kernel_size", "embedding_dim", "head_filters"):
             value = getattr(self, name)
@@ -61,6 +64,27 @@ def gate(x):
     """Gated activation tanh(a) * sigmoid(b) over the two halves of the last axis (equation 2)."""
     a, b = ops.split(x, 2, axis=-1)
     return ops.tanh(a) * ops.sigmoid(b)
+
+
+@keras.saving.register_keras_serializable(package="brainvq")
+class PositionEmbedding(keras.layers.Layer):
+    """Adds a learned (H, W, E) table to embedded codes, so each position knows where it is.
+
+    Brain slices are centred and upright: whether (i, j) is background or cortex depends mostly on
+    where it is, which a PixelCNN with a receptive field of a few rows cannot see on its own.
+    Position is known before sampling, so adding it keeps the model autoregressive.
+    """
+
+    def build(self, input_shape):
+        self.table = self.add_weight(name="table", shape=tuple(input_shape[1:]),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.02))
+        self.built = True
+
+    def call(self, x):
+        return x + ops.cast(self.table, x.dtype)[None]
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
 
 
 @keras.saving.register_keras_serializable(package="brainvq")
@@ -185,6 +209,8 @@ def build_prior(config: PriorConfig) -> keras.Model:
     """
     codes = keras.Input((config.grid_height, config.grid_width), dtype="int32", name="codes")
     x = keras.layers.Embedding(config.num_embeddings, config.embedding_dim, name="code_embedding")(codes)
+    if config.position_embedding:
+        x = PositionEmbedding(name="position_embedding")(x)
     v = CausalShift("down", name="shift_down")(x)  # (B, H, W, E), row i sees row i - 1
     h = CausalShift("right", name="shift_right")(x)  # (B, H, W, E), column j sees column j - 1
     for layer in range(config.num_layers):

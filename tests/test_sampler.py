@@ -29,6 +29,7 @@ def prior():
     {},
     dict(kernel_size=5, num_layers=2),
     dict(embedding_dim=8, num_layers=2, grid_height=4, grid_width=9),  # residual from the first layer on
+    dict(position_embedding=False),
 ])
 def test_fast_teacher_forced_logits_match_full_pass(changes):
     model = randomize_weights(build_prior(PriorConfig(**{**TINY, **changes})), seed=5)

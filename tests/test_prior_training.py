@@ -1,0 +1,160 @@
+"""`python -m core.train prior`, `python -m core.evaluate` and `python -m core.sample`: real subprocesses, tiny models."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO_ROOT, brain_slice, write_png
+from core import runs
+from core.checkpoints import load_bundle
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+TINY_VQVAE = ["--image-size", "32", "--code-grid", "8", "--codebook-size", "16", "--code-dim", "4",
+              "--hidden-channels", "16", "--residual-blocks", "1", "--batch-size", "4"]
+TINY_PRIOR = ["--filters", "8", "--num-layers", "2", "--prior-embedding-dim", "8",
+              "--head-filters", "16", "--batch-size", "4"]
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=REPO_ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=300)
+
+
+def last_json(result: subprocess.CompletedProcess) -> dict:
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def vqvae_run(oasis_tree, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "vq"
+    result = run("core.train", "vqvae", "--data", str(oasis_tree), "--run-dir", str(run_dir),
+                 "--epochs", "1", "--steps-per-epoch", "2", *TINY_VQVAE)
+    assert last_json(result)["state"] == "finished"
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def prior_run(vqvae_run, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "prior"
+    result = run("core.train", "prior", "--vqvae", str(vqvae_run), "--run-dir", str(run_dir),
+                 "--epochs", "2", "--steps-per-epoch", "2", "--log-every", "1", *TINY_PRIOR)
+    assert last_json(result)["state"] == "finished"
+    return run_dir
+
+
+def test_prior_run_follows_the_run_directory_contract(prior_run, vqvae_run):
+    assert runs.read_status(prior_run)["state"] == "finished"
+    config = runs.read_config(prior_run)
+    assert config["kind"] == "prior" and config["model"]["grid_height"] == 8
+    assert config["model"]["num_embeddings"] == 16
+    records, _ = runs.read_metrics(prior_run)
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3, 4]
+    epochs = [r for r in records if r["kind"] == "epoch"]
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    assert all(np.isfinite(e["val_bits_per_code"]) and 0 <= e["val_accuracy"] <= 1 for e in epochs)
+    # Codes are encoded once with the VQ-VAE and cached: the train split's 16 grids of 8x8.
+    codes = np.load(prior_run / "codes_train.npy")
+    assert codes.shape == (16, 8, 8) and codes.min() >= 0 and codes.max() < 16
+    assert (prior_run / "samples" / "epoch_002.png").exists()
+    assert list((prior_run / "tb").iterdir())
+
+
+def test_prior_bundle_holds_both_models_and_loads(prior_run, vqvae_run):
+    bundle = load_bundle(prior_run)
+    assert bundle.prior is not None and bundle.config["kind"] == "prior"
+    assert set(bundle.config) >= {"vqvae", "prior"}
+    codes = np.random.default_rng(0).integers(0, 16, (2, 8, 8)).astype(np.int32)
+    assert bundle.prior(codes).shape == (2, 8, 8, 16)
+    # The bundle's VQ-VAE is the one the prior was trained on (same encoder weights).
+    source = keras.saving.load_model(runs.resolve_checkpoint(vqvae_run) / "vqvae.keras")
+    image = brain_slice(3)[None, ..., None].astype(np.float32) / 255
+    np.testing.assert_array_equal(source.encode_to_indices(image), bundle.vqvae.encode_to_indices(image))
+
+
+def test_prior_resume_continues_steps_and_epochs(prior_run):
+    result = run("core.train", "prior", "--run-dir", str(prior_run), "--resume", "--epochs", "3")
+    assert last_json(result)["state"] == "finished"
+    records, _ = runs.read_metrics(prior_run)
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
+    assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+
+
+def test_prior_needs_a_vqvae(tmp_path):
+    result = run("core.train", "prior", "--run-dir", str(tmp_path / "p"), "--epochs", "1")
+    assert result.returncode == 2 and "--vqvae" in result.stderr
+
+
+def test_evaluate_prints_one_json_object(vqvae_run, oasis_tree):
+    result = run("core.evaluate", "--checkpoint", str(vqvae_run), "--data", str(oasis_tree),
+                 "--split", "test")
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert len(lines) == 1
+    scores = json.loads(lines[0])
+    assert {"ssim", "psnr", "mse", "perplexity", "codes_used", "codebook_size", "n_images",
+            "split"} <= set(scores)
+    assert scores["split"] == "test" and scores["n_images"] == 8 and scores["codebook_size"] == 16
+    assert -1 <= scores["ssim"] <= 1 and scores["mse"] >= 0 and 1 <= scores["codes_used"] <= 16
+    assert 1 <= scores["perplexity"] <= scores["codes_used"] + 1e-6
+
+
+def test_evaluate_scores_match_the_metrics_module(vqvae_run, oasis_tree):
+    from core import data, metrics
+    from core.evaluate import evaluate_split
+    bundle = load_bundle(vqvae_run)
+    scores = evaluate_split(bundle.vqvae, str(oasis_tree), "validate")
+    images = data.load_images(data.list_slices(data.find_data_root(oasis_tree), "validate"), 32)
+    reconstructions = bundle.vqvae.reconstruct(images)
+    assert scores["ssim"] == pytest.approx(float(np.mean(metrics.ssim(images, reconstructions))), abs=1e-6)
+    assert scores["psnr"] == pytest.approx(float(np.mean(metrics.psnr(images, reconstructions))), abs=1e-4)
+
+
+def test_evaluate_bad_checkpoint_is_a_clear_error(tmp_path, oasis_tree):
+    result = run("core.evaluate", "--checkpoint", str(tmp_path), "--data", str(oasis_tree))
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error:")
+    assert "Traceback" not in result.stderr
+
+
+def test_sample_writes_n_slices_and_a_grid(prior_run, tmp_path):
+    result = run("core.sample", "--checkpoint", str(prior_run), "--n", "3", "--seed", "1",
+                 "--out", str(tmp_path))
+    summary = last_json(result)
+    assert summary["n"] == 3 and len(summary["files"]) == 3
+    for path in summary["files"]:
+        with Image.open(path) as image:
+            assert image.size == (32, 32) and image.mode == "L"
+    with Image.open(summary["grid"]) as grid:
+        assert grid.size == (4 * 32, 32)
+    # The same seed gives the same brains.
+    again = last_json(run("core.sample", "--checkpoint", str(prior_run), "--n", "3", "--seed", "1",
+                          "--out", str(tmp_path / "again")))
+    for a, b in zip(summary["files"], again["files"]):
+        assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
+
+
+def test_sample_completion_keeps_the_top_rows(prior_run, tmp_path):
+    slice_path = write_png(tmp_path / "slice.png", brain_slice(7))
+    summary = last_json(run("core.sample", "--checkpoint", str(prior_run), "--complete",
+                            str(slice_path), "--keep-rows", "4", "--n", "2", "--out", str(tmp_path)))
+    bundle = load_bundle(prior_run)
+    original = np.asarray(Image.open(slice_path), np.float32)[None, ..., None] / 255
+    reconstruction = bundle.vqvae.reconstruct(original)[0, ..., 0]
+    completions = [np.asarray(Image.open(p), np.float32) / 255 for p in summary["files"]]
+    # Code rows 0-1 (image rows 0-7) see only kept codes through the decoder's reach of 2 code
+    # rows, so there every completion is the reconstruction of the original (8-bit rounding aside).
+    for completion in completions:
+        np.testing.assert_allclose(completion[:8], reconstruction[:8], atol=1 / 255 + 1e-6)
+    assert summary["grid"].endswith("completion_0_grid.png")
+
+
+def test_sample_without_prior_says_how_to_train_one(vqvae_run, tmp_path):
+    result = run("core.sample", "--checkpoint", str(vqvae_run), "--out", str(tmp_path))
+    assert result.returncode == 2 and "core.train prior" in result.stderr
