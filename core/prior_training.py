@@ -51,6 +51,8 @@ class PriorTask:
         with strategy.scope():
             self.model = build_prior(model_config)
             self.optimizer = trainer.make_optimizer(train, self.steps_per_epoch())
+            # Slots made now, in the strategy's scope: never as a side effect inside a traced step.
+            self.optimizer.build(self.model.trainable_variables)
         self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
                                           reduce_retracing=True)
         self._compiled_logits = tf.function(lambda codes: self.model(codes, training=False))

@@ -41,6 +41,21 @@ def _mean(values):
     return ops.sum(values) / ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
 
 
+def _across_replicas(value, reduction: str):
+    """Sum or mean `value` over the replicas of a tf.distribute strategy (itself when there is one).
+
+    Without it each replica's EMA update would see only its own shard and the codebook copies
+    would drift apart; with it all replicas write the same codebook.
+    """
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return value
+    return context.all_reduce(reduction, value)
+
+
 @keras.saving.register_keras_serializable(package="brainvq")
 class VectorQuantizer(keras.layers.Layer):
     """Snaps each input vector to its nearest codebook vector.
@@ -145,11 +160,11 @@ class VectorQuantizer(keras.layers.Layer):
 
     def _update_codebook(self, flat, one_hot):
         decay = self.ema_decay
-        counts = ops.sum(one_hot, axis=0)
+        counts = _across_replicas(ops.sum(one_hot, axis=0), "sum")
         cluster_size = self.ema_cluster_size * decay + counts * (1.0 - decay)
         self.ema_cluster_size.assign(cluster_size)
         if self.use_ema:
-            sums = ops.matmul(ops.transpose(one_hot), flat)
+            sums = _across_replicas(ops.matmul(ops.transpose(one_hot), flat), "sum")
             embedding_sum = self.ema_embedding_sum * decay + sums * (1.0 - decay)
             # Laplace smoothing keeps rarely used codes from dividing by ~0.
             total = ops.sum(cluster_size)
@@ -162,7 +177,8 @@ class VectorQuantizer(keras.layers.Layer):
         dead = cluster_size < self.dead_code_threshold
         picks = keras.random.randint((self.num_embeddings,), 0, ops.shape(flat)[0],
                                      seed=self.seed_generator)
-        replacements = ops.stop_gradient(ops.take(flat, picks, axis=0))
+        # Under data parallelism every replica must restart a code at the same place.
+        replacements = _across_replicas(ops.stop_gradient(ops.take(flat, picks, axis=0)), "mean")
         codebook = ops.where(dead[:, None], replacements, codebook)
         self.codebook.assign(codebook)
         # A restarted code gets twice the threshold: ~70 steps (at decay 0.99) to win vectors.

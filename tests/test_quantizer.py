@@ -330,9 +330,6 @@ print("replicas", len(copies), "agree", all(np.array_equal(copies[0], c) for c i
 """
 
 
-@pytest.mark.xfail(strict=True, reason="known bug: under MirroredStrategy each replica's EMA update "
-                   "writes only its own codebook copy, so replicas diverge (needs a cross-replica "
-                   "all-reduce of counts/sums and one shared restart pick)")
 def test_ema_codebook_stays_identical_across_mirrored_replicas(tmp_path):
     script = tmp_path / "mirrored_ema.py"
     script.write_text(_MIRRORED_EMA.format(repo=str(REPO_ROOT)))
