@@ -50,7 +50,8 @@ def start_streamlit(env_overrides: dict, log_path: Path) -> tuple[subprocess.Pop
     log = open(log_path, "wb")
     process = subprocess.Popen(
         [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true",
-         "--server.port", str(port), "--browser.gatherUsageStats", "false"],
+         "--server.port", str(port), "--browser.gatherUsageStats", "false",
+         "--client.showErrorDetails", "full"],  # an uncaught exception must show, to fail the test
         cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     url = f"http://127.0.0.1:{port}"
     try:

@@ -1,7 +1,6 @@
 """The dashboard in real headless chromium against `streamlit run`: every page, uploads, Generate, a live training run."""
 from __future__ import annotations
 
-import io
 import time
 from pathlib import Path
 
