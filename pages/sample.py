@@ -31,9 +31,10 @@ if st.button("Generate", type="primary"):
         images = workflows.generate_brains(bundle.vqvae, bundle.prior, int(count), seed=int(seed),
                                            temperature=temperature,
                                            progress=progress_bar(f"Generating {count}"))
-    st.session_state["generated"] = (images, [f"brain_seed{seed}_{i:02d}" for i in range(len(images))])
-if "generated" in st.session_state:
-    gallery(*st.session_state["generated"], key="generated")
+    st.session_state["generated"] = (bundle.path, images,
+                                     [f"brain_seed{seed}_{i:02d}" for i in range(len(images))])
+if st.session_state.get("generated", (None,))[0] == bundle.path:  # made by this checkpoint
+    gallery(*st.session_state["generated"][1:], key="generated")
 
 st.subheader("Complete a brain")
 st.caption("The code rows above the chosen row are kept from your slice; the prior draws the rest.")
@@ -65,6 +66,7 @@ if right.button("Complete", type="primary"):
         images = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows,
                                           int(completions), seed=int(seed), temperature=temperature,
                                           progress=progress_bar("Completing"))
-    st.session_state["completed"] = (images, [f"completion_{i:02d}" for i in range(len(images))])
-if "completed" in st.session_state:
-    gallery(*st.session_state["completed"], key="completed")
+    st.session_state["completed"] = (bundle.path, images,
+                                     [f"completion_{i:02d}" for i in range(len(images))])
+if st.session_state.get("completed", (None,))[0] == bundle.path:
+    gallery(*st.session_state["completed"][1:], key="completed")

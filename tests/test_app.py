@@ -203,7 +203,7 @@ def test_sample_generate_fills_the_gallery(app_env):
     next(n for n in at.number_input if n.label == "How many").set_value(3)
     next(b for b in at.button if b.label == "Generate").click().run()
     no_trouble(at)
-    images, names = at.session_state["generated"]
+    _, images, names = at.session_state["generated"]
     assert images.shape == (3, 32, 32) and len(names) == 3
     assert 0.0 <= images.min() and images.max() <= 1.0
 
@@ -213,7 +213,7 @@ def test_sample_complete_keeps_the_top_rows(app_env):
     next(s for s in at.slider if s.label == "Keep code rows above").set_value(4)
     next(b for b in at.button if b.label == "Complete").click().run()
     no_trouble(at)
-    images, _ = at.session_state["completed"]
+    _, images, _ = at.session_state["completed"]
     assert images.shape == (4, 32, 32)
 
 
