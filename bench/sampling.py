@@ -19,7 +19,10 @@ def parse_args(argv=None):
     parser.add_argument("--n", type=int, default=16, help="samples per batch")
     parser.add_argument("--naive-rows", type=int, default=2, help="full rows timed with the naive sampler")
     parser.add_argument("--repeats", type=int, default=3, help="timed fast runs (median reported)")
-    parser.add_argument("--checkpoint", default=None, help="path to a trained prior.keras (default: random init)")
+    parser.add_argument("--checkpoint", default=None, help="path to a trained prior.keras")
+    parser.add_argument("--bundle", default="checkpoints/demo",
+                        help="checkpoint bundle (prior + VQ-VAE): also times decoding, end to end; "
+                             "'none' for a randomly initialised prior of --grid/--num-embeddings")
     parser.add_argument("--xla", choices=("auto", "on", "off"), default="auto",
                         help="fast path compiled with XLA (auto: only on GPU)")
     parser.add_argument("--seed", type=int, default=0)
@@ -36,7 +39,12 @@ def main(argv=None):
     from core.prior import PriorConfig, build_prior
 
     sampler.USE_XLA = {"auto": None, "on": True, "off": False}[args.xla]
-    if args.checkpoint:
+    vqvae = None
+    if args.bundle != "none" and not args.checkpoint:
+        from core.checkpoints import load_bundle
+        bundle = load_bundle(args.bundle)
+        prior, vqvae, source = bundle.prior, bundle.vqvae, f"bundle {bundle.path}"
+    elif args.checkpoint:
         prior = keras.models.load_model(args.checkpoint)
         source = args.checkpoint
     else:
@@ -67,6 +75,18 @@ def main(argv=None):
     print(f"fast codes, n={args.n} {height}x{width}: median {fast:.2f} s wall of {args.repeats} "
           f"({', '.join(f'{t:.2f}' for t in times)}; process CPU median {statistics.median(cpu_times):.2f} s); "
           f"{fast / positions * 1e3:.3f} ms per position")
+
+    if vqvae is not None:
+        from core.workflows import generate_brains
+        generate_brains(vqvae, prior, args.n, seed=args.seed)  # warm the decoder
+        times = []
+        for repeat in range(args.repeats):
+            start = time.perf_counter()
+            images = generate_brains(vqvae, prior, args.n, seed=args.seed + 1 + repeat)
+            times.append(time.perf_counter() - start)
+        print(f"end to end, {args.n} new {images.shape[1]}x{images.shape[2]} brains (codes sampled and "
+              f"decoded): median {statistics.median(times):.2f} s of {args.repeats} "
+              f"({', '.join(f'{t:.2f}' for t in times)})")
 
     # Naive: the same sampler on the first rows only (the rest kept), then scaled to the grid.
     rows = min(args.naive_rows, height)

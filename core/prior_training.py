@@ -31,10 +31,11 @@ def encode_split(vqvae, data_root: Path, split: str, cache: Path) -> np.ndarray:
     return codes
 
 
-class PriorTask:
+class PriorTask(trainer.KerasTask):
     """Trains the prior; validation bits per code pick the best checkpoint."""
 
     kind = "prior"
+    model_file = "prior.keras"
     selection_metric = "val_bits_per_code"
     selection_mode = "min"
 
@@ -48,13 +49,7 @@ class PriorTask:
         self.val_codes = encode_split(self.vqvae, root, "validate", run_dir / "codes_validate.npy")
         self.config, self.train, self.strategy = model_config, train, strategy
         self.batch_size = min(train.batch_size, len(self.train_codes))
-        with strategy.scope():
-            self.model = build_prior(model_config)
-            self.optimizer = trainer.make_optimizer(train, self.steps_per_epoch())
-            # Slots made now, in the strategy's scope: never as a side effect inside a traced step.
-            self.optimizer.build(self.model.trainable_variables)
-        self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
-                                          reduce_retracing=True)
+        self._build(lambda: build_prior(model_config))
         self._compiled_logits = tf.function(lambda codes: self.model(codes, training=False))
 
     def steps_per_epoch(self) -> int:
@@ -66,9 +61,7 @@ class PriorTask:
                    .shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
                             reshuffle_each_iteration=False)
                    .batch(self.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        if self.train.strategy == "mirrored":
-            return self.strategy.experimental_distribute_dataset(dataset)
-        return dataset
+        return self._distribute(dataset)
 
     def _replica_step(self, codes):
         with tf.GradientTape() as tape:
@@ -79,12 +72,6 @@ class PriorTask:
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         accuracy = tf.reduce_mean(tf.cast(tf.argmax(logits, -1, output_type=tf.int32) == codes, tf.float32))
         return {"loss": loss, "bits_per_code": loss / np.log(2.0), "accuracy": accuracy}
-
-    def train_step(self, batch) -> dict:
-        if self.train.strategy != "mirrored":
-            return self._compiled_step(batch)
-        per_replica = self.strategy.run(self._compiled_step, args=(batch,))
-        return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
 
     def validate(self) -> dict:
         total_nats, correct, count = 0.0, 0.0, 0
@@ -110,13 +97,6 @@ class PriorTask:
             "kind": "prior", "vqvae": self.vqvae.config.to_dict(), "prior": self.config.to_dict(),
             "vqvae_source": str(self.source.path)})
 
-    def save_state(self, folder: Path) -> None:
-        trainer.save_optimizer(self.optimizer, folder / "optimizer.npz")
-
-    def restore(self, folder: Path) -> None:
-        self.model.load_weights(folder / "prior.keras")
-        trainer.restore_optimizer(self.optimizer, self.model.trainable_variables,
-                                  folder / "optimizer.npz")
 
 
 def add_parser(kinds, train_defaults: TrainConfig, add_train_flags) -> None:

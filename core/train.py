@@ -36,10 +36,11 @@ def evenly_spaced(items, count: int):
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
-class VQVAETask:
+class VQVAETask(trainer.KerasTask):
     """Trains a VQ-VAE on the train split; validation SSIM picks the best checkpoint."""
 
     kind = "vqvae"
+    model_file = "vqvae.keras"
     selection_metric = "val_ssim"
     selection_mode = "max"
 
@@ -55,14 +56,7 @@ class VQVAETask:
         self.val_images = data.load_images(evenly_spaced(validate.paths, val_limit), size)
         self.sample_images = self.val_images[np.linspace(0, len(self.val_images) - 1,
                                                          min(SAMPLE_SLICES, len(self.val_images))).astype(int)]
-        with strategy.scope():
-            self.model = build_vqvae(model_config)
-            self.optimizer = trainer.make_optimizer(train, self.steps_per_epoch())
-            # Slots made now, in the strategy's scope: never as a side effect inside a traced step
-            # (under MirroredStrategy that fails on the first step).
-            self.optimizer.build(self.model.trainable_variables)
-        self._compiled_step = tf.function(self._replica_step, jit_compile=train.xla,
-                                          reduce_retracing=True)
+        self._build(lambda: build_vqvae(model_config))
 
     def steps_per_epoch(self) -> int:
         count = len(self.train_set) // self.batch_size
@@ -73,9 +67,7 @@ class VQVAETask:
                                     image_size=self.config.image_size, shuffle=True,
                                     seed=self.train.seed * 1000 + epoch, crop_size=self.crop_size,
                                     drop_remainder=True)
-        if self.train.strategy == "mirrored":
-            return self.strategy.experimental_distribute_dataset(dataset)
-        return dataset
+        return self._distribute(dataset)
 
     def _replica_step(self, images):
         model, quantizer = self.model, self.model.quantizer
@@ -98,12 +90,6 @@ class VQVAETask:
         return {"loss": loss, "reconstruction_loss": reconstruction_loss, "vq_loss": vq_loss,
                 "perplexity": perplexity, "codes_used": tf.reduce_sum(tf.cast(counts > 0, tf.float32))}
 
-    def train_step(self, batch) -> dict:
-        if self.train.strategy != "mirrored":
-            return self._compiled_step(batch)
-        per_replica = self.strategy.run(self._compiled_step, args=(batch,))
-        return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
-
     def validate(self) -> dict:
         scores = evaluate_images(self.model, self.val_images)
         return {f"val_{k}": v for k, v in scores.items() if k not in ("codebook_size", "dead_codes")}
@@ -115,13 +101,6 @@ class VQVAETask:
         self.model.save(folder / "vqvae.keras")
         runs.write_json_atomic(folder / "config.json", {"kind": "vqvae", "vqvae": self.config.to_dict()})
 
-    def save_state(self, folder: Path) -> None:
-        trainer.save_optimizer(self.optimizer, folder / "optimizer.npz")
-
-    def restore(self, folder: Path) -> None:
-        self.model.load_weights(folder / "vqvae.keras")
-        trainer.restore_optimizer(self.optimizer, self.model.trainable_variables,
-                                  folder / "optimizer.npz")
 
 
 # --- command line -------------------------------------------------------------------------------

@@ -85,6 +85,44 @@ class Task(Protocol):
     def restore(self, folder: Path) -> None: ...
 
 
+class KerasTask:
+    """Plumbing shared by tasks that train one Keras model with one optimizer under a strategy.
+
+    A subclass sets `model_file`, defines `_replica_step(batch) -> dict` and calls
+    `_build(make_model)` once `self.train`, `self.strategy` and `steps_per_epoch()` work.
+    """
+
+    model_file: str
+
+    def _build(self, make_model) -> None:
+        with self.strategy.scope():
+            self.model = make_model()
+            self.optimizer = make_optimizer(self.train, self.steps_per_epoch())
+            # Slots made now, in the strategy's scope: never as a side effect inside a traced step
+            # (under MirroredStrategy that fails on the first step).
+            self.optimizer.build(self.model.trainable_variables)
+        self._compiled_step = tf.function(self._replica_step, jit_compile=self.train.xla,
+                                          reduce_retracing=True)
+
+    def _distribute(self, dataset: tf.data.Dataset):
+        if self.train.strategy == "mirrored":
+            return self.strategy.experimental_distribute_dataset(dataset)
+        return dataset
+
+    def train_step(self, batch) -> dict:
+        if self.train.strategy != "mirrored":
+            return self._compiled_step(batch)
+        per_replica = self.strategy.run(self._compiled_step, args=(batch,))
+        return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
+
+    def save_state(self, folder: Path) -> None:
+        save_optimizer(self.optimizer, folder / "optimizer.npz")
+
+    def restore(self, folder: Path) -> None:
+        self.model.load_weights(folder / self.model_file)
+        restore_optimizer(self.optimizer, self.model.trainable_variables, folder / "optimizer.npz")
+
+
 def setup_devices(train: TrainConfig) -> tf.distribute.Strategy:
     """Pick the device(s) before any tensor exists; GPUs grow memory so the dashboard can share."""
     gpus = tf.config.list_physical_devices("GPU")
