@@ -23,7 +23,6 @@ import numpy as np  # noqa: E402
 
 from core import data, workflows  # noqa: E402
 from core.checkpoints import load_bundle  # noqa: E402
-from core.sample import grid_image  # noqa: E402
 
 BRAIN_THRESHOLD = 0.1
 
@@ -68,7 +67,7 @@ def main() -> None:
     print(f"histogram intersection, in-brain intensity (18 bins): "
           f"{intersection(sample_intensity, real_intensity, intensity_bins):.3f}")
     Path(args.grid_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.grid_out).write_bytes(workflows.png_bytes(grid_image(samples[:16], columns=8)))
+    Path(args.grid_out).write_bytes(workflows.png_bytes(workflows.mosaic(samples[:16], columns=8)))
     print(f"grid of 16 samples: {args.grid_out}")
 
 

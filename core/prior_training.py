@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from core import data, runs, trainer
+from core import data, runs, trainer, workflows
 from core.checkpoints import load_bundle
 from core.prior import PriorConfig, build_prior, prior_loss
 from core.sampler import sample_codes
@@ -86,9 +86,8 @@ class PriorTask(trainer.KerasTask):
         return {"val_bits_per_code": total_nats / count / np.log(2.0), "val_accuracy": correct / count}
 
     def write_samples(self, path: Path) -> None:
-        from core.train import image_grid
-        codes = sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0)
-        image_grid([self.vqvae.decode_indices(codes)]).save(path)
+        images = self.vqvae.decode_indices(sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0))
+        path.write_bytes(workflows.png_bytes(workflows.mosaic(images, columns=SAMPLES_PER_EPOCH)))
 
     def write_bundle(self, folder: Path) -> None:
         shutil.copy2(self.source.path / "vqvae.keras", folder / "vqvae.keras")

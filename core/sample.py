@@ -10,22 +10,10 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from core import data, workflows  # noqa: E402
 from core.checkpoints import CheckpointError, load_bundle  # noqa: E402
-
-
-def grid_image(images: np.ndarray, columns: int = 4) -> np.ndarray:
-    """(N, H, W) -> one (rows*H, columns*W) mosaic, blank where the last row is short."""
-    n, height, width = images.shape
-    rows = -(-n // columns)
-    mosaic = np.zeros((rows * height, columns * width), np.float32)
-    for i, image in enumerate(images):
-        r, c = divmod(i, columns)
-        mosaic[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
-    return mosaic
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -71,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         path.write_bytes(workflows.png_bytes(image))
         files.append(str(path))
     grid = out / f"{stem}_{args.seed}_grid.png"
-    grid.write_bytes(workflows.png_bytes(grid_image(images)))
+    grid.write_bytes(workflows.png_bytes(workflows.mosaic(images, columns=4)))
     print(json.dumps({"n": len(images), "seconds": round(seconds, 3), "grid": str(grid),
                       "files": files, "checkpoint": str(bundle.path)}))
     return 0

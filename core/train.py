@@ -12,22 +12,14 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from PIL import Image  # noqa: E402
 
-from core import data, runs, trainer  # noqa: E402
+from core import data, runs, trainer, workflows  # noqa: E402
 from core.evaluate import evaluate_images  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
 from core.vqvae import VQVAEConfig, build_vqvae  # noqa: E402
 
 log = logging.getLogger("brainvq.train")
 SAMPLE_SLICES = 8
-
-
-def image_grid(rows: list[np.ndarray]) -> Image.Image:
-    """Rows of (N, H, W, 1) images in [0, 1] -> one greyscale PNG-ready picture."""
-    return Image.fromarray(np.concatenate(
-        [np.concatenate(list(np.clip(row[..., 0], 0, 1)), axis=1) for row in rows], axis=0
-    ).__mul__(255).round().astype(np.uint8))
 
 
 def evenly_spaced(items, count: int):
@@ -95,7 +87,10 @@ class VQVAETask(trainer.KerasTask):
         return {f"val_{k}": v for k, v in scores.items() if k not in ("codebook_size", "dead_codes")}
 
     def write_samples(self, path: Path) -> None:
-        image_grid([self.sample_images, self.model.reconstruct(self.sample_images)]).save(path)
+        originals_over_reconstructions = np.concatenate(
+            [self.sample_images, self.model.reconstruct(self.sample_images)])
+        path.write_bytes(workflows.png_bytes(workflows.mosaic(originals_over_reconstructions,
+                                                              columns=len(self.sample_images))))
 
     def write_bundle(self, folder: Path) -> None:
         self.model.save(folder / "vqvae.keras")

@@ -88,6 +88,20 @@ def complete_brain(vqvae, prior, image, keep_rows: int, n: int, *, seed: int = 0
 
 
 # --- files to download ---------------------------------------------------------------------------
+def mosaic(images, columns: int) -> np.ndarray:
+    """(N, H, W) or (N, H, W, 1) images -> one (rows*H, columns*W) picture, blank where a row is short."""
+    images = np.asarray(images, np.float32)
+    if images.ndim == 4:
+        images = images[..., 0]
+    n, height, width = images.shape
+    rows = -(-n // columns)
+    picture = np.zeros((rows * height, columns * width), np.float32)
+    for i, image in enumerate(images):
+        r, c = divmod(i, columns)
+        picture[r * height:(r + 1) * height, c * width:(c + 1) * width] = image
+    return picture
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """(H, W) in [0, 1] -> 8-bit greyscale PNG bytes."""
     buffer = io.BytesIO()
