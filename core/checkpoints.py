@@ -13,7 +13,17 @@ from core import runs
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo"
 DEMO_DATA = REPO_ROOT / "demo_data"
-RUNS_ROOT = Path(os.environ.get("BRAINVQ_RUNS", REPO_ROOT / "runs"))
+PICKABLE_STATES = ("finished", "stopped")  # a running run's checkpoints still change under you
+
+
+def runs_root() -> Path:
+    """Where runs live: $BRAINVQ_RUNS, read at each call (tests and benches point it elsewhere)."""
+    return Path(os.environ.get("BRAINVQ_RUNS", REPO_ROOT / "runs"))
+
+
+def default_data_folder() -> Path:
+    """The data the app offers first: $BRAINVQ_DATA, else the shipped demo data."""
+    return Path(os.environ.get("BRAINVQ_DATA", DEMO_DATA))
 
 
 class CheckpointError(ValueError):
@@ -78,14 +88,14 @@ def load_bundle(path: str | Path) -> Bundle:
     return Bundle(folder, config, vqvae, prior, card)
 
 
-def available_checkpoints(runs_root: str | Path = RUNS_ROOT) -> list[CheckpointChoice]:
-    """The shipped demo first, then every run with a checkpoint, newest first."""
+def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoice]:
+    """The shipped demo first, then every finished (or stopped) run with a checkpoint, newest first."""
     choices = []
     if (DEMO_CHECKPOINT / "vqvae.keras").exists():
         choices.append(CheckpointChoice("demo (shipped)", DEMO_CHECKPOINT,
                                         (DEMO_CHECKPOINT / "prior.keras").exists()))
-    for summary in runs.list_runs(runs_root):
-        if not summary.has_checkpoint:
+    for summary in runs.list_runs(root if root is not None else runs_root()):
+        if not summary.has_checkpoint or summary.state not in PICKABLE_STATES:
             continue
         folder = runs.resolve_checkpoint(summary.path)
         choices.append(CheckpointChoice(f"{summary.name} ({summary.kind}, {summary.state})",

@@ -217,14 +217,10 @@ def _start_locked(root: Path, request: TrainRequest) -> Path:
         raise
     vqvae = ["--run-dir", str(run_dir), *request.vqvae_flags()]
     prior = ["--run-dir", str(prior_dir), *request.prior_flags()]
-    command = [sys.executable, "-m", "core.pipeline", "--vqvae-args", json.dumps(vqvae),
-               "--prior-args", json.dumps(prior)]
-    with open(run_dir / "console.log", "ab") as log:
-        process = subprocess.Popen(command, cwd=runs.REPO_ROOT, stdout=log,
-                                   stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                   start_new_session=True)  # outlives the dashboard
+    args = ["--vqvae-args", json.dumps(vqvae), "--prior-args", json.dumps(prior)]
+    pid = runs.launch(args, run_dir, module="core.pipeline")  # outlives the dashboard
     for folder in (run_dir, prior_dir):
-        _write_launcher(folder, process.pid, command[2:])
+        _write_launcher(folder, pid, ["-m", "core.pipeline", *args])
     return run_dir
 
 

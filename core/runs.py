@@ -258,8 +258,8 @@ def list_runs(root: str | Path) -> list[RunSummary]:
     return [summarize_run(p) for p in runs]
 
 
-def launch(args: list[str], run_dir: str | Path) -> int:
-    """Start `python -m core.train ARGS` detached from the caller.
+def launch(args: list[str], run_dir: str | Path, module: str = "core.train") -> int:
+    """Start `python -m MODULE ARGS` (the trainer, or the VQ-VAE-then-prior pipeline) detached.
 
     The trainer logs to train.log itself; console.log catches what Python prints on a crash.
 
@@ -268,7 +268,7 @@ def launch(args: list[str], run_dir: str | Path) -> int:
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / "console.log", "ab") as log:
-        process = subprocess.Popen([sys.executable, "-m", "core.train", *args], cwd=REPO_ROOT,
+        process = subprocess.Popen([sys.executable, "-m", module, *args], cwd=REPO_ROOT,
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     return process.pid

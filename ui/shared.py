@@ -14,13 +14,8 @@ USER_ERRORS = (UploadError, data.DataError, checkpoints.CheckpointError, runs.Ru
 CHECKPOINT_KEY = "checkpoint_path"  # kept outside the widget key, so it survives page changes
 
 
-def runs_root() -> Path:
-    """RUNS_ROOT, read now (not at import): tests and the bench point BRAINVQ_RUNS elsewhere."""
-    return Path(os.environ.get("BRAINVQ_RUNS", checkpoints.RUNS_ROOT))
-
-
-def default_data_folder() -> Path:
-    return Path(os.environ.get("BRAINVQ_DATA", checkpoints.DEMO_DATA))
+runs_root = checkpoints.runs_root
+default_data_folder = checkpoints.default_data_folder
 
 
 @contextmanager
