@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import OASIS_SPLIT_SIZES, brain_slice, make_oasis_tree, write_png
+from oasis_fixtures import OASIS_SPLIT_SIZES, brain_slice, make_oasis_tree, write_png
 from core import data
 from core.data import DataError
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import brain_slice
+from oasis_fixtures import brain_slice
 from core import metrics
 
 

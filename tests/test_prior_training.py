@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, brain_slice, write_png
+from oasis_fixtures import REPO_ROOT, brain_slice, write_png
 from core import runs
 from core.checkpoints import load_bundle
 

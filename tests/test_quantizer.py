@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import REPO_ROOT
+from oasis_fixtures import REPO_ROOT
 from core.quantizer import CodebookStats, VectorQuantizer, codebook_stats
 
 K, D = 8, 4  # tiny codebook: 8 codes of dimension 4

@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO_ROOT, make_oasis_tree
+from oasis_fixtures import REPO_ROOT, make_oasis_tree
 from core import runs
 from core.vqvae import VQVAE, VQVAEConfig
 
