@@ -42,6 +42,10 @@ def main() -> None:
     vq_best = runs.checkpoint_pointer(vqvae_run, "best")
     prior_best = runs.checkpoint_pointer(prior_run, "best")
     vq_used = next(e for e in vq_epochs if e["step"] == vq_best["step"])
+    def resumes(run_dir: Path) -> str:
+        count = (run_dir / "train.log").read_text().count("Resuming")
+        return f" It was interrupted and resumed from its last checkpoint {count} time(s)." if count else ""
+
     card = f"""# BrainVQ demo checkpoint
 
 A VQ-VAE and a gated PixelCNN prior over its codes, trained on CPU so that every page of the
@@ -58,7 +62,7 @@ split (256 slices) picked the best epoch. See `demo_data/NOTICE.md` for the temp
 - Training: {vq_config["train"]["epochs"]} epochs, batch {vq_config["train"]["batch_size"]},
   Adam lr {vq_config["train"]["learning_rate"]} ({vq_config["train"]["lr_schedule"]}), random
   {vq_config["data_settings"]["crop_size"]}x{vq_config["data_settings"]["crop_size"]} crops;
-  {vq_epochs[-1]["elapsed_s"]:.0f} s on a 2-core CPU (shared with other jobs).
+  {vq_epochs[-1]["elapsed_s"]:.0f} s on a 2-core CPU (shared with other jobs).{resumes(vqvae_run)}
 - Best epoch {vq_best["epoch"]}: validation SSIM {vq_best["val_ssim"]:.4f}, PSNR
   {vq_best["val_psnr"]:.2f} dB, MSE {vq_best["val_mse"]:.5f}, codes used
   {vq_used["val_codes_used"]}/{vq_config["model"]["num_embeddings"]}, perplexity
@@ -68,7 +72,7 @@ split (256 slices) picked the best epoch. See `demo_data/NOTICE.md` for the temp
 - Config: `{json.dumps(prior_config["model"])}`
 - Training: {prior_config["train"]["epochs"]} epochs on the cached codes of the train split,
   batch {prior_config["train"]["batch_size"]}, Adam lr {prior_config["train"]["learning_rate"]}
-  ({prior_config["train"]["lr_schedule"]}); {prior_epochs[-1]["elapsed_s"]:.0f} s on the same CPU.
+  ({prior_config["train"]["lr_schedule"]}); {prior_epochs[-1]["elapsed_s"]:.0f} s on the same CPU.{resumes(prior_run)}
 - Best epoch {prior_best["epoch"]}: validation {prior_best["val_bits_per_code"]:.3f} bits per code,
   top-1 accuracy {prior_best["val_accuracy"]:.3f}.
 
