@@ -105,11 +105,15 @@ def add_parser(kinds, train_defaults: TrainConfig, add_train_flags) -> None:
     parser.add_argument("--data", help="OASIS folder (default: the one the VQ-VAE run trained on)")
     defaults = PriorConfig(num_embeddings=2, grid_height=1, grid_width=1)
     model = parser.add_argument_group("prior model")
-    model.add_argument("--filters", type=int, default=defaults.filters)
-    model.add_argument("--num-layers", type=int, default=defaults.num_layers)
-    model.add_argument("--kernel-size", type=int, default=defaults.kernel_size)
-    model.add_argument("--prior-embedding-dim", type=int, default=defaults.embedding_dim)
-    model.add_argument("--head-filters", type=int, default=defaults.head_filters)
+    model.add_argument("--filters", type=int, default=defaults.filters,
+                       help="channels of each stack")
+    model.add_argument("--num-layers", type=int, default=defaults.num_layers,
+                       help="gated layers (receptive field: layers * (kernel // 2) + 1 rows)")
+    model.add_argument("--kernel-size", type=int, default=defaults.kernel_size, help="odd")
+    model.add_argument("--prior-embedding-dim", type=int, default=defaults.embedding_dim,
+                       help="size of the learned embedding of each code")
+    model.add_argument("--head-filters", type=int, default=defaults.head_filters,
+                       help="hidden width of the output head")
     add_train_flags(parser, train_defaults)
     parser.set_defaults(learning_rate=1e-3)
 

@@ -106,22 +106,25 @@ def _add_train_flags(parser: argparse.ArgumentParser, defaults: TrainConfig) -> 
                        help="continue the run in --run-dir from its last checkpoint")
     group.add_argument("--epochs", type=int, default=None,
                        help=f"epochs in all (default {defaults.epochs}; on --resume: the run's own)")
-    group.add_argument("--batch-size", type=int, default=defaults.batch_size)
+    group.add_argument("--batch-size", type=int, default=defaults.batch_size, help="slices per step")
     group.add_argument("--lr", "--learning-rate", dest="learning_rate", type=float,
-                       default=defaults.learning_rate)
+                       default=defaults.learning_rate, help="Adam's learning rate")
     group.add_argument("--lr-schedule", choices=["cosine", "constant"], default=defaults.lr_schedule,
                        help="cosine decays the rate to 1%% of --lr over all epochs")
-    group.add_argument("--seed", type=int, default=defaults.seed)
+    group.add_argument("--seed", type=int, default=defaults.seed, help="data order and crops")
     group.add_argument("--steps-per-epoch", type=int, default=None,
                        help="cap the steps of one epoch (default: one pass over the train split)")
-    group.add_argument("--log-every", type=int, default=defaults.log_every)
-    group.add_argument("--checkpoint-every-s", type=float, default=defaults.checkpoint_every_s)
+    group.add_argument("--log-every", type=int, default=defaults.log_every,
+                       help="steps between metric lines")
+    group.add_argument("--checkpoint-every-s", type=float, default=defaults.checkpoint_every_s,
+                       help="also checkpoint this often within an epoch")
     group.add_argument("--mixed-precision", action="store_true",
                        help="float16 on GPU (bfloat16 on CPU) with float32 weights")
     group.add_argument("--xla", action="store_true", help="compile the train step with XLA")
     group.add_argument("--strategy", choices=["default", "mirrored"], default=defaults.strategy,
                        help="'mirrored': data-parallel over all visible GPUs (tf.distribute)")
-    group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=defaults.device)
+    group.add_argument("--device", choices=["auto", "cpu", "gpu"], default=defaults.device,
+                       help="auto: the GPU when TensorFlow sees one, else the CPU")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,23 +137,30 @@ def build_parser() -> argparse.ArgumentParser:
                           formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     vq.add_argument("--data", help="OASIS folder (holds keras_png_slices_data/, or is it)")
     model = vq.add_argument_group("model")
-    model.add_argument("--image-size", type=int, default=model_defaults.image_size)
+    model.add_argument("--image-size", type=int, default=model_defaults.image_size,
+                       help="slices are resized to this square side")
     grid = model.add_mutually_exclusive_group()
     grid.add_argument("--downsample-factor", type=int, default=None,
-                      help=f"image side / code grid side (default {model_defaults.downsample_factor})")
+                      help=f"image side / code grid side, a power of two (when neither this nor "
+                           f"--code-grid is given: {model_defaults.downsample_factor})")
     grid.add_argument("--code-grid", type=int, default=None,
                       help="code grid side, e.g. 64 for 64x64 codes of a 256x256 image")
     model.add_argument("--codebook-size", "--num-embeddings", dest="num_embeddings", type=int,
-                       default=model_defaults.num_embeddings)
+                       default=model_defaults.num_embeddings, help="K, codes in the codebook")
     model.add_argument("--code-dim", "--embedding-dim", dest="embedding_dim", type=int,
-                       default=model_defaults.embedding_dim)
-    model.add_argument("--hidden-channels", type=int, default=model_defaults.hidden_channels)
+                       default=model_defaults.embedding_dim, help="D, size of one code vector")
+    model.add_argument("--hidden-channels", type=int, default=model_defaults.hidden_channels,
+                       help="width of the residual trunk at code-grid resolution")
     model.add_argument("--residual-blocks", dest="num_residual_blocks", type=int,
-                       default=model_defaults.num_residual_blocks)
-    model.add_argument("--commitment-cost", type=float, default=model_defaults.commitment_cost)
+                       default=model_defaults.num_residual_blocks,
+                       help="residual blocks in the encoder and in the decoder")
+    model.add_argument("--commitment-cost", type=float, default=model_defaults.commitment_cost,
+                       help="beta of the commitment loss")
     model.add_argument("--no-ema", dest="use_ema", action="store_false",
-                       help="learn the codebook by gradient instead of EMA updates")
-    model.add_argument("--ema-decay", type=float, default=model_defaults.ema_decay)
+                       help="learn the codebook by gradient instead of EMA updates (EMA is on "
+                            "without this flag)")
+    model.add_argument("--ema-decay", type=float, default=model_defaults.ema_decay,
+                       help="decay of the EMA codebook updates")
     model.add_argument("--crop-size", type=int, default=None,
                        help="train on random crops of this side (validation uses whole slices)")
     model.add_argument("--val-limit", type=int, default=256,
