@@ -44,7 +44,8 @@ def main() -> None:
     vq_used = next(e for e in vq_epochs if e["step"] == vq_best["step"])
     def resumes(run_dir: Path) -> str:
         count = (run_dir / "train.log").read_text().count("Resuming")
-        return f" It was interrupted and resumed from its last checkpoint {count} time(s)." if count else ""
+        return (f" It was resumed from its last checkpoint {count} time(s) (`--resume`, to add "
+                f"epochs or after an interruption)." if count else "")
 
     card = f"""# BrainVQ demo checkpoint
 
@@ -80,6 +81,10 @@ split (256 slices) picked the best epoch. See `demo_data/NOTICE.md` for the temp
     python -m core.train vqvae --data ../shared/oasis_proxy --run-dir runs/demo-vqvae --epochs {vq_config["train"]["epochs"]} --crop-size 128 --batch-size 16 --lr 2e-3 --log-every 20
     python -m core.train prior --vqvae runs/demo-vqvae --run-dir runs/demo-prior --epochs {prior_config["train"]["epochs"]} --batch-size 16 --lr 1e-3 --log-every 10
     python scripts/make_demo_checkpoint.py
+
+The shipped prior was trained with `--epochs 8` first, then continued with
+`python -m core.train prior --run-dir runs/demo-prior --resume --epochs 16` (the cosine
+schedule stretches over the new total, so the learning rate rose again for the last 8 epochs).
 
 ## Limits
 Trained on a single template's deformations: it reconstructs and samples that anatomy well and
