@@ -51,12 +51,17 @@ def read_json(path: str | Path, default=None):
 
 
 # --- creation and config --------------------------------------------------------------------
+def refuse_existing(run_dir: str | Path) -> None:
+    """RunError when `run_dir` already holds a run: nothing is ever overwritten."""
+    if (Path(run_dir) / "config.json").exists():
+        raise RunError(f"{run_dir} already holds a run. Use --resume to continue it, or choose "
+                       f"a new --run-dir.")
+
+
 def create_run(run_dir: str | Path, config: dict) -> Path:
     """Make a new run directory; an existing run is never overwritten."""
     run_dir = Path(run_dir)
-    if (run_dir / "config.json").exists():
-        raise RunError(f"{run_dir} already holds a run. Use --resume to continue it, or choose "
-                       f"a new --run-dir.")
+    refuse_existing(run_dir)
     for sub in ("checkpoints", "samples", "tb"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     write_json_atomic(run_dir / "config.json", config)

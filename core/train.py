@@ -13,7 +13,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-from core import data, runs, trainer, workflows  # noqa: E402
+from core import data, prior_training, runs, trainer, workflows  # noqa: E402
 from core.evaluate import evaluate_images  # noqa: E402
 from core.trainer import TrainConfig  # noqa: E402
 from core.vqvae import VQVAEConfig, build_vqvae  # noqa: E402
@@ -166,11 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--val-limit", type=int, default=256,
                        help="validation slices scored each epoch (evenly spaced)")
     _add_train_flags(vq, train_defaults)
-    try:
-        from core import prior_training  # the prior's flags live beside its task
-        prior_training.add_parser(kinds, train_defaults, _add_train_flags)
-    except ImportError:
-        pass
+    prior_training.add_parser(kinds, train_defaults, _add_train_flags)  # its flags live beside its task
     return parser
 
 
@@ -199,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                 raise runs.RunError(f"{run_dir} is a {saved.get('kind')} run, not {args.kind}.")
         else:
             saved = None
-            if (run_dir / "config.json").exists():  # refuse before any work touches the folder
-                runs.create_run(run_dir, {})
+            runs.refuse_existing(run_dir)  # before any work touches the folder
         train = _train_config(args, saved and saved["train"])
         strategy = trainer.setup_devices(train)
         log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()
@@ -208,7 +203,6 @@ def main(argv: list[str] | None = None) -> int:
         if args.kind == "vqvae":
             task, config = _vqvae_task(args, saved, train, strategy)
         else:
-            from core import prior_training
             task, config = prior_training.make_task(args, saved, train, strategy)
         if saved is None:
             runs.create_run(run_dir, config)
@@ -223,6 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     except (data.DataError, runs.RunError, ValueError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except Exception:
+        log.exception("Training failed")  # the traceback goes to train.log too, for the dashboard
+        return 1
 
 
 def _vqvae_task(args, saved, train, strategy):

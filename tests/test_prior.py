@@ -8,17 +8,10 @@ import keras
 from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, bits_per_code, build_prior, prior_loss,
                         top1_accuracy)
 
+from model_fixtures import randomize_weights
+
 TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers=2, kernel_size=3,
             embedding_dim=4, head_filters=16)
-
-
-def randomize_weights(model, seed=0):
-    """Unit-scale random weights with non-zero biases, so every dependency shows in the logits."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        scale = 0.3 if len(w.shape) == 1 else 1.0 / np.sqrt(np.prod(w.shape[:-1]))
-        w.assign(rng.normal(0.0, scale, w.shape).astype("float32"))
-    return model
 
 
 @pytest.mark.parametrize("changes", [

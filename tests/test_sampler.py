@@ -7,17 +7,10 @@ from core.prior import PriorConfig, build_prior
 from core import sampler
 from core.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
 
+from model_fixtures import randomize_weights
+
 TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers=3, kernel_size=3,
             embedding_dim=4, head_filters=16)
-
-
-def randomize_weights(model, seed=0):
-    """Unit-scale random weights with non-zero biases (zero biases would hide bias bugs)."""
-    rng = np.random.default_rng(seed)
-    for w in model.weights:
-        scale = 0.3 if len(w.shape) == 1 else 1.0 / np.sqrt(np.prod(w.shape[:-1]))
-        w.assign(rng.normal(0.0, scale, w.shape).astype("float32"))
-    return model
 
 
 @pytest.fixture(scope="module")
