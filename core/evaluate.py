@@ -15,16 +15,29 @@ from core.checkpoints import CheckpointError, load_bundle  # noqa: E402
 from core.quantizer import codebook_stats  # noqa: E402
 
 
-def evaluate_images(vqvae, images: np.ndarray, batch_size: int = 32) -> dict:
-    """Reconstruction quality and codebook usage of a VQ-VAE over `images` (N, H, W, 1)."""
+def _score(vqvae, images: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per-image SSIM, PSNR and MSE of the reconstructions, and the code counts, of one chunk."""
     indices = vqvae.encode_to_indices(images, batch_size)
     reconstructions = np.clip(vqvae.decode_indices(indices, batch_size), 0.0, 1.0)
-    usage = codebook_stats(indices, vqvae.config.num_embeddings)
-    return {"ssim": float(np.mean(metrics.ssim(images, reconstructions))),
-            "psnr": float(np.mean(metrics.psnr(images, reconstructions))),
-            "mse": float(np.mean(metrics.mse(images, reconstructions))),
+    return (metrics.ssim(images, reconstructions), metrics.psnr(images, reconstructions),
+            metrics.mse(images, reconstructions),
+            codebook_stats(indices, vqvae.config.num_embeddings).counts)
+
+
+def _summary(chunks: list[tuple]) -> dict:
+    ssims, psnrs, mses, counts = zip(*chunks)
+    total = np.sum(counts, axis=0)
+    usage = codebook_stats(np.repeat(np.arange(len(total)), total), len(total))
+    return {"ssim": float(np.mean(np.concatenate(ssims))),
+            "psnr": float(np.mean(np.concatenate(psnrs))),
+            "mse": float(np.mean(np.concatenate(mses))),
             "perplexity": usage.perplexity, "codes_used": usage.codes_used,
             "codebook_size": usage.num_embeddings, "dead_codes": int(len(usage.dead_codes))}
+
+
+def evaluate_images(vqvae, images: np.ndarray, batch_size: int = 32) -> dict:
+    """Reconstruction quality and codebook usage of a VQ-VAE over `images` (N, H, W, 1)."""
+    return _summary([_score(vqvae, images, batch_size)])
 
 
 def evaluate_split(vqvae, data_path: str, split: str, limit: int | None = None,
@@ -32,23 +45,12 @@ def evaluate_split(vqvae, data_path: str, split: str, limit: int | None = None,
     """Stream a split in chunks (bounded memory) and combine per-image scores and code counts."""
     root = data.find_data_root(data_path)
     paths = list(data.scan_split(root, split).paths)[:limit]
+    if not paths:
+        raise data.DataError(f"No slices to score in the {split} split (limit={limit}).")
     size = vqvae.config.image_size
-    ssims, psnrs, mses, counts = [], [], [], np.zeros(vqvae.config.num_embeddings, np.int64)
-    for start in range(0, len(paths), 256):
-        images = data.load_images(paths[start:start + 256], size)
-        indices = vqvae.encode_to_indices(images, batch_size)
-        reconstructions = np.clip(vqvae.decode_indices(indices, batch_size), 0.0, 1.0)
-        ssims.append(metrics.ssim(images, reconstructions))
-        psnrs.append(metrics.psnr(images, reconstructions))
-        mses.append(metrics.mse(images, reconstructions))
-        counts += codebook_stats(indices, len(counts)).counts
-    usage = codebook_stats(np.repeat(np.arange(len(counts)), counts), len(counts))
-    return {"ssim": float(np.mean(np.concatenate(ssims))),
-            "psnr": float(np.mean(np.concatenate(psnrs))),
-            "mse": float(np.mean(np.concatenate(mses))),
-            "perplexity": usage.perplexity, "codes_used": usage.codes_used,
-            "codebook_size": usage.num_embeddings, "dead_codes": int(len(usage.dead_codes)),
-            "n_images": len(paths), "split": split}
+    chunks = [_score(vqvae, data.load_images(paths[start:start + 256], size), batch_size)
+              for start in range(0, len(paths), 256)]
+    return {**_summary(chunks), "n_images": len(paths), "split": split}
 
 
 def main(argv: list[str] | None = None) -> int:
