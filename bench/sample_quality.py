@@ -50,7 +50,7 @@ def main() -> None:
     bundle = load_bundle(args.checkpoint)
     started = time.perf_counter()
     samples = np.concatenate([
-        workflows.generate_brains(bundle.vqvae, bundle.prior, 16, seed=seed, temperature=args.temperature)
+        workflows.generate_brains(bundle.vqvae, bundle.prior, 16, seed=seed, temperature=args.temperature).images
         for seed in range(args.n // 16)])
     seconds = time.perf_counter() - started
     root = data.find_data_root(args.data)

@@ -54,7 +54,7 @@ def main(argv=None):
                              **overrides)
         prior = build_prior(config)
         source = f"random init, {config}"
-    _, height, width = prior.input_shape
+    _, height, width = prior.inputs[0].shape
     positions = height * width
     print(f"prior: {source}; {prior.count_params():,} params")
     print(f"device: {tf.config.list_logical_devices()[-1].device_type}, xla={args.xla}, "
@@ -82,7 +82,7 @@ def main(argv=None):
         times = []
         for repeat in range(args.repeats):
             start = time.perf_counter()
-            images = generate_brains(vqvae, prior, args.n, seed=args.seed + 1 + repeat)
+            images = generate_brains(vqvae, prior, args.n, seed=args.seed + 1 + repeat).images
             times.append(time.perf_counter() - start)
         print(f"end to end, {args.n} new {images.shape[1]}x{images.shape[2]} brains (codes sampled and "
               f"decoded): median {statistics.median(times):.2f} s of {args.repeats} "

@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "validate", "test")
 DATA_FOLDER = "keras_png_slices_data"
 _SLICE_NUMBER = re.compile(r"(\d+)")
+_SLICE_LEVEL = re.compile(r"slice_(\d+)", re.IGNORECASE)
 
 
 class DataError(ValueError):
@@ -54,7 +55,8 @@ def find_data_root(path: str | Path) -> Path:
 
 def _slice_sort_key(path: Path) -> tuple:
     # case_001_slice_10 must come after case_001_slice_9, as a person reads them.
-    return tuple(int(n) for n in _SLICE_NUMBER.findall(path.name)) + (path.name,)
+    # Numbers first as one tuple, so a name without numbers still compares (it sorts first).
+    return tuple(int(n) for n in _SLICE_NUMBER.findall(path.name)), path.name
 
 
 def list_slices(root: str | Path, split: str, required: bool = True) -> list[Path]:
@@ -71,6 +73,20 @@ def list_slices(root: str | Path, split: str, required: bool = True) -> list[Pat
         raise DataError(f"No PNG slices in {folder}. Copy the *.png slices of the {split} split "
                         f"there.")
     return paths
+
+
+def slice_level(name: str | Path) -> int | None:
+    """The slice level an OASIS file name carries (case_001_slice_12.nii.png -> 12), else None."""
+    match = _SLICE_LEVEL.search(Path(name).name)
+    return int(match.group(1)) if match else None
+
+
+def slice_levels(paths) -> np.ndarray | None:
+    """(N,) int32 slice levels of the files, or None when any name carries no level."""
+    levels = [slice_level(p) for p in paths]
+    if not levels or any(level is None for level in levels):
+        return None
+    return np.asarray(levels, np.int32)
 
 
 @dataclass(frozen=True)

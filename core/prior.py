@@ -25,6 +25,10 @@ class PriorConfig:
     embedding_dim: int = 32  # size of the learned embedding of each code index
     head_filters: int = 128  # hidden width of the 1x1 output head
     position_embedding: bool = True  # add a learned embedding of (row, column) to each code's
+    # Slice levels the prior is conditioned on (0: unconditional). OASIS names 32 levels per case,
+    # base (0) to vertex (31); a level decides most of a slice's size and shape, which a few code
+    # rows of context cannot (van den Oord et al. 2016, section 2.3: conditional PixelCNN).
+    num_levels: int = 0
 
     def __post_init__(self):
         if not isinstance(self.position_embedding, bool):
@@ -34,6 +38,9 @@ class PriorConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
+        if isinstance(self.num_levels, bool) or not isinstance(self.num_levels, (int, np.integer)) \
+                or self.num_levels < 0:
+            raise ValueError(f"Expected num_levels to be an integer >= 0. Received: num_levels={self.num_levels!r}")
         if self.num_embeddings < 2:
             raise ValueError(f"Expected num_embeddings >= 2. Received: num_embeddings={self.num_embeddings}")
         if self.kernel_size % 2 == 0 or self.kernel_size < 3:
@@ -88,6 +95,40 @@ class PositionEmbedding(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="brainvq")
+class SliceLevelEmbedding(keras.layers.Layer):
+    """Slice levels (B,) int -> learned (B, D) vectors; also holds how often each level occurs in training.
+
+    The frequencies make the model a full joint p(level) p(codes | level): unconditional samples
+    draw their level from them (`core.sampler.draw_levels`). They are data, not trained weights.
+
+    Args:
+        num_levels: number of slice levels.
+        output_dim: size D of each level's vector.
+    """
+
+    def __init__(self, num_levels: int, output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_levels = int(num_levels)
+        self.output_dim = int(output_dim)
+
+    def build(self, input_shape):
+        self.table = self.add_weight(name="table", shape=(self.num_levels, self.output_dim),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.02))
+        self.frequency = self.add_weight(name="frequency", shape=(self.num_levels,), trainable=False,
+                                         initializer=keras.initializers.Constant(1.0 / self.num_levels))
+        self.built = True
+
+    def call(self, levels):
+        return ops.take(self.table, ops.cast(levels, "int32"), axis=0)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_levels": self.num_levels, "output_dim": self.output_dim}
+
+
+@keras.saving.register_keras_serializable(package="brainvq")
 class CausalShift(keras.layers.Layer):
     """Shifts a (B, H, W, C) map one row down or one column right, filling with zeros.
 
@@ -118,8 +159,9 @@ class CausalShift(keras.layers.Layer):
 class GatedPixelCNNLayer(keras.layers.Layer):
     """One gated layer: vertical and horizontal stacks with a vertical -> horizontal link (figure 2).
 
-    Inputs are [v, h], both (B, H, W, C_in); v at row i must already depend only on rows < i and
-    h at (i, j) only on (i, j' < j). Outputs [v', h'], both (B, H, W, filters), keep those properties:
+    Inputs are [v, h], both (B, H, W, C_in), or [v, h, condition] with condition (B, D) added to
+    both stacks' pre-activations at every position (equation 4); v at row i must already depend
+    only on rows < i and h at (i, j) only on (i, j' < j). Outputs [v', h'], both (B, H, W, filters), keep those properties:
     the vertical kernel covers rows [i - k//2, i] x columns [j - k//2, j + k//2] and the horizontal
     kernel row i x columns [j - k//2, j] (zero padding above / on the left).
 
@@ -137,7 +179,7 @@ class GatedPixelCNNLayer(keras.layers.Layer):
         self.reach = self.kernel_size // 2
 
     def build(self, input_shape):
-        v_shape, h_shape = input_shape
+        v_shape, h_shape = input_shape[:2]
         c_v, c_h = int(v_shape[-1]), int(h_shape[-1])
         f2, r, k = 2 * self.filters, self.reach, self.kernel_size
         if self.residual and c_h != self.filters:
@@ -150,21 +192,33 @@ class GatedPixelCNNLayer(keras.layers.Layer):
         self.link_kernel = self.add_weight(name="link_kernel", shape=(f2, f2), initializer=fan_in)
         self.out_kernel = self.add_weight(name="out_kernel", shape=(self.filters, self.filters), initializer=fan_in)
         self.out_bias = self.add_weight(name="out_bias", shape=(self.filters,), initializer="zeros")
+        self.conditioned = len(input_shape) == 3
+        if self.conditioned:
+            c_condition = int(input_shape[2][-1])
+            self.v_condition_kernel = self.add_weight(name="v_condition_kernel", shape=(c_condition, f2),
+                                                      initializer=fan_in)
+            self.h_condition_kernel = self.add_weight(name="h_condition_kernel", shape=(c_condition, f2),
+                                                      initializer=fan_in)
 
     def call(self, inputs):
-        v, h = inputs
+        v, h = inputs[:2]
         r = self.reach
         v_pad = ops.pad(v, [[0, 0], [r, 0], [r, r], [0, 0]])  # rows above, both sides
         v_pre = ops.conv(v_pad, self.v_kernel, padding="valid") + self.v_bias  # (B, H, W, 2F)
         h_pad = ops.pad(h, [[0, 0], [0, 0], [r, 0], [0, 0]])  # columns on the left only
         h_pre = ops.conv(h_pad, self.h_kernel, padding="valid") + self.h_bias + ops.matmul(v_pre, self.link_kernel)
+        if self.conditioned:
+            # Added after the link, so the horizontal stack gets the condition once, not twice.
+            condition = inputs[2]
+            v_pre = v_pre + ops.matmul(condition, self.v_condition_kernel)[:, None, None, :]
+            h_pre = h_pre + ops.matmul(condition, self.h_condition_kernel)[:, None, None, :]
         h_out = ops.matmul(gate(h_pre), self.out_kernel) + self.out_bias
         if self.residual:
             h_out = h_out + h
         return gate(v_pre), h_out
 
     def compute_output_shape(self, input_shape):
-        v_shape, _ = input_shape
+        v_shape = input_shape[0]
         return tuple(v_shape[:-1]) + (self.filters,), tuple(v_shape[:-1]) + (self.filters,)
 
     def get_config(self):
@@ -202,12 +256,18 @@ class LogitsHead(keras.layers.Layer):
 
 
 def build_prior(config: PriorConfig) -> keras.Model:
-    """Builds the prior: int32 codes (B, H, W) -> float32 logits (B, H, W, K).
+    """Builds the prior: int32 codes (B, H, W) [and int32 levels (B,)] -> float32 logits (B, H, W, K).
 
     Logits at (i, j) depend on rows i - 1 - L*(k//2) .. i - 1 within columns j -+ L*(k//2), and on
-    row i columns j - 1 - L*(k//2) .. j - 1 (L = num_layers); on nothing else.
+    row i columns j - 1 - L*(k//2) .. j - 1 (L = num_layers); on nothing else but the level.
+    With config.num_levels > 0 the model takes [codes, levels]; `prior_inputs` builds either.
     """
     codes = keras.Input((config.grid_height, config.grid_width), dtype="int32", name="codes")
+    inputs, condition = codes, []
+    if config.num_levels:
+        levels = keras.Input((), dtype="int32", name="levels")
+        inputs = [codes, levels]
+        condition = [SliceLevelEmbedding(config.num_levels, config.embedding_dim, name="level_embedding")(levels)]
     x = keras.layers.Embedding(config.num_embeddings, config.embedding_dim, name="code_embedding")(codes)
     if config.position_embedding:
         x = PositionEmbedding(name="position_embedding")(x)
@@ -216,9 +276,50 @@ def build_prior(config: PriorConfig) -> keras.Model:
     for layer in range(config.num_layers):
         residual = layer > 0 or config.embedding_dim == config.filters
         v, h = GatedPixelCNNLayer(config.filters, config.kernel_size, residual=residual,
-                                  name=f"gated_{layer}")([v, h])
+                                  name=f"gated_{layer}")([v, h, *condition])
     logits = LogitsHead(config.head_filters, config.num_embeddings, name="head")(h)  # (B, H, W, K)
-    return keras.Model(codes, logits, name="gated_pixelcnn_prior")
+    return keras.Model(inputs, logits, name="gated_pixelcnn_prior")
+
+
+def level_layer(prior_model: keras.Model) -> SliceLevelEmbedding | None:
+    """The prior's slice-level embedding, or None for an unconditional prior."""
+    found = [l for l in prior_model.layers if isinstance(l, SliceLevelEmbedding)]
+    return found[0] if found else None
+
+
+def num_levels(prior_model: keras.Model) -> int:
+    """How many slice levels the prior is conditioned on (0: unconditional)."""
+    layer = level_layer(prior_model)
+    return layer.num_levels if layer is not None else 0
+
+
+def level_frequency(prior_model: keras.Model) -> np.ndarray:
+    """(num_levels,) how often each level occurred in the prior's training data (sums to 1)."""
+    layer = level_layer(prior_model)
+    if layer is None:
+        raise ValueError("This prior is not conditioned on slice levels.")
+    return np.asarray(ops.convert_to_numpy(layer.frequency), np.float64)
+
+
+def set_level_frequency(prior_model: keras.Model, levels) -> None:
+    """Store the training split's level distribution in the prior, from its (N,) level numbers."""
+    layer = level_layer(prior_model)
+    counts = np.bincount(np.asarray(levels, np.int64), minlength=layer.num_levels)[:layer.num_levels]
+    if counts.sum() == 0:
+        raise ValueError("Expected at least one level in [0, num_levels).")
+    layer.frequency.assign((counts / counts.sum()).astype("float32"))
+
+
+def prior_inputs(prior_model: keras.Model, codes, levels=None):
+    """What to call the prior with: codes alone, or [codes, levels] for a level-conditioned prior."""
+    count = num_levels(prior_model)
+    if not count:
+        if levels is not None:
+            raise ValueError("This prior is not conditioned on slice levels; it takes no levels.")
+        return codes
+    if levels is None:
+        raise ValueError(f"This prior is conditioned on slice levels (0..{count - 1}); pass levels.")
+    return [codes, levels]
 
 
 def prior_loss(codes, logits):

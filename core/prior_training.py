@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import shutil
 from pathlib import Path
 
@@ -10,11 +11,12 @@ import tensorflow as tf
 
 from core import data, runs, trainer, workflows
 from core.checkpoints import load_bundle
-from core.prior import PriorConfig, build_prior, prior_loss
+from core.prior import PriorConfig, build_prior, prior_loss, set_level_frequency
 from core.sampler import sample_codes
 from core.trainer import TrainConfig
 
 SAMPLES_PER_EPOCH = 8
+log = logging.getLogger("brainvq.train")
 
 
 def encode_split(vqvae, data_root: Path, split: str, cache: Path) -> np.ndarray:
@@ -29,6 +31,26 @@ def encode_split(vqvae, data_root: Path, split: str, cache: Path) -> np.ndarray:
     np.save(tmp, codes)
     tmp.replace(cache)
     return codes
+
+
+def split_levels(data_root: Path, split: str, codes: np.ndarray, num_levels: int) -> np.ndarray:
+    """(N,) int32 slice level of each cached code grid, from the file names (zeros when unconditional)."""
+    if not num_levels:
+        return np.zeros(len(codes), np.int32)
+    paths = data.list_slices(data_root, split)
+    levels = data.slice_levels(paths)
+    if levels is None:
+        unnamed = next(p.name for p in paths if data.slice_level(p) is None)
+        raise data.DataError(f"{unnamed} carries no slice level in its name (OASIS names slices "
+                             f"case_001_slice_12.nii.png); this prior is conditioned on levels, so "
+                             f"every {split} slice needs one.")
+    if len(levels) != len(codes):
+        raise data.DataError(f"The {split} split now has {len(levels)} slices, but its cached codes "
+                             f"were made from {len(codes)}: the data folder changed since the run started.")
+    if levels.max() >= num_levels:
+        raise data.DataError(f"The {split} split has slice level {levels.max()}, but the prior knows "
+                             f"levels 0..{num_levels - 1} (from the train split).")
+    return levels
 
 
 class PriorTask(trainer.KerasTask):
@@ -47,25 +69,38 @@ class PriorTask(trainer.KerasTask):
         run_dir.mkdir(parents=True, exist_ok=True)
         self.train_codes = encode_split(self.vqvae, root, "train", run_dir / "codes_train.npy")
         self.val_codes = encode_split(self.vqvae, root, "validate", run_dir / "codes_validate.npy")
+        self.train_levels = split_levels(root, "train", self.train_codes, model_config.num_levels)
+        self.val_levels = split_levels(root, "validate", self.val_codes, model_config.num_levels)
         self.config, self.train, self.strategy = model_config, train, strategy
         self.batch_size = min(train.batch_size, len(self.train_codes))
-        self._build(lambda: build_prior(model_config))
-        self._compiled_logits = tf.function(lambda codes: self.model(codes, training=False))
+        self._build(self._new_model)
+        self._compiled_logits = tf.function(lambda codes, levels: self._logits(codes, levels, False))
+
+    def _new_model(self):
+        model = build_prior(self.config)
+        if self.config.num_levels:
+            set_level_frequency(model, self.train_levels)
+        return model
+
+    def _logits(self, codes, levels, training: bool):
+        inputs = [codes, levels] if self.config.num_levels else codes
+        return tf.cast(self.model(inputs, training=training), tf.float32)
 
     def steps_per_epoch(self) -> int:
         count = len(self.train_codes) // self.batch_size
         return min(count, self.train.steps_per_epoch or count)
 
     def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
-        dataset = (tf.data.Dataset.from_tensor_slices(self.train_codes.astype(np.int32))
+        dataset = (tf.data.Dataset.from_tensor_slices((self.train_codes.astype(np.int32), self.train_levels))
                    .shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
                             reshuffle_each_iteration=False)
                    .batch(self.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
         return self._distribute(dataset)
 
-    def _replica_step(self, codes):
+    def _replica_step(self, batch):
+        codes, levels = batch
         with tf.GradientTape() as tape:
-            logits = tf.cast(self.model(codes, training=True), tf.float32)
+            logits = self._logits(codes, levels, True)
             loss = prior_loss(codes, logits)
             scaled = self.optimizer.scale_loss(loss / self.strategy.num_replicas_in_sync)
         variables = self.model.trainable_variables
@@ -77,7 +112,7 @@ class PriorTask(trainer.KerasTask):
         total_nats, correct, count = 0.0, 0.0, 0
         for start in range(0, len(self.val_codes), 32):
             codes = tf.constant(self.val_codes[start:start + 32].astype(np.int32))
-            logits = tf.cast(self._compiled_logits(codes), tf.float32)
+            logits = self._compiled_logits(codes, tf.constant(self.val_levels[start:start + 32]))
             total_nats += float(prior_loss(codes, logits)) * codes.shape[0]
             correct += float(tf.reduce_mean(tf.cast(
                 tf.argmax(logits, -1, output_type=tf.int32) == codes, tf.float32))) * codes.shape[0]
@@ -114,6 +149,9 @@ def add_parser(kinds, train_defaults: TrainConfig, add_train_flags) -> None:
                        help="size of the learned embedding of each code")
     model.add_argument("--head-filters", type=int, default=defaults.head_filters,
                        help="hidden width of the output head")
+    model.add_argument("--levels", choices=("auto", "off"), default="auto",
+                       help="condition on the slice level in the file names (case_001_slice_12 -> 12); "
+                            "auto: when every train slice's name has one")
     add_train_flags(parser, train_defaults)
     parser.set_defaults(learning_rate=1e-3)
 
@@ -126,7 +164,7 @@ def make_task(args, saved: dict | None, train: TrainConfig, strategy):
         source = str(Path(args.vqvae).resolve())
         data_path = args.data or _vqvae_data(source)
         vqvae_config = load_bundle(source).vqvae.config
-        model_config = PriorConfig(
+        model_config = PriorConfig(num_levels=_level_count(data_path, args.levels),
             num_embeddings=vqvae_config.num_embeddings, grid_height=vqvae_config.code_grid,
             grid_width=vqvae_config.code_grid, filters=args.filters, num_layers=args.num_layers,
             kernel_size=args.kernel_size, embedding_dim=args.prior_embedding_dim,
@@ -141,6 +179,19 @@ def make_task(args, saved: dict | None, train: TrainConfig, strategy):
     config = {"kind": "prior", "model": model_config.to_dict(), "train": train.to_dict(),
               "data_settings": settings}
     return task, config
+
+
+def _level_count(data_path: str, mode: str) -> int:
+    """How many slice levels to condition on: 1 + the largest level named in the train split, or 0."""
+    if mode == "off":
+        return 0
+    levels = data.slice_levels(data.list_slices(data.find_data_root(data_path), "train"))
+    if levels is None:
+        log.warning("The train slices' names carry no slice level (case_001_slice_12...): "
+                    "the prior is unconditional.")
+        return 0
+    log.info("Conditioning the prior on %d slice levels, read from the file names.", levels.max() + 1)
+    return int(levels.max()) + 1
 
 
 def _vqvae_data(source: str) -> str:

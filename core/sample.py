@@ -29,6 +29,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--complete", help="a PNG slice whose top code rows are kept")
     parser.add_argument("--keep-rows", type=int, default=None,
                         help="code rows kept from --complete (default: half the grid)")
+    parser.add_argument("--level", type=int, default=None,
+                        help="slice level, 0 = base of the brain (level-conditioned priors); default: "
+                             "drawn as often as in training, or for --complete from the kept rows")
     parser.add_argument("--out", default="samples", help="folder for the PNG files")
     args = parser.parse_args(argv)
     try:
@@ -40,28 +43,30 @@ def main(argv: list[str] | None = None) -> int:
         if args.complete:
             image = data.load_images([args.complete], bundle.image_size)[0]
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
-            images = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows, args.n,
+            brains = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows, args.n,
                                               seed=args.seed, temperature=args.temperature,
-                                              top_k=args.top_k)
+                                              top_k=args.top_k, level=args.level)
         else:
-            images = workflows.generate_brains(bundle.vqvae, bundle.prior, args.n, seed=args.seed,
-                                               temperature=args.temperature, top_k=args.top_k)
+            brains = workflows.generate_brains(bundle.vqvae, bundle.prior, args.n, seed=args.seed,
+                                               temperature=args.temperature, top_k=args.top_k,
+                                               level=args.level)
         seconds = time.perf_counter() - started
     except (CheckpointError, data.DataError, ValueError, tf.errors.OpError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    stem = "completion" if args.complete else "sample"
+    stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
     files = []
-    for i, image in enumerate(images):
-        path = out / f"{stem}_{args.seed}_{i:03d}.png"
+    for image, name in zip(brains.images, brains.names(stem)):
+        path = out / f"{name}.png"
         path.write_bytes(workflows.png_bytes(image))
         files.append(str(path))
-    grid = out / f"{stem}_{args.seed}_grid.png"
-    grid.write_bytes(workflows.png_bytes(workflows.mosaic(images, columns=4)))
-    print(json.dumps({"n": len(images), "seconds": round(seconds, 3), "grid": str(grid),
-                      "files": files, "checkpoint": str(bundle.path)}))
+    grid = out / f"{stem}_grid.png"
+    grid.write_bytes(workflows.png_bytes(workflows.mosaic(brains.images, columns=4)))
+    print(json.dumps({"n": len(brains.images), "seconds": round(seconds, 3), "grid": str(grid),
+                      "files": files, "levels": None if brains.levels is None else brains.levels.tolist(),
+                      "checkpoint": str(bundle.path)}))
     return 0
 
 

@@ -9,7 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.prior import GatedPixelCNNLayer, LogitsHead, PositionEmbedding, gate
+from core.prior import (GatedPixelCNNLayer, LogitsHead, PositionEmbedding, gate, level_frequency, level_layer,
+                        num_levels, prior_inputs)
 
 # Measured with bench/sampling.py on the 2-core CPU (64x64, K=256, n=16, 8 layers): the plain graph
 # ran in 1.23 s after a 1.7 s warm-up, XLA (jit_compile=True on the row step) in 1.34 s after a 3.0 s
@@ -50,10 +51,13 @@ def _prior_weights(prior_model: keras.Model):
             link_kernel=tf.convert_to_tensor(layer.link_kernel),
             out_kernel=tf.convert_to_tensor(layer.out_kernel),
             out_bias=tf.convert_to_tensor(layer.out_bias),
+            v_condition_kernel=(tf.convert_to_tensor(layer.v_condition_kernel) if layer.conditioned else None),
+            h_condition_kernel=(tf.convert_to_tensor(layer.h_condition_kernel) if layer.conditioned else None),
         ))
     head = heads[0]
+    levels = level_layer(prior_model)
     positions = [l for l in prior_model.layers if isinstance(l, PositionEmbedding)]
-    _, height, width = prior_model.input_shape
+    _, height, width = prior_model.inputs[0].shape
     embedding = tf.convert_to_tensor(embeddings[0].embeddings)
     weights = dict(
         embedding=embedding,
@@ -61,6 +65,7 @@ def _prior_weights(prior_model: keras.Model):
         position=(tf.convert_to_tensor(positions[0].table) if positions
                   else tf.zeros([height, width, embedding.shape[-1]])),
         layers=layers,
+        level_table=tf.convert_to_tensor(levels.table) if levels is not None else None,
         head=[tf.convert_to_tensor(w) for w in (head.hidden_kernel, head.hidden_bias,
                                                  head.logits_kernel, head.logits_bias)],
     )
@@ -80,13 +85,22 @@ def _head(weights, h):
     return tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(h), w1) + b1), w2) + b2
 
 
-def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_temperature,
+def _conditions(weights, n, levels):
+    """Per layer, the (n, 2F) terms the slice levels add to the vertical and horizontal pre-activations."""
+    if weights["level_table"] is None:
+        return tuple((tf.zeros([n, l["v_bias"].shape[0]]),) * 2 for l in weights["layers"])
+    condition = tf.gather(weights["level_table"], tf.constant(levels, tf.int32))  # (n, D)
+    return tuple((tf.matmul(condition, l["v_condition_kernel"]), tf.matmul(condition, l["h_condition_kernel"]))
+                 for l in weights["layers"])
+
+
+def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_temperature, conditions,
               static: _Static):
     """Samples one row of codes for all n samples.
 
     v_buffers[l]: (n, r, W + 2r, C_l) the last r rows of layer l's vertical input (zero padded);
     v_input: (n, W, E) embedded codes of the previous row; position (W, E) this row's position
-    embedding; gumbel (n, W, K); keep, init (n, W): where
+    embedding; gumbel (n, W, K); conditions[l]: layer l's (n, 2F) level terms; keep, init (n, W): where
     keep is True the code is init instead of the sampled one. Returns codes (n, W), logits (n, W, K)
     (empty unless static.return_logits), the new buffers and the embedded row (n, W, E).
     """
@@ -94,13 +108,15 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
     # Vertical stack for the whole row at once, from the cached rows above.
     new_buffers, links = [], []
     v = v_input
-    for layer, buffer, r in zip(weights["layers"], v_buffers, static.reaches):
+    for layer, buffer, r, (v_condition, h_condition) in zip(weights["layers"], v_buffers, static.reaches,
+                                                            conditions):
         row = tf.pad(v, [[0, 0], [r, r], [0, 0]])[:, None]  # (n, 1, W + 2r, C)
         window = tf.concat([buffer, row], axis=1)  # (n, r + 1, W + 2r, C)
         v_pre = tf.nn.conv2d(window, layer["v_kernel"], 1, "VALID")[:, 0] + layer["v_bias"]  # (n, W, 2F)
-        links.append(tf.matmul(v_pre, layer["link_kernel"]) + layer["h_bias"])  # (n, W, 2F)
+        # As in GatedPixelCNNLayer: the link reads v_pre before the level term is added.
+        links.append(tf.matmul(v_pre, layer["link_kernel"]) + layer["h_bias"] + h_condition[:, None])  # (n, W, 2F)
         new_buffers.append(window[:, 1:])
-        v = gate(v_pre)
+        v = gate(v_pre + v_condition[:, None])
     links = tf.transpose(tf.stack(links), [2, 0, 1, 3])  # (W, L, n, 2F): one slice per pixel
     gumbel_t = tf.transpose(gumbel, [1, 0, 2])  # (W, n, K)
     keep_t, init_t = tf.transpose(keep), tf.transpose(init)  # (W, n)
@@ -142,8 +158,9 @@ _row_step_xla = tf.function(_row_step, jit_compile=True)
 _row_step_graph = tf.function(_row_step, jit_compile=False)
 
 
-def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits):
+def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits, levels):
     weights, reaches, residuals = _prior_weights(prior_model)
+    conditions = _conditions(weights, n, levels)
     static = _Static(reaches, residuals, top_k, return_logits)
     use_xla = bool(tf.config.list_logical_devices("GPU")) if USE_XLA is None else USE_XLA
     step = _row_step_xla if use_xla else _row_step_graph
@@ -160,7 +177,7 @@ def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progre
     for i in range(height):
         row_codes, row_logits, buffers, v_input = step(
             weights, buffers, v_input, weights["position"][i], gumbel[:, i], tf.constant(keep[:, i]),
-            tf.constant(init[:, i]), inv_temperature, static)
+            tf.constant(init[:, i]), inv_temperature, conditions, static)
         codes[:, i] = row_codes.numpy()
         if return_logits:
             logits.append(row_logits.numpy())
@@ -169,9 +186,10 @@ def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progre
     return codes, (np.stack(logits, axis=1) if return_logits else None)
 
 
-def _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress):
+def _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, levels):
     """The keras.io way: one full forward pass of the prior per position (reference; slow)."""
-    forward = tf.function(lambda c: prior_model(c, training=False))
+    level_tensor = None if levels is None else tf.constant(levels, tf.int32)
+    forward = tf.function(lambda c: prior_model(prior_inputs(prior_model, c, level_tensor), training=False))
     _, height, width = keep.shape
     codes = np.where(keep, init, 0).astype(np.int32)
     inv_temperature = tf.constant(inv_temperature, tf.float32)
@@ -204,7 +222,7 @@ def gumbel_noise(seed: int, shape) -> tf.Tensor:
 
 
 def _grid_shape(prior_model):
-    _, height, width = prior_model.input_shape
+    _, height, width = prior_model.inputs[0].shape
     num_embeddings = prior_model.output_shape[-1]
     return height, width, num_embeddings
 
@@ -233,7 +251,7 @@ def _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask):
 
 def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature: float = 1.0,
                  top_k: Optional[int] = None, method: str = "fast", progress: Optional[ProgressFn] = None,
-                 init_codes=None, keep_mask=None) -> np.ndarray:
+                 init_codes=None, keep_mask=None, levels=None) -> np.ndarray:
     """Samples n code grids (n, H, W) int32 in raster order from a prior built by core.prior.build_prior.
 
     Args:
@@ -244,6 +262,8 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
         progress: called as progress(rows_done, rows_total) after each row.
         init_codes, keep_mask: completion; where keep_mask ((H, W) or (n, H, W)) is True the code is
             taken from init_codes (n, H, W), elsewhere it is sampled.
+        levels: slice levels, one int or (n,), for a level-conditioned prior; None draws them with
+            `draw_levels` (from the training frequencies, or given the kept codes when completing).
     """
     height, width, num_embeddings = _grid_shape(prior_model)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -255,22 +275,86 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
     if method not in ("fast", "naive"):
         raise ValueError(f"Expected method 'fast' or 'naive'. Received: method={method!r}")
     keep, init = _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask)
+    if levels is None and num_levels(prior_model):
+        levels = draw_levels(prior_model, n, seed=seed, init_codes=init if keep.any() else None,
+                             keep_mask=keep if keep.any() else None)
+    levels = _check_levels(prior_model, n, levels)
     if temperature == 0:  # greedy: no noise, plain argmax
         gumbel, inv_temperature = tf.zeros((n, height, width, num_embeddings)), 1.0
     else:
         gumbel, inv_temperature = gumbel_noise(seed, (n, height, width, num_embeddings)), 1.0 / temperature
     if method == "naive":
-        return _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress)
-    codes, _ = _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, False)
+        return _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, levels)
+    codes, _ = _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, False, levels)
     return codes
 
 
-def teacher_forced_logits_fast(prior_model: keras.Model, codes) -> np.ndarray:
+def _check_levels(prior_model, n, levels) -> Optional[np.ndarray]:
+    """(n,) int32 levels for a conditioned prior (None for an unconditional one), range-checked."""
+    count = num_levels(prior_model)
+    if not count:
+        if levels is not None:
+            raise ValueError("This prior is not conditioned on slice levels; it takes no levels.")
+        return None
+    levels = np.broadcast_to(np.asarray(levels), (n,)).astype(np.int64)
+    if levels.min() < 0 or levels.max() >= count:
+        raise ValueError(f"Expected slice levels in [0, {count}). Received values in [{levels.min()}, {levels.max()}]")
+    return levels.astype(np.int32)
+
+
+def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.ndarray:
+    """(n, L) log p(kept codes | level) for every level, from one teacher-forced pass per level.
+
+    Only the kept codes before the first sampled position (in raster order) count: their
+    likelihood is exact, while kept codes after a sampled one would need it marginalised. For
+    "keep the rows above r" that prefix is all of the kept codes.
+    """
+    count = num_levels(prior_model)
+    init = np.asarray(init_codes, np.int32)
+    n, height, width = init.shape
+    keep = np.broadcast_to(np.asarray(keep_mask, bool), init.shape).reshape(n, -1)
+    prefix = np.cumprod(keep, axis=1).astype(bool).reshape(n, height, width)
+    forward = tf.function(lambda c, l: prior_model(prior_inputs(prior_model, c, l), training=False))
+    every_level = tf.range(count, dtype=tf.int32)
+    result = np.zeros((n, count))
+    for i in range(n):
+        if not prefix[i].any():
+            continue
+        if i and np.array_equal(prefix[i], prefix[i - 1]) and np.array_equal(init[i][prefix[i]],
+                                                                              init[i - 1][prefix[i - 1]]):
+            result[i] = result[i - 1]  # the same slice again (completions repeat one slice n times)
+            continue
+        codes = tf.constant(np.repeat(np.where(prefix[i], init[i], 0)[None], count, axis=0))
+        log_probs = tf.nn.log_softmax(tf.cast(forward(codes, every_level), tf.float32))  # (L, H, W, K)
+        picked = tf.gather(log_probs, codes, batch_dims=3).numpy()  # (L, H, W)
+        result[i] = picked[:, prefix[i]].sum(axis=1)
+    return result
+
+
+def draw_levels(prior_model: keras.Model, n: int, *, seed: int = 0, init_codes=None, keep_mask=None) -> np.ndarray:
+    """(n,) slice levels for a level-conditioned prior, fixed by the seed.
+
+    Without kept codes they follow the training split's level frequencies; when completing they
+    follow the posterior p(level | kept codes), so a kept top half of a base slice is completed
+    as a base slice.
+    """
+    log_prior = np.log(np.maximum(level_frequency(prior_model), 1e-12))
+    log_posterior = np.broadcast_to(log_prior, (n, len(log_prior))).copy()
+    if init_codes is not None:
+        log_posterior += level_log_likelihood(prior_model, init_codes, keep_mask)
+    probabilities = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
+    probabilities /= probabilities.sum(axis=1, keepdims=True)
+    rng = np.random.default_rng([int(seed), 0x1E7E1])
+    return np.array([rng.choice(len(p), p=p) for p in probabilities], np.int32)
+
+
+def teacher_forced_logits_fast(prior_model: keras.Model, codes, levels=None) -> np.ndarray:
     """Test hook: the fast path's logits (n, H, W, K) at every position when fed the given codes."""
     codes = np.asarray(codes, np.int32)
     n, height, width = codes.shape
     num_embeddings = _grid_shape(prior_model)[2]
     gumbel = tf.zeros((n, height, width, num_embeddings))
     keep = np.ones_like(codes, bool)
-    _, logits = _run_fast(prior_model, n, gumbel, keep, codes, 1.0, None, None, True)
+    levels = _check_levels(prior_model, n, levels)
+    _, logits = _run_fast(prior_model, n, gumbel, keep, codes, 1.0, None, None, True, levels)
     return logits

@@ -63,28 +63,66 @@ def load_split_slices(data_path: str | Path, names: list[str], image_size: int,
 
 
 # --- generation ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Brains:
+    """Generated slices (n, H, W) in [0, 1] and the slice level each was drawn at (None: unconditional prior)."""
+
+    images: np.ndarray
+    levels: np.ndarray | None
+
+    def names(self, stem: str) -> list[str]:
+        """One file name per slice: stem_00, stem_01 ... with _level12 when the level is known."""
+        digits = max(2, len(str(len(self.images) - 1)))
+        return [f"{stem}_{i:0{digits}d}" + (f"_level{self.levels[i]}" if self.levels is not None else "")
+                for i in range(len(self.images))]
+
+
+def _levels(prior, n: int, level: int | None, seed: int, init=None, keep=None) -> np.ndarray | None:
+    """The n slice levels to sample at: `level` n times, or drawn (given the kept codes, if any)."""
+    from core.prior import num_levels
+    from core.sampler import draw_levels
+
+    if not num_levels(prior):
+        if level is not None:
+            raise ValueError("This prior is not conditioned on slice levels: leave the level unset.")
+        return None
+    if level is not None:
+        return np.full(n, level, np.int32)
+    return draw_levels(prior, n, seed=seed, init_codes=init, keep_mask=keep)
+
+
 def generate_brains(vqvae, prior, n: int, *, seed: int = 0, temperature: float = 1.0,
-                    top_k: int | None = None, progress=None) -> np.ndarray:
-    """n new slices (n, H, W) in [0, 1]: codes sampled from the prior, decoded by the VQ-VAE."""
+                    top_k: int | None = None, level: int | None = None, progress=None) -> Brains:
+    """n new slices: codes sampled from the prior, decoded by the VQ-VAE.
+
+    `level` fixes the slice level (0 = base of the brain) of a level-conditioned prior; None draws
+    each slice's level as often as it occurred in training.
+    """
     from core.sampler import sample_codes
 
+    levels = _levels(prior, n, level, seed)
     codes = sample_codes(prior, n, seed=seed, temperature=temperature, top_k=top_k,
-                         progress=progress)
-    return np.clip(vqvae.decode_indices(codes), 0.0, 1.0)[..., 0]
+                         progress=progress, levels=levels)
+    return Brains(np.clip(vqvae.decode_indices(codes), 0.0, 1.0)[..., 0], levels)
 
 
 def complete_brain(vqvae, prior, image, keep_rows: int, n: int, *, seed: int = 0,
-                   temperature: float = 1.0, top_k: int | None = None, progress=None) -> np.ndarray:
-    """Keep the code rows above `keep_rows` of one (H, W, 1) slice; the prior samples the rest."""
+                   temperature: float = 1.0, top_k: int | None = None, level: int | None = None,
+                   progress=None) -> Brains:
+    """Keep the code rows above `keep_rows` of one (H, W, 1) slice; the prior samples the rest.
+
+    With a level-conditioned prior and no `level`, each completion's level is drawn from
+    p(level | kept rows), so the top of a base slice is completed as a base slice.
+    """
     from core.sampler import keep_rows_mask, sample_codes
 
     codes = vqvae.encode_to_indices(np.asarray(image, np.float32)[None])  # (1, h, w)
     _, height, width = codes.shape
-    init = np.repeat(codes, n, axis=0)
+    init, keep = np.repeat(codes, n, axis=0), keep_rows_mask(height, width, keep_rows)
+    levels = _levels(prior, n, level, seed, init, keep)
     completed = sample_codes(prior, n, seed=seed, temperature=temperature, top_k=top_k,
-                             progress=progress,
-                             init_codes=init, keep_mask=keep_rows_mask(height, width, keep_rows))
-    return np.clip(vqvae.decode_indices(completed), 0.0, 1.0)[..., 0]
+                             progress=progress, init_codes=init, keep_mask=keep, levels=levels)
+    return Brains(np.clip(vqvae.decode_indices(completed), 0.0, 1.0)[..., 0], levels)
 
 
 # --- files to download ---------------------------------------------------------------------------

@@ -1,18 +1,31 @@
 """Sample page: generate new brain slices with the prior (seed, temperature), and complete a slice from its top rows."""
 import streamlit as st
 
-from core import uploads, workflows
+from core import data, uploads, workflows
+from core.prior import num_levels
 from ui import shared
 
 st.title("Sample")
 bundle = shared.pick_checkpoint(need_prior=True)
 size, grid = bundle.image_size, bundle.vqvae.config.code_grid
+levels = num_levels(bundle.prior)  # 0: the prior is not conditioned on slice level
 
 
 def progress_bar(label: str):
     """A progress bar and the sampler callback that moves it, row by row."""
     bar = st.progress(0.0, text=label)
     return lambda done, total: bar.progress(done / total, text=f"{label}: row {done}/{total}")
+
+
+def level_picker(where, label: str, default_choice: str, default_level: int | None = None, key: str = ""):
+    """A select box of "default_choice" or a slice level (None when the prior has no levels)."""
+    if not levels:
+        return None
+    options = [default_choice, *range(levels)]
+    index = 0 if default_level is None or not 0 <= default_level < levels else default_level + 1
+    choice = where.selectbox(label, options, index=index, key=key,
+                             help=f"0 = base of the brain, {levels - 1} = vertex (as in OASIS file names)")
+    return None if choice == default_choice else int(choice)
 
 
 def gallery(images, names, key: str) -> None:
@@ -22,17 +35,17 @@ def gallery(images, names, key: str) -> None:
 
 
 st.subheader("New brains")
-left, middle, right = st.columns(3)
-count = left.number_input("How many", 1, 64, 16)
-seed = middle.number_input("Seed", 0, 2**31 - 1, 0)
-temperature = right.slider("Temperature", 0.0, 2.0, 1.0, 0.05, help="0 = always the most likely code")
+columns = st.columns(4 if levels else 3)
+count = columns[0].number_input("How many", 1, 64, 16)
+seed = columns[1].number_input("Seed", 0, 2**31 - 1, 0)
+temperature = columns[2].slider("Temperature", 0.0, 2.0, 1.0, 0.05, help="0 = always the most likely code")
+level = level_picker(columns[-1], "Slice level", "any (as in training)", key="generate_level")
 if st.button("Generate", type="primary"):
     with shared.guard("Generating"):
-        images = workflows.generate_brains(bundle.vqvae, bundle.prior, int(count), seed=int(seed),
-                                           temperature=temperature,
+        brains = workflows.generate_brains(bundle.vqvae, bundle.prior, int(count), seed=int(seed),
+                                           temperature=temperature, level=level,
                                            progress=progress_bar(f"Generating {count}"))
-    st.session_state["generated"] = (bundle.path, images,
-                                     [f"brain_seed{seed}_{i:02d}" for i in range(len(images))])
+    st.session_state["generated"] = (bundle.path, brains.images, brains.names(f"brain_seed{seed}"))
 if st.session_state.get("generated", (None,))[0] == bundle.path:  # made by this checkpoint
     gallery(*st.session_state["generated"][1:], key="generated")
 
@@ -48,7 +61,7 @@ if source == "upload":
         decoded = uploads.decode_uploads(files, size)
     for notice in decoded.notices:
         st.info(notice)
-    image = decoded.images[0]
+    image, name = decoded.images[0], decoded.names[0]
 else:
     data_folder = str(shared.default_data_folder())
     with shared.guard("Listing the test split"):
@@ -59,14 +72,16 @@ else:
 left, middle, right = st.columns(3)
 keep_rows = left.slider("Keep code rows above", 0, grid, grid // 2)
 completions = middle.number_input("Completions", 1, 16, 4)
+# A level in the file name (case_441_slice_12) is the slice's own; otherwise the kept rows tell it.
+complete_level = level_picker(middle, "Slice level of this slice", "estimate from the kept rows",
+                              data.slice_level(name), key=f"complete_level_{name}")
 left.image(image[..., 0], clamp=True, width=192,
            caption=f"the slice: rows above pixel {keep_rows * size // grid} are kept")
 if right.button("Complete", type="primary"):
     with shared.guard("Completing"):
-        images = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows,
+        brains = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows,
                                           int(completions), seed=int(seed), temperature=temperature,
-                                          progress=progress_bar("Completing"))
-    st.session_state["completed"] = (bundle.path, images,
-                                     [f"completion_{i:02d}" for i in range(len(images))])
+                                          level=complete_level, progress=progress_bar("Completing"))
+    st.session_state["completed"] = (bundle.path, brains.images, brains.names("completion"))
 if st.session_state.get("completed", (None,))[0] == bundle.path:
     gallery(*st.session_state["completed"][1:], key="completed")

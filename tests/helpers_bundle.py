@@ -7,7 +7,7 @@ from pathlib import Path
 TINY_VQVAE = dict(image_size=32, downsample_factor=4, num_embeddings=16, embedding_dim=4,
                   hidden_channels=16, num_residual_blocks=1)
 TINY_PRIOR = dict(num_embeddings=16, grid_height=8, grid_width=8, filters=8, num_layers=2,
-                  embedding_dim=8, head_filters=16)
+                  embedding_dim=8, head_filters=16, num_levels=4)
 
 
 def make_tiny_bundle(folder: str | Path, with_prior: bool = True) -> Path:

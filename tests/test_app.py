@@ -208,13 +208,30 @@ def test_sample_generate_fills_the_gallery(app_env):
     assert 0.0 <= images.min() and images.max() <= 1.0
 
 
+def test_sample_generate_at_a_chosen_slice_level(app_env):
+    at = open_page("pages/sample.py")
+    next(n for n in at.number_input if n.label == "How many").set_value(2)
+    level = next(s for s in at.selectbox if s.label == "Slice level")
+    assert level.value == "any (as in training)" and level.options[1:] == ["0", "1", "2", "3"]
+    level.set_value(2)
+    next(b for b in at.button if b.label == "Generate").click().run()
+    no_trouble(at)
+    _, _, names = at.session_state["generated"]
+    assert names == ["brain_seed0_00_level2", "brain_seed0_01_level2"]
+
+
 def test_sample_complete_keeps_the_top_rows(app_env):
     at = open_page("pages/sample.py")
     next(s for s in at.slider if s.label == "Keep code rows above").set_value(4)
+    # A test slice's file name carries its level (case_..._slice_N): that is the default level.
+    slice_name = next(s for s in at.selectbox if s.label == "Test slice").value
+    level = next(s for s in at.selectbox if s.label == "Slice level of this slice")
+    assert level.value == int(slice_name.split("_slice_")[1].split(".")[0])
+    level.set_value("estimate from the kept rows")
     next(b for b in at.button if b.label == "Complete").click().run()
     no_trouble(at)
-    _, images, _ = at.session_state["completed"]
-    assert images.shape == (4, 32, 32)
+    _, images, names = at.session_state["completed"]
+    assert images.shape == (4, 32, 32) and all("_level" in name for name in names)
 
 
 def test_sample_page_says_when_no_checkpoint_has_a_prior(app_env, tmp_path, monkeypatch):

@@ -243,3 +243,21 @@ def test_make_dataset_crops_and_resizes(oasis_tree):
     resized = next(iter(data.make_dataset(paths, batch_size=8, image_size=16, shuffle=False)))
     assert resized.shape == (8, 16, 16, 1)
     assert 0.0 <= float(tf.reduce_min(resized)) and float(tf.reduce_max(resized)) <= 1.0
+
+
+def test_slice_level_reads_oasis_file_names():
+    assert data.slice_level("case_001_slice_12.nii.png") == 12
+    assert data.slice_level("/x/keras_png_slices_seg_train/seg_441_slice_0.nii.png") == 0
+    assert data.slice_level("brain.png") is None
+    assert data.slice_level("volume.nii [axis 2, slice 40]") is None  # a NIfTI index is not an OASIS level
+    np.testing.assert_array_equal(data.slice_levels(["case_1_slice_3.png", "case_2_slice_0.png"]), [3, 0])
+    assert data.slice_levels(["case_1_slice_3.png", "other.png"]) is None
+    assert data.slice_levels([]) is None
+
+
+def test_slices_sort_as_a_person_reads_them_even_beside_unnumbered_names(tmp_path):
+    folder = tmp_path / "keras_png_slices_train"
+    for name in ("case_001_slice_10.nii.png", "case_001_slice_9.nii.png", "notes.png", "case_002_slice_0.nii.png"):
+        write_png(folder / name, brain_slice(0))
+    assert [p.name for p in data.list_slices(tmp_path, "train")] == [
+        "notes.png", "case_001_slice_9.nii.png", "case_001_slice_10.nii.png", "case_002_slice_0.nii.png"]

@@ -5,8 +5,8 @@ import pytest
 import tensorflow as tf
 import keras
 
-from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, bits_per_code, build_prior, prior_loss,
-                        top1_accuracy)
+from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, bits_per_code, build_prior, level_frequency,
+                        num_levels, prior_inputs, prior_loss, set_level_frequency, top1_accuracy)
 
 from model_fixtures import randomize_weights
 
@@ -17,6 +17,7 @@ TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers
 @pytest.mark.parametrize("changes", [
     dict(num_embeddings=1), dict(grid_height=0), dict(filters=-3), dict(num_layers=0),
     dict(kernel_size=4), dict(kernel_size=1), dict(embedding_dim=2.5), dict(head_filters=True),
+    dict(num_levels=-1), dict(num_levels=True),
 ])
 def test_config_rejects_invalid_values(changes):
     with pytest.raises(ValueError, match="Expected"):
@@ -48,16 +49,16 @@ def expected_dependencies(height, width, num_layers, kernel_size):
     return same_row | above
 
 
-@pytest.mark.parametrize("num_layers,kernel_size", [(2, 3), (2, 5)])
-def test_causality_without_blind_spot(num_layers, kernel_size):
-    config = PriorConfig(**{**TINY, "num_layers": num_layers, "kernel_size": kernel_size})
+@pytest.mark.parametrize("num_layers,kernel_size,levels", [(2, 3, 0), (2, 5, 0), (2, 3, 3)])
+def test_causality_without_blind_spot(num_layers, kernel_size, levels):
+    config = PriorConfig(**{**TINY, "num_layers": num_layers, "kernel_size": kernel_size, "num_levels": levels})
     height, width = config.grid_height, config.grid_width
     model = randomize_weights(build_prior(config))
     base = np.random.default_rng(1).integers(0, 8, (height, width)).astype(np.int32)
     batch = np.repeat(base[None], height * width + 1, axis=0)  # sample 0 unchanged, sample 1 + p changes p
     for p in range(height * width):
         batch[1 + p, p // width, p % width] = (base[p // width, p % width] + 3) % 8
-    logits = model(batch).numpy()
+    logits = model(prior_inputs(model, batch, np.full(len(batch), 2, np.int32) if levels else None)).numpy()
     diff = np.abs(logits[1:] - logits[:1]).max(axis=-1).reshape(height, width, height, width)  # [a, b, i, j]
     deps = expected_dependencies(height, width, num_layers, kernel_size).transpose(2, 3, 0, 1)  # [a, b, i, j]
     assert diff[~deps].max() < 1e-6, "a logit changed for a code outside its causal receptive field"
@@ -84,6 +85,31 @@ def test_keras_save_load_round_trip(tmp_path):
     assert sum(isinstance(l, GatedPixelCNNLayer) for l in loaded.layers) == 2
     assert any(isinstance(l, LogitsHead) for l in loaded.layers)
     np.testing.assert_array_equal(loaded(codes).numpy(), model(codes).numpy())
+
+
+def test_level_conditioned_prior_round_trips_with_its_level_frequencies(tmp_path):
+    model = randomize_weights(build_prior(PriorConfig(**TINY, num_levels=3)))
+    set_level_frequency(model, [0, 0, 2, 2, 2, 2])
+    np.testing.assert_allclose(level_frequency(model), [1 / 3, 0, 2 / 3])
+    codes = np.random.default_rng(2).integers(0, 8, (2, 6, 7)).astype(np.int32)
+    levels = np.array([0, 2], np.int32)
+    model.save(tmp_path / "prior.keras")
+    loaded = keras.models.load_model(tmp_path / "prior.keras")
+    assert num_levels(loaded) == 3
+    np.testing.assert_allclose(level_frequency(loaded), [1 / 3, 0, 2 / 3])
+    np.testing.assert_array_equal(loaded([codes, levels]).numpy(), model([codes, levels]).numpy())
+    # The frequencies are data, not trained weights: an optimizer never sees them.
+    assert [w.name for w in model.non_trainable_weights] == ["frequency"]
+
+
+def test_prior_inputs_says_what_a_prior_needs():
+    plain, conditioned = build_prior(PriorConfig(**TINY)), build_prior(PriorConfig(**TINY, num_levels=3))
+    codes = np.zeros((1, 6, 7), np.int32)
+    assert prior_inputs(plain, codes) is codes and num_levels(plain) == 0
+    with pytest.raises(ValueError, match="not conditioned"):
+        prior_inputs(plain, codes, np.zeros(1))
+    with pytest.raises(ValueError, match="pass levels"):
+        prior_inputs(conditioned, codes)
 
 
 def test_training_lowers_loss_on_structured_codes():

@@ -14,6 +14,7 @@ from PIL import Image
 from oasis_fixtures import REPO_ROOT, brain_slice, write_png
 from core import runs
 from core.checkpoints import load_bundle
+from core.prior import level_frequency, num_levels
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 TINY_VQVAE = ["--image-size", "32", "--code-grid", "8", "--codebook-size", "16", "--code-dim", "4",
@@ -72,7 +73,11 @@ def test_prior_bundle_holds_both_models_and_loads(prior_run, vqvae_run):
     assert bundle.prior is not None and bundle.config["kind"] == "prior"
     assert set(bundle.config) >= {"vqvae", "prior"}
     codes = np.random.default_rng(0).integers(0, 16, (2, 8, 8)).astype(np.int32)
-    assert bundle.prior(codes).shape == (2, 8, 8, 16)
+    # The fixture names 4 slices per case (case_001_slice_0 .. 3): the prior is conditioned on
+    # those levels, and knows how often each occurred in the train split (equally often).
+    assert bundle.config["prior"]["num_levels"] == 4
+    assert bundle.prior([codes, np.array([0, 3], np.int32)]).shape == (2, 8, 8, 16)
+    np.testing.assert_allclose(level_frequency(bundle.prior), [0.25] * 4)
     # The bundle's VQ-VAE is the one the prior was trained on (same encoder weights).
     source = keras.saving.load_model(runs.resolve_checkpoint(vqvae_run) / "vqvae.keras")
     image = brain_slice(3)[None, ..., None].astype(np.float32) / 255
@@ -85,6 +90,16 @@ def test_prior_resume_continues_steps_and_epochs(prior_run):
     records, _ = runs.read_metrics(prior_run)
     assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
+
+
+def test_prior_without_levels_is_unconditional(vqvae_run, tmp_path):
+    run_dir = tmp_path / "plain"
+    result = run("core.train", "prior", "--vqvae", str(vqvae_run), "--run-dir", str(run_dir), "--levels", "off",
+                 "--epochs", "1", "--steps-per-epoch", "1", *TINY_PRIOR)
+    assert last_json(result)["state"] == "finished"
+    prior = load_bundle(run_dir).prior
+    assert runs.read_config(run_dir)["model"]["num_levels"] == 0 and num_levels(prior) == 0
+    assert prior(np.zeros((1, 8, 8), np.int32)).shape == (1, 8, 8, 16)
 
 
 def test_prior_needs_a_vqvae(tmp_path):
@@ -140,6 +155,15 @@ def test_sample_writes_n_slices_and_a_grid(prior_run, tmp_path):
         assert np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 
+def test_sample_at_a_level_names_it_and_a_wrong_level_is_a_clear_error(prior_run, tmp_path):
+    summary = last_json(run("core.sample", "--checkpoint", str(prior_run), "--n", "2", "--level", "3",
+                            "--out", str(tmp_path)))
+    assert summary["levels"] == [3, 3]
+    assert [os.path.basename(f) for f in summary["files"]] == ["sample_0_00_level3.png", "sample_0_01_level3.png"]
+    result = run("core.sample", "--checkpoint", str(prior_run), "--level", "4", "--out", str(tmp_path))
+    assert result.returncode == 2 and "levels in [0, 4)" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_sample_completion_keeps_the_top_rows(prior_run, tmp_path):
     slice_path = write_png(tmp_path / "slice.png", brain_slice(7))
     summary = last_json(run("core.sample", "--checkpoint", str(prior_run), "--complete",
@@ -158,3 +182,22 @@ def test_sample_completion_keeps_the_top_rows(prior_run, tmp_path):
 def test_sample_without_prior_says_how_to_train_one(vqvae_run, tmp_path):
     result = run("core.sample", "--checkpoint", str(vqvae_run), "--out", str(tmp_path))
     assert result.returncode == 2 and "core.train prior" in result.stderr
+
+
+def test_split_levels_follow_the_file_names_and_refuse_what_does_not_fit(tmp_path):
+    from core.prior_training import split_levels
+    from core.data import DataError
+
+    folder = tmp_path / "keras_png_slices_validate"
+    for name in ("case_402_slice_0.nii.png", "case_402_slice_1.nii.png", "case_402_slice_2.nii.png"):
+        write_png(folder / name, brain_slice(1))
+    codes = np.zeros((3, 8, 8), np.int16)
+    np.testing.assert_array_equal(split_levels(tmp_path, "validate", codes, 4), [0, 1, 2])
+    np.testing.assert_array_equal(split_levels(tmp_path, "validate", codes, 0), [0, 0, 0])  # unconditional
+    with pytest.raises(DataError, match="levels 0..1"):
+        split_levels(tmp_path, "validate", codes, 2)
+    with pytest.raises(DataError, match="changed"):
+        split_levels(tmp_path, "validate", codes[:2], 4)
+    write_png(folder / "extra.png", brain_slice(2))
+    with pytest.raises(DataError, match="extra.png carries no slice level"):
+        split_levels(tmp_path, "validate", np.zeros((4, 8, 8)), 4)

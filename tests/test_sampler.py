@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.prior import PriorConfig, build_prior
+from core.prior import PriorConfig, build_prior, prior_inputs, set_level_frequency
 from core import sampler
 from core.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
 
@@ -23,13 +23,15 @@ def prior():
     dict(kernel_size=5, num_layers=2),
     dict(embedding_dim=8, num_layers=2, grid_height=4, grid_width=9),  # residual from the first layer on
     dict(position_embedding=False),
+    dict(num_levels=3),  # conditioned on a slice level per sample
 ])
 def test_fast_teacher_forced_logits_match_full_pass(changes):
     model = randomize_weights(build_prior(PriorConfig(**{**TINY, **changes})), seed=5)
     config = PriorConfig(**{**TINY, **changes})
     codes = np.random.default_rng(6).integers(0, 8, (3, config.grid_height, config.grid_width))
-    fast = teacher_forced_logits_fast(model, codes)
-    full = model(codes.astype(np.int32)).numpy()
+    levels = np.array([2, 0, 1], np.int32) if config.num_levels else None
+    fast = teacher_forced_logits_fast(model, codes, levels)
+    full = model(prior_inputs(model, codes.astype(np.int32), levels)).numpy()
     assert fast.shape == full.shape
     assert np.abs(fast - full).max() < 1e-4
     assert np.abs(full).max() > 0.5  # the comparison is not between near-zero logits
@@ -111,3 +113,69 @@ def test_progress_is_called_after_each_row(prior, method):
 def test_invalid_arguments_raise(prior, kwargs):
     with pytest.raises(ValueError, match="Expected"):
         sample_codes(prior, 2, **kwargs)
+
+
+# --- slice levels ---------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def level_prior():
+    return randomize_weights(build_prior(PriorConfig(**TINY, num_levels=4)), seed=2)
+
+
+def test_naive_and_fast_agree_with_levels_and_the_level_changes_the_samples(level_prior):
+    levels = np.array([0, 3, 1])
+    fast = sample_codes(level_prior, 3, seed=4, levels=levels)
+    np.testing.assert_array_equal(fast, sample_codes(level_prior, 3, seed=4, levels=levels, method="naive"))
+    # The level reaches every position's logits, the first included; so with the same noise the codes change.
+    logits_at = {level: teacher_forced_logits_fast(level_prior, fast, np.full(3, level)) for level in (0, 2)}
+    assert np.abs(logits_at[0] - logits_at[2]).max(axis=-1).min() > 1e-3
+    assert (fast != sample_codes(level_prior, 3, seed=4, levels=[2, 2, 2])).any()
+
+
+def test_levels_are_drawn_from_the_training_frequencies(level_prior):
+    set_level_frequency(level_prior, [1, 3, 3, 3])  # training slices at levels 1 and 3 only, 3 three times as often
+    try:
+        drawn = sampler.draw_levels(level_prior, 400, seed=0)
+        assert set(drawn) == {1, 3} and 0.65 < (drawn == 3).mean() < 0.85
+        np.testing.assert_array_equal(drawn, sampler.draw_levels(level_prior, 400, seed=0))
+        # sample_codes without levels draws the same ones for the same seed.
+        np.testing.assert_array_equal(sample_codes(level_prior, 3, seed=7),
+                                      sample_codes(level_prior, 3, seed=7, levels=sampler.draw_levels(level_prior, 3, seed=7)))
+    finally:
+        set_level_frequency(level_prior, [0, 1, 2, 3])
+
+
+def test_level_log_likelihood_sums_the_kept_prefix_of_a_full_pass(level_prior):
+    codes = np.random.default_rng(3).integers(0, 8, (2, 6, 7)).astype(np.int32)
+    keep = np.zeros((6, 7), bool)
+    keep[:2] = True
+    keep[4, 3] = True  # kept, but after sampled positions: its likelihood is not tractable, so it is left out
+    result = sampler.level_log_likelihood(level_prior, codes, keep)
+    assert result.shape == (2, 4)
+    for level in range(4):
+        logits = level_prior(prior_inputs(level_prior, codes, np.full(2, level, np.int32))).numpy()
+        log_probs = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
+        picked = np.take_along_axis(log_probs, codes[..., None], -1)[..., 0]
+        np.testing.assert_allclose(result[:, level], picked[:, :2].sum(axis=(1, 2)), rtol=1e-4)
+    assert np.ptp(result[0]) > 0.1  # the levels explain the kept rows differently
+
+
+def test_completion_levels_follow_the_posterior(level_prior, monkeypatch):
+    # Uniform frequencies; the kept codes make level 2 e^50 times likelier than the others.
+    monkeypatch.setattr(sampler, "level_log_likelihood", lambda prior, init, keep: np.array([[0.0, 0.0, 50.0, 0.0]] * len(init)))
+    init = np.zeros((5, 6, 7), np.int32)
+    assert sampler.draw_levels(level_prior, 5, seed=1, init_codes=init, keep_mask=keep_rows_mask(6, 7, 2)).tolist() == [2] * 5
+    monkeypatch.setattr(sampler, "level_log_likelihood", lambda prior, init, keep: np.log(np.array([[1.0, 1.0, 2.0, 4.0]] * len(init))))
+    drawn = sampler.draw_levels(level_prior, 2000, seed=1, init_codes=np.zeros((2000, 6, 7), np.int32),
+                                keep_mask=keep_rows_mask(6, 7, 2))
+    np.testing.assert_allclose(np.bincount(drawn, minlength=4) / 2000, [0.125, 0.125, 0.25, 0.5], atol=0.04)
+
+
+@pytest.mark.parametrize("levels", [[0, 4], [-1, 0], 7])
+def test_levels_out_of_range_raise(level_prior, levels):
+    with pytest.raises(ValueError, match="levels in \\[0, 4\\)"):
+        sample_codes(level_prior, 2, levels=levels)
+
+
+def test_an_unconditional_prior_takes_no_levels(prior):
+    with pytest.raises(ValueError, match="not conditioned"):
+        sample_codes(prior, 2, levels=[0, 1])

@@ -37,10 +37,25 @@ def test_diverging_map_is_white_at_zero_red_above_blue_below():
 
 
 def test_generate_gives_n_images_in_unit_range(bundle):
-    images = workflows.generate_brains(bundle.vqvae, bundle.prior, 2, seed=1)
-    assert images.shape == (2, 32, 32) and 0 <= images.min() and images.max() <= 1
-    np.testing.assert_array_equal(images, workflows.generate_brains(bundle.vqvae, bundle.prior, 2,
-                                                                    seed=1))
+    brains = workflows.generate_brains(bundle.vqvae, bundle.prior, 2, seed=1)
+    assert brains.images.shape == (2, 32, 32) and 0 <= brains.images.min() and brains.images.max() <= 1
+    again = workflows.generate_brains(bundle.vqvae, bundle.prior, 2, seed=1)
+    np.testing.assert_array_equal(brains.images, again.images)
+    np.testing.assert_array_equal(brains.levels, again.levels)
+    assert brains.levels.shape == (2,) and set(brains.levels) <= {0, 1, 2, 3}
+
+
+def test_generate_at_a_chosen_level_names_it(bundle):
+    brains = workflows.generate_brains(bundle.vqvae, bundle.prior, 3, seed=1, level=2)
+    assert brains.levels.tolist() == [2, 2, 2]
+    assert brains.names("brain") == ["brain_00_level2", "brain_01_level2", "brain_02_level2"]
+    with pytest.raises(ValueError, match="levels in \\[0, 4\\)"):
+        workflows.generate_brains(bundle.vqvae, bundle.prior, 1, level=4)
+
+
+def test_brains_without_levels_are_named_by_index():
+    brains = workflows.Brains(np.zeros((12, 4, 4)), None)
+    assert brains.names("s")[0] == "s_00" and brains.names("s")[-1] == "s_11"
 
 
 def test_complete_keeps_the_code_rows_above_and_samples_below(bundle, monkeypatch):
@@ -52,7 +67,8 @@ def test_complete_keeps_the_code_rows_above_and_samples_below(bundle, monkeypatc
     steps = []
     done = workflows.complete_brain(bundle.vqvae, bundle.prior, slice_, 4, 3, seed=2,
                                     progress=lambda d, t: steps.append((d, t)))
-    assert done.shape == (3, 32, 32) and steps[-1] == (8, 8)
+    assert done.images.shape == (3, 32, 32) and steps[-1] == (8, 8)
+    assert done.levels.shape == (3,)
     (codes,) = decoded_codes
     np.testing.assert_array_equal(codes[:, :4], np.repeat(original[:, :4], 3, axis=0))
     assert not all(np.array_equal(codes[i, 4:], original[0, 4:]) for i in range(3))
