@@ -31,7 +31,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="code rows kept from --complete (default: half the grid)")
     parser.add_argument("--level", type=int, default=None,
                         help="slice level, 0 = base of the brain (level-conditioned priors); default: "
-                             "drawn as often as in training, or for --complete from the kept rows")
+                             "drawn as often as in training; for --complete, the level in the file's "
+                             "name (case_441_slice_12 -> 12), else drawn given the kept rows")
     parser.add_argument("--out", default="samples", help="folder for the PNG files")
     args = parser.parse_args(argv)
     try:
@@ -43,9 +44,10 @@ def main(argv: list[str] | None = None) -> int:
         if args.complete:
             image = data.load_images([args.complete], bundle.image_size)[0]
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
+            level = args.level if args.level is not None else workflows.level_from_name(bundle.prior, args.complete)
             brains = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows, args.n,
                                               seed=args.seed, temperature=args.temperature,
-                                              top_k=args.top_k, level=args.level)
+                                              top_k=args.top_k, level=level)
         else:
             brains = workflows.generate_brains(bundle.vqvae, bundle.prior, args.n, seed=args.seed,
                                                temperature=args.temperature, top_k=args.top_k,

@@ -334,17 +334,22 @@ def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.
 def draw_levels(prior_model: keras.Model, n: int, *, seed: int = 0, init_codes=None, keep_mask=None) -> np.ndarray:
     """(n,) slice levels for a level-conditioned prior, fixed by the seed.
 
-    Without kept codes they follow the training split's level frequencies; when completing they
-    follow the posterior p(level | kept codes), so a kept top half of a base slice is completed
-    as a base slice.
+    Without kept codes they follow the training split's level frequencies, drawn by systematic
+    sampling (one uniform offset, n evenly spaced points, then shuffled): each level is still
+    p(level)-distributed, but n samples cover the levels as n real slices of whole cases do,
+    e.g. 64 samples of 32 equally common levels hold each level twice. When completing, each
+    level is drawn from the posterior p(level | kept codes), so a kept top half of a base slice
+    is completed as a base slice.
     """
-    log_prior = np.log(np.maximum(level_frequency(prior_model), 1e-12))
-    log_posterior = np.broadcast_to(log_prior, (n, len(log_prior))).copy()
-    if init_codes is not None:
-        log_posterior += level_log_likelihood(prior_model, init_codes, keep_mask)
+    frequency = level_frequency(prior_model)
+    rng = np.random.default_rng([int(seed), 0x1E7E1])
+    if init_codes is None:
+        points = (rng.uniform() + np.arange(n)) / n
+        levels = np.searchsorted(np.cumsum(frequency) / frequency.sum(), points, side="right")
+        return rng.permutation(np.minimum(levels, len(frequency) - 1)).astype(np.int32)
+    log_posterior = np.log(np.maximum(frequency, 1e-12)) + level_log_likelihood(prior_model, init_codes, keep_mask)
     probabilities = np.exp(log_posterior - log_posterior.max(axis=1, keepdims=True))
     probabilities /= probabilities.sum(axis=1, keepdims=True)
-    rng = np.random.default_rng([int(seed), 0x1E7E1])
     return np.array([rng.choice(len(p), p=p) for p in probabilities], np.int32)
 
 

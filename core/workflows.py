@@ -91,6 +91,14 @@ def _levels(prior, n: int, level: int | None, seed: int, init=None, keep=None) -
     return draw_levels(prior, n, seed=seed, init_codes=init, keep_mask=keep)
 
 
+def level_from_name(prior, name: str) -> int | None:
+    """The slice level a file name carries (case_441_slice_12 -> 12), if the prior knows that level."""
+    from core.prior import num_levels
+
+    level = data.slice_level(name)
+    return level if level is not None and level < num_levels(prior) else None
+
+
 def generate_brains(vqvae, prior, n: int, *, seed: int = 0, temperature: float = 1.0,
                     top_k: int | None = None, level: int | None = None, progress=None) -> Brains:
     """n new slices: codes sampled from the prior, decoded by the VQ-VAE.

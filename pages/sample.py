@@ -1,7 +1,7 @@
 """Sample page: generate new brain slices with the prior (seed, temperature), and complete a slice from its top rows."""
 import streamlit as st
 
-from core import data, uploads, workflows
+from core import uploads, workflows
 from core.prior import num_levels
 from ui import shared
 
@@ -74,7 +74,7 @@ keep_rows = left.slider("Keep code rows above", 0, grid, grid // 2)
 completions = middle.number_input("Completions", 1, 16, 4)
 # A level in the file name (case_441_slice_12) is the slice's own; otherwise the kept rows tell it.
 complete_level = level_picker(middle, "Slice level of this slice", "estimate from the kept rows",
-                              data.slice_level(name), key=f"complete_level_{name}")
+                              workflows.level_from_name(bundle.prior, name), key=f"complete_level_{name}")
 left.image(image[..., 0], clamp=True, width=192,
            caption=f"the slice: rows above pixel {keep_rows * size // grid} are kept")
 if right.button("Complete", type="primary"):

@@ -172,11 +172,23 @@ def test_sample_completion_keeps_the_top_rows(prior_run, tmp_path):
     original = np.asarray(Image.open(slice_path), np.float32)[None, ..., None] / 255
     reconstruction = bundle.vqvae.reconstruct(original)[0, ..., 0]
     completions = [np.asarray(Image.open(p), np.float32) / 255 for p in summary["files"]]
-    # Code rows 0-1 (image rows 0-7) see only kept codes through the decoder's reach of 2 code
-    # rows, so there every completion is the reconstruction of the original (8-bit rounding aside).
+    # Image rows that no sampled code (rows 4-7) reaches through the decoder show only kept codes:
+    # there every completion is the reconstruction of the original (8-bit rounding aside).
+    codes = bundle.vqvae.encode_to_indices(original)
+    changed = codes.copy()
+    changed[:, 4:] = (changed[:, 4:] + 1) % 16
+    reached = np.abs(bundle.vqvae.decode_indices(changed) - bundle.vqvae.decode_indices(codes))[0, ..., 0].max(axis=1)
+    untouched = int(np.argmax(reached > 1e-6))  # the first image row a sampled code reaches
+    assert untouched >= 4
     for completion in completions:
-        np.testing.assert_allclose(completion[:8], reconstruction[:8], atol=1 / 255 + 1e-6)
+        np.testing.assert_allclose(completion[:untouched], reconstruction[:untouched], atol=1 / 255 + 1e-6)
     assert summary["grid"].endswith("completion_0_grid.png")
+    # No level in the name "slice.png": each completion's level was drawn given the kept rows.
+    assert len(summary["levels"]) == 2
+    named = write_png(tmp_path / "case_441_slice_2.nii.png", brain_slice(7))
+    again = last_json(run("core.sample", "--checkpoint", str(prior_run), "--complete", str(named),
+                          "--keep-rows", "4", "--n", "2", "--out", str(tmp_path / "named")))
+    assert again["levels"] == [2, 2]  # the level its file name carries
 
 
 def test_sample_without_prior_says_how_to_train_one(vqvae_run, tmp_path):

@@ -135,8 +135,14 @@ def test_levels_are_drawn_from_the_training_frequencies(level_prior):
     set_level_frequency(level_prior, [1, 3, 3, 3])  # training slices at levels 1 and 3 only, 3 three times as often
     try:
         drawn = sampler.draw_levels(level_prior, 400, seed=0)
-        assert set(drawn) == {1, 3} and 0.65 < (drawn == 3).mean() < 0.85
+        # Systematic sampling: 400 draws hold the levels in their exact proportions, in shuffled order.
+        assert np.bincount(drawn, minlength=4).tolist() == [0, 100, 0, 300]
+        assert 0 < np.flatnonzero(drawn == 1)[0] < 300
         np.testing.assert_array_equal(drawn, sampler.draw_levels(level_prior, 400, seed=0))
+        assert sampler.draw_levels(level_prior, 4, seed=3).tolist().count(1) == 1
+        # One draw at a time is still p(level): level 1 a quarter of the time.
+        singles = [sampler.draw_levels(level_prior, 1, seed=seed)[0] for seed in range(400)]
+        assert set(singles) == {1, 3} and 0.18 < np.mean(np.equal(singles, 1)) < 0.32
         # sample_codes without levels draws the same ones for the same seed.
         np.testing.assert_array_equal(sample_codes(level_prior, 3, seed=7),
                                       sample_codes(level_prior, 3, seed=7, levels=sampler.draw_levels(level_prior, 3, seed=7)))

@@ -53,6 +53,12 @@ def test_generate_at_a_chosen_level_names_it(bundle):
         workflows.generate_brains(bundle.vqvae, bundle.prior, 1, level=4)
 
 
+def test_level_from_name_only_gives_levels_the_prior_knows(bundle):
+    assert workflows.level_from_name(bundle.prior, "case_441_slice_3.nii.png") == 3
+    assert workflows.level_from_name(bundle.prior, "case_441_slice_30.nii.png") is None  # the tiny prior knows 0..3
+    assert workflows.level_from_name(bundle.prior, "upload.png") is None
+
+
 def test_brains_without_levels_are_named_by_index():
     brains = workflows.Brains(np.zeros((12, 4, 4)), None)
     assert brains.names("s")[0] == "s_00" and brains.names("s")[-1] == "s_11"
