@@ -36,7 +36,7 @@ def main(argv=None):
     import tensorflow as tf
 
     from core import sampler
-    from core.prior import PriorConfig, build_prior
+    from core.prior import PriorConfig, build_prior, num_levels
 
     sampler.USE_XLA = {"auto": None, "on": True, "off": False}[args.xla]
     vqvae = None
@@ -87,6 +87,20 @@ def main(argv=None):
         print(f"end to end, {args.n} new {images.shape[1]}x{images.shape[2]} brains (codes sampled and "
               f"decoded): median {statistics.median(times):.2f} s of {args.repeats} "
               f"({', '.join(f'{t:.2f}' for t in times)})")
+
+    if num_levels(prior):
+        # Completion: the level is drawn from p(level | kept rows), one teacher-forced pass per level.
+        keep_rows = height // 2
+        brain = np.repeat(sampler.sample_codes(prior, 1, seed=args.seed), 4, axis=0)
+        keep_half = sampler.keep_rows_mask(height, width, keep_rows)
+        sampler.draw_levels(prior, 4, seed=args.seed, init_codes=brain, keep_mask=keep_half)  # warm-up
+        start = time.perf_counter()
+        levels = sampler.draw_levels(prior, 4, seed=args.seed, init_codes=brain, keep_mask=keep_half)
+        posterior_s = time.perf_counter() - start
+        start = time.perf_counter()
+        sampler.sample_codes(prior, 4, seed=args.seed, init_codes=brain, keep_mask=keep_half, levels=levels)
+        print(f"completion, 4 of one brain keeping {keep_rows} of {height} rows: level posterior over "
+              f"{num_levels(prior)} levels {posterior_s:.2f} s, then sampling {time.perf_counter() - start:.2f} s")
 
     # Naive: the same sampler on the first rows only (the rest kept), then scaled to the grid.
     rows = min(args.naive_rows, height)

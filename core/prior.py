@@ -29,12 +29,13 @@ class PriorConfig:
     # base (0) to vertex (31); a level decides most of a slice's size and shape, which a few code
     # rows of context cannot (van den Oord et al. 2016, section 2.3: conditional PixelCNN).
     num_levels: int = 0
+    level_map_size: int = 8  # side of each level's learned map, upsampled to the grid
 
     def __post_init__(self):
         if not isinstance(self.position_embedding, bool):
             raise ValueError(f"Expected position_embedding a bool. Received: {self.position_embedding!r}")
         for name in ("num_embeddings", "grid_height", "grid_width", "filters", "num_layers",
-                     "kernel_size", "embedding_dim", "head_filters"):
+                     "kernel_size", "embedding_dim", "head_filters", "level_map_size"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
@@ -96,36 +97,46 @@ class PositionEmbedding(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="brainvq")
 class SliceLevelEmbedding(keras.layers.Layer):
-    """Slice levels (B,) int -> learned (B, D) vectors; also holds how often each level occurs in training.
+    """Slice levels (B,) int -> (B, H, W, D) learned maps; also holds how often each level occurs in training.
 
-    The frequencies make the model a full joint p(level) p(codes | level): unconditional samples
-    draw their level from them (`core.sampler.draw_levels`). They are data, not trained weights.
+    Each level owns a coarse (map_size, map_size, D) map, upsampled bilinearly to the code grid:
+    where brain ends differs by level (a vertex slice is a small disc in the middle), which a
+    vector added everywhere states only weakly. The frequencies make the model a full joint
+    p(level) p(codes | level): unconditional samples draw their level from them
+    (`core.sampler.draw_levels`). They are data, not trained weights.
 
     Args:
         num_levels: number of slice levels.
-        output_dim: size D of each level's vector.
+        output_dim: size D of the map's vectors.
+        grid_height, grid_width: the code grid the maps are upsampled to.
+        map_size: side of each level's learned map.
     """
 
-    def __init__(self, num_levels: int, output_dim: int, **kwargs):
+    def __init__(self, num_levels: int, output_dim: int, grid_height: int, grid_width: int, map_size: int = 8,
+                 **kwargs):
         super().__init__(**kwargs)
         self.num_levels = int(num_levels)
         self.output_dim = int(output_dim)
+        self.grid_height, self.grid_width = int(grid_height), int(grid_width)
+        self.map_size = int(map_size)
 
     def build(self, input_shape):
-        self.table = self.add_weight(name="table", shape=(self.num_levels, self.output_dim),
+        self.table = self.add_weight(name="table", shape=(self.num_levels, self.map_size, self.map_size, self.output_dim),
                                      initializer=keras.initializers.RandomNormal(stddev=0.02))
         self.frequency = self.add_weight(name="frequency", shape=(self.num_levels,), trainable=False,
                                          initializer=keras.initializers.Constant(1.0 / self.num_levels))
         self.built = True
 
     def call(self, levels):
-        return ops.take(self.table, ops.cast(levels, "int32"), axis=0)
+        maps = ops.take(self.table, ops.cast(levels, "int32"), axis=0)  # (B, m, m, D)
+        return ops.image.resize(maps, (self.grid_height, self.grid_width), interpolation="bilinear")
 
     def compute_output_shape(self, input_shape):
-        return tuple(input_shape) + (self.output_dim,)
+        return tuple(input_shape) + (self.grid_height, self.grid_width, self.output_dim)
 
     def get_config(self):
-        return {**super().get_config(), "num_levels": self.num_levels, "output_dim": self.output_dim}
+        return {**super().get_config(), "num_levels": self.num_levels, "output_dim": self.output_dim,
+                "grid_height": self.grid_height, "grid_width": self.grid_width, "map_size": self.map_size}
 
 
 @keras.saving.register_keras_serializable(package="brainvq")
@@ -159,8 +170,8 @@ class CausalShift(keras.layers.Layer):
 class GatedPixelCNNLayer(keras.layers.Layer):
     """One gated layer: vertical and horizontal stacks with a vertical -> horizontal link (figure 2).
 
-    Inputs are [v, h], both (B, H, W, C_in), or [v, h, condition] with condition (B, D) added to
-    both stacks' pre-activations at every position (equation 4); v at row i must already depend
+    Inputs are [v, h], both (B, H, W, C_in), or [v, h, condition] with a condition map (B, H, W, D)
+    mapped by 1x1 kernels into both stacks' pre-activations (equation 5); v at row i must already depend
     only on rows < i and h at (i, j) only on (i, j' < j). Outputs [v', h'], both (B, H, W, filters), keep those properties:
     the vertical kernel covers rows [i - k//2, i] x columns [j - k//2, j + k//2] and the horizontal
     kernel row i x columns [j - k//2, j] (zero padding above / on the left).
@@ -210,8 +221,8 @@ class GatedPixelCNNLayer(keras.layers.Layer):
         if self.conditioned:
             # Added after the link, so the horizontal stack gets the condition once, not twice.
             condition = inputs[2]
-            v_pre = v_pre + ops.matmul(condition, self.v_condition_kernel)[:, None, None, :]
-            h_pre = h_pre + ops.matmul(condition, self.h_condition_kernel)[:, None, None, :]
+            v_pre = v_pre + ops.matmul(condition, self.v_condition_kernel)
+            h_pre = h_pre + ops.matmul(condition, self.h_condition_kernel)
         h_out = ops.matmul(gate(h_pre), self.out_kernel) + self.out_bias
         if self.residual:
             h_out = h_out + h
@@ -267,7 +278,8 @@ def build_prior(config: PriorConfig) -> keras.Model:
     if config.num_levels:
         levels = keras.Input((), dtype="int32", name="levels")
         inputs = [codes, levels]
-        condition = [SliceLevelEmbedding(config.num_levels, config.embedding_dim, name="level_embedding")(levels)]
+        condition = [SliceLevelEmbedding(config.num_levels, config.embedding_dim, config.grid_height,
+                                         config.grid_width, config.level_map_size, name="level_embedding")(levels)]
     x = keras.layers.Embedding(config.num_embeddings, config.embedding_dim, name="code_embedding")(codes)
     if config.position_embedding:
         x = PositionEmbedding(name="position_embedding")(x)

@@ -152,6 +152,8 @@ def add_parser(kinds, train_defaults: TrainConfig, add_train_flags) -> None:
     model.add_argument("--levels", choices=("auto", "off"), default="auto",
                        help="condition on the slice level in the file names (case_001_slice_12 -> 12); "
                             "auto: when every train slice's name has one")
+    model.add_argument("--level-map-size", type=int, default=defaults.level_map_size,
+                       help="side of each level's learned map of where things are, upsampled to the code grid")
     add_train_flags(parser, train_defaults)
     parser.set_defaults(learning_rate=1e-3)
 
@@ -168,7 +170,7 @@ def make_task(args, saved: dict | None, train: TrainConfig, strategy):
             num_embeddings=vqvae_config.num_embeddings, grid_height=vqvae_config.code_grid,
             grid_width=vqvae_config.code_grid, filters=args.filters, num_layers=args.num_layers,
             kernel_size=args.kernel_size, embedding_dim=args.prior_embedding_dim,
-            head_filters=args.head_filters)
+            head_filters=args.head_filters, level_map_size=args.level_map_size)
         settings = {"vqvae": source, "data": str(Path(data_path).resolve())}
     else:
         model_config = PriorConfig.from_dict(saved["model"])

@@ -51,11 +51,14 @@ def _prior_weights(prior_model: keras.Model):
             link_kernel=tf.convert_to_tensor(layer.link_kernel),
             out_kernel=tf.convert_to_tensor(layer.out_kernel),
             out_bias=tf.convert_to_tensor(layer.out_bias),
-            v_condition_kernel=(tf.convert_to_tensor(layer.v_condition_kernel) if layer.conditioned else None),
-            h_condition_kernel=(tf.convert_to_tensor(layer.h_condition_kernel) if layer.conditioned else None),
+            # (D, 2F) maps of the level's condition map; (0, 2F) for an unconditional prior, whose
+            # condition map has no channels, so one graph serves both.
+            v_condition_kernel=(tf.convert_to_tensor(layer.v_condition_kernel) if layer.conditioned
+                                else tf.zeros([0, layer.v_bias.shape[0]])),
+            h_condition_kernel=(tf.convert_to_tensor(layer.h_condition_kernel) if layer.conditioned
+                                else tf.zeros([0, layer.h_bias.shape[0]])),
         ))
     head = heads[0]
-    levels = level_layer(prior_model)
     positions = [l for l in prior_model.layers if isinstance(l, PositionEmbedding)]
     _, height, width = prior_model.inputs[0].shape
     embedding = tf.convert_to_tensor(embeddings[0].embeddings)
@@ -65,7 +68,6 @@ def _prior_weights(prior_model: keras.Model):
         position=(tf.convert_to_tensor(positions[0].table) if positions
                   else tf.zeros([height, width, embedding.shape[-1]])),
         layers=layers,
-        level_table=tf.convert_to_tensor(levels.table) if levels is not None else None,
         head=[tf.convert_to_tensor(w) for w in (head.hidden_kernel, head.hidden_bias,
                                                  head.logits_kernel, head.logits_bias)],
     )
@@ -85,22 +87,21 @@ def _head(weights, h):
     return tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(h), w1) + b1), w2) + b2
 
 
-def _conditions(weights, n, levels):
-    """Per layer, the (n, 2F) terms the slice levels add to the vertical and horizontal pre-activations."""
-    if weights["level_table"] is None:
-        return tuple((tf.zeros([n, l["v_bias"].shape[0]]),) * 2 for l in weights["layers"])
-    condition = tf.gather(weights["level_table"], tf.constant(levels, tf.int32))  # (n, D)
-    return tuple((tf.matmul(condition, l["v_condition_kernel"]), tf.matmul(condition, l["h_condition_kernel"]))
-                 for l in weights["layers"])
+def _condition_map(prior_model, n, height, width, levels) -> tf.Tensor:
+    """(n, H, W, D) the slice levels' condition maps, as the model computes them; D = 0 without levels."""
+    layer = level_layer(prior_model)
+    if layer is None:
+        return tf.zeros([n, height, width, 0])
+    return tf.convert_to_tensor(layer(tf.constant(levels, tf.int32)))
 
 
-def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_temperature, conditions,
+def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_temperature, condition,
               static: _Static):
     """Samples one row of codes for all n samples.
 
     v_buffers[l]: (n, r, W + 2r, C_l) the last r rows of layer l's vertical input (zero padded);
     v_input: (n, W, E) embedded codes of the previous row; position (W, E) this row's position
-    embedding; gumbel (n, W, K); conditions[l]: layer l's (n, 2F) level terms; keep, init (n, W): where
+    embedding; gumbel (n, W, K); condition (n, W, D) this row of the level map; keep, init (n, W): where
     keep is True the code is init instead of the sampled one. Returns codes (n, W), logits (n, W, K)
     (empty unless static.return_logits), the new buffers and the embedded row (n, W, E).
     """
@@ -108,15 +109,15 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
     # Vertical stack for the whole row at once, from the cached rows above.
     new_buffers, links = [], []
     v = v_input
-    for layer, buffer, r, (v_condition, h_condition) in zip(weights["layers"], v_buffers, static.reaches,
-                                                            conditions):
+    for layer, buffer, r in zip(weights["layers"], v_buffers, static.reaches):
         row = tf.pad(v, [[0, 0], [r, r], [0, 0]])[:, None]  # (n, 1, W + 2r, C)
         window = tf.concat([buffer, row], axis=1)  # (n, r + 1, W + 2r, C)
         v_pre = tf.nn.conv2d(window, layer["v_kernel"], 1, "VALID")[:, 0] + layer["v_bias"]  # (n, W, 2F)
         # As in GatedPixelCNNLayer: the link reads v_pre before the level term is added.
-        links.append(tf.matmul(v_pre, layer["link_kernel"]) + layer["h_bias"] + h_condition[:, None])  # (n, W, 2F)
+        links.append(tf.matmul(v_pre, layer["link_kernel"]) + layer["h_bias"]
+                     + tf.matmul(condition, layer["h_condition_kernel"]))  # (n, W, 2F)
         new_buffers.append(window[:, 1:])
-        v = gate(v_pre + v_condition[:, None])
+        v = gate(v_pre + tf.matmul(condition, layer["v_condition_kernel"]))
     links = tf.transpose(tf.stack(links), [2, 0, 1, 3])  # (W, L, n, 2F): one slice per pixel
     gumbel_t = tf.transpose(gumbel, [1, 0, 2])  # (W, n, K)
     keep_t, init_t = tf.transpose(keep), tf.transpose(init)  # (W, n)
@@ -160,11 +161,11 @@ _row_step_graph = tf.function(_row_step, jit_compile=False)
 
 def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits, levels):
     weights, reaches, residuals = _prior_weights(prior_model)
-    conditions = _conditions(weights, n, levels)
     static = _Static(reaches, residuals, top_k, return_logits)
     use_xla = bool(tf.config.list_logical_devices("GPU")) if USE_XLA is None else USE_XLA
     step = _row_step_xla if use_xla else _row_step_graph
     _, height, width = keep.shape
+    condition = _condition_map(prior_model, n, height, width, levels)
     emb_dim = weights["embedding"].shape[-1]
     buffers = []
     for layer, r in zip(weights["layers"], reaches):
@@ -177,7 +178,7 @@ def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progre
     for i in range(height):
         row_codes, row_logits, buffers, v_input = step(
             weights, buffers, v_input, weights["position"][i], gumbel[:, i], tf.constant(keep[:, i]),
-            tf.constant(init[:, i]), inv_temperature, conditions, static)
+            tf.constant(init[:, i]), inv_temperature, condition[:, i], static)
         codes[:, i] = row_codes.numpy()
         if return_logits:
             logits.append(row_logits.numpy())

@@ -1,4 +1,4 @@
-"""Sample page: generate new brain slices with the prior (seed, temperature), and complete a slice from its top rows."""
+"""Sample page: generate new brain slices with the prior (seed, temperature, slice level), and complete a slice from its top rows."""
 import streamlit as st
 
 from core import uploads, workflows

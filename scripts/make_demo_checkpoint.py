@@ -1,6 +1,6 @@
 """Copy a prior run's best bundle to checkpoints/demo/ and write its model card from the two runs' records.
 
-    python scripts/make_demo_checkpoint.py --vqvae-run runs/demo-vqvae --prior-run runs/demo-prior
+    python scripts/make_demo_checkpoint.py --vqvae-run runs/demo-vqvae --prior-run runs/demo-prior-levelmap
 """
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ def epoch_records(run_dir: Path) -> list[dict]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vqvae-run", default="runs/demo-vqvae")
-    parser.add_argument("--prior-run", default="runs/demo-prior")
+    parser.add_argument("--prior-run", default="runs/demo-prior-levelmap")
     parser.add_argument("--out", default=str(REPO / "checkpoints" / "demo"))
     args = parser.parse_args()
     vqvae_run, prior_run, out = Path(args.vqvae_run), Path(args.prior_run), Path(args.out)
@@ -47,6 +47,11 @@ def main() -> None:
         return (f" It was resumed from its last checkpoint {count} time(s) (`--resume`, to add "
                 f"epochs or after an interruption)." if count else "")
 
+    levels = prior_config["model"].get("num_levels", 0)
+    levels_line = (f"Conditioned on the slice level read from the file names ({levels} levels, "
+                   f"case_001_slice_0 = base of the brain .. slice_{levels - 1} = vertex); it draws "
+                   f"levels as often as the train split holds them unless one is asked for."
+                   if levels else "Unconditional (the file names carried no slice level).")
     card = f"""# BrainVQ demo checkpoint
 
 A VQ-VAE and a gated PixelCNN prior over its codes, trained on CPU so that every page of the
@@ -76,15 +81,12 @@ split (256 slices) picked the best epoch. See `demo_data/NOTICE.md` for the temp
   ({prior_config["train"]["lr_schedule"]}); {prior_epochs[-1]["elapsed_s"]:.0f} s on the same CPU.{resumes(prior_run)}
 - Best epoch {prior_best["epoch"]}: validation {prior_best["val_bits_per_code"]:.3f} bits per code,
   top-1 accuracy {prior_best["val_accuracy"]:.3f}.
+- {levels_line}
 
 ## Commands
     python -m core.train vqvae --data ../shared/oasis_proxy --run-dir runs/demo-vqvae --epochs {vq_config["train"]["epochs"]} --crop-size 128 --batch-size 16 --lr 2e-3 --log-every 20
-    python -m core.train prior --vqvae runs/demo-vqvae --run-dir runs/demo-prior --epochs {prior_config["train"]["epochs"]} --batch-size 16 --lr 1e-3 --log-every 10
-    python scripts/make_demo_checkpoint.py
-
-The shipped prior was trained with `--epochs 8` first, then continued with
-`python -m core.train prior --run-dir runs/demo-prior --resume --epochs 16` (the cosine
-schedule stretches over the new total, so the learning rate rose again for the last 8 epochs).
+    python -m core.train prior --vqvae runs/demo-vqvae --run-dir {prior_run} --data ../shared/oasis_proxy --epochs {prior_config["train"]["epochs"]} --batch-size 16 --lr 1e-3
+    python scripts/make_demo_checkpoint.py --vqvae-run {vqvae_run} --prior-run {prior_run}
 
 ## Limits
 Trained on a single template's deformations: it reconstructs and samples that anatomy well and

@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, bits_per_code, build_prior, level_frequency,
+from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, SliceLevelEmbedding, bits_per_code, build_prior, level_frequency,
                         num_levels, prior_inputs, prior_loss, set_level_frequency, top1_accuracy)
 
 from model_fixtures import randomize_weights
@@ -17,7 +17,7 @@ TINY = dict(num_embeddings=8, grid_height=6, grid_width=7, filters=8, num_layers
 @pytest.mark.parametrize("changes", [
     dict(num_embeddings=1), dict(grid_height=0), dict(filters=-3), dict(num_layers=0),
     dict(kernel_size=4), dict(kernel_size=1), dict(embedding_dim=2.5), dict(head_filters=True),
-    dict(num_levels=-1), dict(num_levels=True),
+    dict(num_levels=-1), dict(num_levels=True), dict(level_map_size=0),
 ])
 def test_config_rejects_invalid_values(changes):
     with pytest.raises(ValueError, match="Expected"):
@@ -100,6 +100,18 @@ def test_level_conditioned_prior_round_trips_with_its_level_frequencies(tmp_path
     np.testing.assert_array_equal(loaded([codes, levels]).numpy(), model([codes, levels]).numpy())
     # The frequencies are data, not trained weights: an optimizer never sees them.
     assert [w.name for w in model.non_trainable_weights] == ["frequency"]
+
+
+def test_level_maps_are_coarse_maps_upsampled_to_the_grid():
+    layer = SliceLevelEmbedding(num_levels=3, output_dim=2, grid_height=6, grid_width=8, map_size=2)
+    layer.build((None,))
+    table = np.zeros((3, 2, 2, 2), np.float32)
+    table[1, 0, 0] = 1.0  # level 1: the top-left cell of its map is on
+    layer.table.assign(table)
+    maps = keras.ops.convert_to_numpy(layer(np.array([0, 1])))
+    assert maps.shape == (2, 6, 8, 2)
+    assert np.abs(maps[0]).max() == 0  # level 0's map is all zero
+    assert maps[1, 0, 0, 0] > maps[1, 5, 7, 0] and maps[1, 5, 7, 0] == 0  # on top-left, fades towards bottom-right
 
 
 def test_prior_inputs_says_what_a_prior_needs():

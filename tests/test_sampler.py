@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from core.prior import PriorConfig, build_prior, prior_inputs, set_level_frequency
+from core.prior import PriorConfig, build_prior, level_layer, prior_inputs, set_level_frequency
 from core import sampler
 from core.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
 
@@ -118,7 +118,10 @@ def test_invalid_arguments_raise(prior, kwargs):
 # --- slice levels ---------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def level_prior():
-    return randomize_weights(build_prior(PriorConfig(**TINY, num_levels=4)), seed=2)
+    model = randomize_weights(build_prior(PriorConfig(**TINY, num_levels=4, level_map_size=3)), seed=2)
+    table = level_layer(model).table  # unit-scale level maps, so that the level visibly steers the codes
+    table.assign(np.random.default_rng(3).normal(size=table.shape).astype("float32"))
+    return model
 
 
 def test_naive_and_fast_agree_with_levels_and_the_level_changes_the_samples(level_prior):

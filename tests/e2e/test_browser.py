@@ -81,6 +81,13 @@ def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
         ".filter(i => i.alt !== undefined && i.naturalWidth > 0).length >= 9")  # 8 + the slice
     assert_no_traceback(page)
     page.screenshot(path=str(screenshots_dir / "sample.png"), full_page=True)
+    # Both the demo and the tiny test prior are conditioned on the slice level: pick one.
+    page.get_by_test_id("stSelectbox").filter(has_text="Slice level").first.click()
+    page.get_by_role("option", name="2", exact=True).click()
+    page.get_by_role("button", name="Generate").click()
+    page.get_by_text("brain_seed0_07_level2").wait_for(timeout=120_000)
+    assert page.get_by_text("_level2").count() == 8
+    assert_no_traceback(page)
 
 
 def loss_points(page) -> int:
