@@ -25,6 +25,7 @@ import numpy as np  # noqa: E402
 
 from core import data, workflows  # noqa: E402
 from core.checkpoints import load_bundle  # noqa: E402
+from core.prior import num_levels  # noqa: E402
 
 BRAIN_THRESHOLD = 0.1
 AREA_BINS = np.linspace(0, 1, 21)
@@ -74,17 +75,26 @@ def main() -> None:
     print(f"checkpoint: {bundle.path}; {args.sets} sets of {args.n} samples at temperature "
           f"{args.temperature} vs {len(real)} validation slices")
 
-    sample_sets, started = [], time.perf_counter()
+    sample_sets, sample_levels, started = [], [], time.perf_counter()
     for index in range(args.sets):  # set k: seeds k*n/16 ..., 16 brains a seed
         seeds = range(index * args.n // 16, (index + 1) * args.n // 16)
-        sample_sets.append(np.concatenate([
-            workflows.generate_brains(bundle.vqvae, bundle.prior, 16, seed=seed,
-                                      temperature=args.temperature).images for seed in seeds]))
+        batches = [workflows.generate_brains(bundle.vqvae, bundle.prior, 16, seed=seed, temperature=args.temperature)
+                   for seed in seeds]
+        sample_sets.append(np.concatenate([b.images for b in batches]))
+        if batches[0].levels is not None:
+            sample_levels.append(np.concatenate([b.levels for b in batches]))
     seconds = time.perf_counter() - started
     first_area = describe(sample_sets[0])[0]
     print(f"sampled {args.sets * args.n} in {seconds:.1f} s")
     print(f"brain area per slice (fraction > {BRAIN_THRESHOLD}): first set mean {first_area.mean():.3f} "
           f"sd {first_area.std():.3f}; validation mean {real_area.mean():.3f} sd {real_area.std():.3f}")
+    real_levels = data.slice_levels(data.scan_split(root, "validate").paths)
+    if sample_levels and real_levels is not None:  # does each level come out the right size?
+        all_area, all_levels = describe(np.concatenate(sample_sets))[0], np.concatenate(sample_levels)
+        bands = np.array_split(np.arange(num_levels(bundle.prior)), 8)
+        print("brain area by slice level, samples / validation: " + "; ".join(
+            f"{band[0]}-{band[-1]}: {all_area[np.isin(all_levels, band)].mean():.3f} / "
+            f"{real_area[np.isin(real_levels, band)].mean():.3f}" for band in bands))
     first = scores(sample_sets[0], real_area, real_intensity)
     print(f"histogram intersection, first set of {args.n} samples (seeds 0..{args.n // 16 - 1}): brain area "
           f"{first[0]:.3f} (20 bins), {first[1]:.3f} (10 bins); in-brain intensity {first[2]:.3f} (18 bins)")

@@ -146,10 +146,15 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
             logits_ta = logits_ta.write(j, logits)
         return j + 1, tf.gather(embedding, code) + position[j], tuple(new_h_buffers), codes_ta, logits_ta
 
+    # A tf.function retraced for another n relaxes some inputs' batch size to None and keeps others
+    # static, so the loop state must allow any batch size.
+    invariants = (tf.TensorShape([]), tf.TensorShape([None, emb_dim]),
+                  tuple(tf.TensorShape([None, *b.shape[1:]]) for b in h_buffers0),
+                  tf.TensorShape(None), tf.TensorShape(None))
     _, _, _, codes_ta, logits_ta = tf.while_loop(
         lambda j, *_: j < width, body,
         (tf.constant(0), tf.zeros([n, emb_dim]), h_buffers0, codes_ta, logits_ta),
-        maximum_iterations=width)
+        shape_invariants=invariants, maximum_iterations=width)
     codes = tf.transpose(codes_ta.stack())  # (n, W)
     logits = tf.transpose(logits_ta.stack(), [1, 0, 2]) if static.return_logits else tf.zeros([0])
     return codes, logits, tuple(new_buffers), tf.gather(embedding, codes) + position

@@ -188,3 +188,13 @@ def test_levels_out_of_range_raise(level_prior, levels):
 def test_an_unconditional_prior_takes_no_levels(prior):
     with pytest.raises(ValueError, match="not conditioned"):
         sample_codes(prior, 2, levels=[0, 1])
+
+
+@pytest.mark.parametrize("use_xla", [False, True])
+def test_batch_size_can_change_between_calls(level_prior, use_xla, monkeypatch):
+    # The dashboard generates 16, then completes 1 or 4: a retraced row step must accept both.
+    monkeypatch.setattr(sampler, "USE_XLA", use_xla)
+    for n in (5, 1, 3):
+        codes = sample_codes(level_prior, n, seed=n)
+        assert codes.shape == (n, 6, 7)
+        np.testing.assert_array_equal(codes, sample_codes(level_prior, n, seed=n, method="naive"))
