@@ -113,6 +113,10 @@ def main() -> None:
         chosen = set(rng.choice(cases, max(1, args.n // per_case), replace=False))
         whole = [p for p in train_paths if p.name.split("_slice_")[0] in chosen][:args.n]
         case_sets.append(data.load_images(whole, bundle.image_size)[..., 0])
+    train_area = np.concatenate([describe(data.load_images(train_paths[i:i + 256], bundle.image_size)[..., 0])[0]
+                                 for i in range(0, len(train_paths), 256)])
+    print(f"brain area of all {len(train_paths)} train slices (what the prior learns): mean {train_area.mean():.3f} "
+          f"sd {train_area.std():.3f}")
     print(line(f"real train slices, {args.sets} sets of {args.n} picked at random",
                [scores(images, real_area, real_intensity) for images in random_sets]))
     print(line(f"real train slices, {args.sets} sets of {args.n // per_case} whole cases",
