@@ -56,6 +56,17 @@ def _across_replicas(value, reduction: str):
     return context.all_reduce(reduction, value)
 
 
+def check_quantizer_settings(commitment_cost: float, ema_decay: float, dead_code_threshold: float) -> None:
+    """ValueError for settings the quantizer cannot train with (also checked by VQVAEConfig, early)."""
+    if not 0.0 < ema_decay < 1.0:
+        raise ValueError(f"Expected ema_decay in (0, 1). Received: ema_decay={ema_decay}")
+    if commitment_cost < 0:
+        raise ValueError(f"Expected commitment_cost >= 0. Received: commitment_cost={commitment_cost}")
+    if dead_code_threshold < 0:
+        raise ValueError(f"Expected dead_code_threshold >= 0 (0 turns restarts off). "
+                         f"Received: dead_code_threshold={dead_code_threshold}")
+
+
 @keras.saving.register_keras_serializable(package="brainvq")
 class VectorQuantizer(keras.layers.Layer):
     """Snaps each input vector to its nearest codebook vector.
@@ -86,13 +97,7 @@ class VectorQuantizer(keras.layers.Layer):
             raise ValueError(f"Expected num_embeddings >= 2. Received: num_embeddings={num_embeddings}")
         if embedding_dim < 1:
             raise ValueError(f"Expected embedding_dim >= 1. Received: embedding_dim={embedding_dim}")
-        if not 0.0 < ema_decay < 1.0:
-            raise ValueError(f"Expected ema_decay in (0, 1). Received: ema_decay={ema_decay}")
-        if commitment_cost < 0:
-            raise ValueError(f"Expected commitment_cost >= 0. Received: commitment_cost={commitment_cost}")
-        if dead_code_threshold < 0:
-            raise ValueError(f"Expected dead_code_threshold >= 0 (0 turns restarts off). "
-                             f"Received: dead_code_threshold={dead_code_threshold}")
+        check_quantizer_settings(commitment_cost, ema_decay, dead_code_threshold)
         if epsilon <= 0:
             raise ValueError(f"Expected epsilon > 0. Received: epsilon={epsilon}")
         self.num_embeddings = num_embeddings

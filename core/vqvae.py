@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from core.quantizer import VectorQuantizer
+from core.quantizer import VectorQuantizer, check_quantizer_settings
 
 
 @dataclass(frozen=True)
@@ -44,14 +44,7 @@ class VQVAEConfig:
         if self.num_residual_blocks < 0:
             raise ValueError(f"Expected num_residual_blocks >= 0. "
                              f"Received: num_residual_blocks={self.num_residual_blocks}")
-        if self.commitment_cost < 0:
-            raise ValueError(f"Expected commitment_cost >= 0. "
-                             f"Received: commitment_cost={self.commitment_cost}")
-        if not 0.0 < self.ema_decay < 1.0:
-            raise ValueError(f"Expected ema_decay in (0, 1). Received: ema_decay={self.ema_decay}")
-        if self.dead_code_threshold < 0:
-            raise ValueError(f"Expected dead_code_threshold >= 0. "
-                             f"Received: dead_code_threshold={self.dead_code_threshold}")
+        check_quantizer_settings(self.commitment_cost, self.ema_decay, self.dead_code_threshold)
 
     @property
     def code_grid(self) -> int:
