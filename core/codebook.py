@@ -78,9 +78,7 @@ def split_codebook_report(vqvae, data_path, split: str, limit: int) -> CodebookR
     """codebook_report over up to `limit` slices of a split, evenly spaced through it."""
     from core import data
 
-    paths = data.list_slices(data.find_data_root(data_path), split)
-    chosen = [paths[i] for i in np.unique(np.linspace(0, len(paths) - 1, min(limit, len(paths)))
-                                          .round().astype(int))]
+    chosen = data.evenly_spaced(data.list_slices(data.find_data_root(data_path), split), limit)
     images = data.load_images(chosen, vqvae.config.image_size)
     return codebook_report(vqvae, images, [p.name for p in chosen])
 

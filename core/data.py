@@ -75,6 +75,13 @@ def list_slices(root: str | Path, split: str, required: bool = True) -> list[Pat
     return paths
 
 
+def evenly_spaced(items, count: int) -> list:
+    """`count` items spread evenly from the first to the last (all of them when there are fewer)."""
+    if count >= len(items):
+        return list(items)
+    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
+
+
 def slice_level(name: str | Path) -> int | None:
     """The slice level an OASIS file name carries (case_001_slice_12.nii.png -> 12), else None."""
     match = _SLICE_LEVEL.search(Path(name).name)

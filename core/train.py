@@ -22,12 +22,6 @@ log = logging.getLogger("brainvq.train")
 SAMPLE_SLICES = 8
 
 
-def evenly_spaced(items, count: int):
-    if count >= len(items):
-        return list(items)
-    return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
-
-
 class VQVAETask(trainer.KerasTask):
     """Trains a VQ-VAE on the train split; validation SSIM picks the best checkpoint."""
 
@@ -45,7 +39,7 @@ class VQVAETask(trainer.KerasTask):
         size = model_config.image_size
         self.config, self.train, self.strategy, self.crop_size = model_config, train, strategy, crop_size
         self.batch_size = min(train.batch_size, len(self.train_set))
-        self.val_images = data.load_images(evenly_spaced(validate.paths, val_limit), size)
+        self.val_images = data.load_images(data.evenly_spaced(validate.paths, val_limit), size)
         self.sample_images = self.val_images[np.linspace(0, len(self.val_images) - 1,
                                                          min(SAMPLE_SLICES, len(self.val_images))).astype(int)]
         self._build(lambda: build_vqvae(model_config))

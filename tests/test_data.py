@@ -261,3 +261,9 @@ def test_slices_sort_as_a_person_reads_them_even_beside_unnumbered_names(tmp_pat
         write_png(folder / name, brain_slice(0))
     assert [p.name for p in data.list_slices(tmp_path, "train")] == [
         "notes.png", "case_001_slice_9.nii.png", "case_001_slice_10.nii.png", "case_002_slice_0.nii.png"]
+
+
+def test_evenly_spaced_spans_first_to_last():
+    assert data.evenly_spaced(list("abcdefghi"), 3) == ["a", "e", "i"]
+    assert data.evenly_spaced([1, 2], 5) == [1, 2]
+    assert data.evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]

@@ -63,8 +63,7 @@ def load_checkpoint(path: Path) -> checkpoints.Bundle:
     """Load (cached by folder and modification time: a run's newer checkpoint reloads)."""
     with guard(f"Loading checkpoint {path}"):
         folder = runs.resolve_checkpoint(path)
-        mtime = max(p.stat().st_mtime for p in folder.iterdir())
-        return _load_bundle(str(folder), mtime)
+        return _load_bundle(str(folder), _newest_change(folder))
 
 
 def pick_checkpoint(need_prior: bool = False) -> checkpoints.Bundle:
@@ -100,7 +99,12 @@ def uploaded_files(uploads) -> list[tuple[str, bytes]]:
 
 def bundle_key(bundle: checkpoints.Bundle) -> str:
     """What identifies a loaded bundle in st.cache_data keys (the model itself is not hashed)."""
-    return f"{bundle.path}:{max(p.stat().st_mtime for p in bundle.path.iterdir())}"
+    return f"{bundle.path}:{_newest_change(bundle.path)}"
+
+
+def _newest_change(folder: Path) -> float:
+    """The latest modification time of a checkpoint folder's files: a rewritten model changes it."""
+    return max(p.stat().st_mtime for p in folder.iterdir())
 
 
 @st.cache_data(max_entries=8, show_spinner="Reconstructing...")
