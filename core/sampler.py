@@ -320,7 +320,6 @@ def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.
     n, height, width = init.shape
     keep = np.broadcast_to(np.asarray(keep_mask, bool), init.shape).reshape(n, -1)
     prefix = np.cumprod(keep, axis=1).astype(bool).reshape(n, height, width)
-    forward = tf.function(lambda c, l: prior_model(prior_inputs(prior_model, c, l), training=False))
     every_level = tf.range(count, dtype=tf.int32)
     result = np.zeros((n, count))
     for i in range(n):
@@ -331,7 +330,9 @@ def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.
             result[i] = result[i - 1]  # the same slice again (completions repeat one slice n times)
             continue
         codes = tf.constant(np.repeat(np.where(prefix[i], init[i], 0)[None], count, axis=0))
-        log_probs = tf.nn.log_softmax(tf.cast(forward(codes, every_level), tf.float32))  # (L, H, W, K)
+        # A plain call: a tf.function made here would be traced anew on every completion, for one pass.
+        logits = prior_model(prior_inputs(prior_model, codes, every_level), training=False)
+        log_probs = tf.nn.log_softmax(tf.cast(logits, tf.float32))  # (L, H, W, K)
         picked = tf.gather(log_probs, codes, batch_dims=3).numpy()  # (L, H, W)
         result[i] = picked[:, prefix[i]].sum(axis=1)
     return result

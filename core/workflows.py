@@ -78,17 +78,16 @@ class Brains:
 
 
 def _levels(prior, n: int, level: int | None, seed: int, init=None, keep=None) -> np.ndarray | None:
-    """The n slice levels to sample at: `level` n times, or drawn (given the kept codes, if any)."""
+    """The n slice levels to sample at: `level` n times, or drawn (given the kept codes, if any).
+
+    sample_codes checks them: a level for an unconditional prior, or out of range, is a ValueError.
+    """
     from core.prior import num_levels
     from core.sampler import draw_levels
 
-    if not num_levels(prior):
-        if level is not None:
-            raise ValueError("This prior is not conditioned on slice levels: leave the level unset.")
-        return None
     if level is not None:
         return np.full(n, level, np.int32)
-    return draw_levels(prior, n, seed=seed, init_codes=init, keep_mask=keep)
+    return draw_levels(prior, n, seed=seed, init_codes=init, keep_mask=keep) if num_levels(prior) else None
 
 
 def level_from_name(prior, name: str) -> int | None:

@@ -128,3 +128,13 @@ def test_split_slices_load_resized_and_missing_names_are_data_errors(oasis_tree)
     assert images.shape == (2, 16, 16, 1)
     with pytest.raises(DataError, match="no slice named"):
         workflows.load_split_slices(oasis_tree, ["nope.png"], 16)
+
+
+def test_a_level_for_an_unconditional_prior_is_refused(bundle):
+    from core.prior import PriorConfig, build_prior
+
+    plain = build_prior(PriorConfig(num_embeddings=16, grid_height=8, grid_width=8, filters=8, num_layers=2,
+                                    embedding_dim=8, head_filters=16))
+    with pytest.raises(ValueError, match="not conditioned"):
+        workflows.generate_brains(bundle.vqvae, plain, 1, level=0)
+    assert workflows.generate_brains(bundle.vqvae, plain, 1).levels is None
