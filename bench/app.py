@@ -36,8 +36,8 @@ def demo_sized_bundle(folder: Path) -> Path:
     """vqvae.keras + prior.keras of the default configs (256x256 -> 64x64 codes, K=256), untrained."""
     import json
 
-    from core.prior import PriorConfig, build_prior
-    from core.vqvae import VQVAEConfig, build_vqvae
+    from core.models.prior import PriorConfig, build_prior
+    from core.models.vqvae import VQVAEConfig, build_vqvae
 
     vqvae = VQVAEConfig()
     prior = PriorConfig(vqvae.num_embeddings, vqvae.code_grid, vqvae.code_grid)

@@ -23,9 +23,9 @@ sys.path.insert(0, str(REPO))
 
 import numpy as np  # noqa: E402
 
-from core import data, workflows  # noqa: E402
-from core.checkpoints import load_bundle  # noqa: E402
-from core.prior import num_levels  # noqa: E402
+from core import data, images, jobs  # noqa: E402
+from core.bundles import load_bundle  # noqa: E402
+from core.models.prior import num_levels  # noqa: E402
 
 BRAIN_THRESHOLD = 0.1
 AREA_BINS = np.linspace(0, 1, 21)
@@ -78,7 +78,7 @@ def main() -> None:
     sample_sets, sample_levels, started = [], [], time.perf_counter()
     for index in range(args.sets):  # set k: seeds k*n/16 ..., 16 brains a seed
         seeds = range(index * args.n // 16, (index + 1) * args.n // 16)
-        batches = [workflows.generate_brains(bundle.vqvae, bundle.prior, 16, seed=seed, temperature=args.temperature)
+        batches = [jobs.generate_brains(bundle.vqvae, bundle.prior, 16, seed=seed, temperature=args.temperature)
                    for seed in seeds]
         sample_sets.append(np.concatenate([b.images for b in batches]))
         if batches[0].levels is not None:
@@ -130,7 +130,7 @@ def main() -> None:
         for label, sets in pooled
         for area, coarse, intensity in [scores(np.concatenate(sets), real_area, real_intensity)]))
     Path(args.grid_out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.grid_out).write_bytes(workflows.png_bytes(workflows.mosaic(sample_sets[0][:16], columns=8)))
+    Path(args.grid_out).write_bytes(images.png_bytes(images.mosaic(sample_sets[0][:16], columns=8)))
     print(f"grid of 16 samples: {args.grid_out}")
 
 

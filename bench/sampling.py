@@ -35,13 +35,13 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    from core import sampler
-    from core.prior import PriorConfig, build_prior, num_levels
+    from core.models import sampler
+    from core.models.prior import PriorConfig, build_prior, num_levels
 
     sampler.USE_XLA = {"auto": None, "on": True, "off": False}[args.xla]
     vqvae = None
     if args.bundle != "none" and not args.checkpoint:
-        from core.checkpoints import load_bundle
+        from core.bundles import load_bundle
         bundle = load_bundle(args.bundle)
         prior, vqvae, source = bundle.prior, bundle.vqvae, f"bundle {bundle.path}"
     elif args.checkpoint:
@@ -77,7 +77,7 @@ def main(argv=None):
           f"{fast / positions * 1e3:.3f} ms per position")
 
     if vqvae is not None:
-        from core.workflows import generate_brains
+        from core.jobs import generate_brains
         generate_brains(vqvae, prior, args.n, seed=args.seed)  # warm the decoder
         times = []
         for repeat in range(args.repeats):

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from core.quantizer import CodebookStats, codebook_stats
+from core.models.quantizer import CodebookUsage, codebook_usage
 
 
 @dataclass(frozen=True)
@@ -15,7 +15,7 @@ class CodebookReport:
     names: list[str]  # one per slice
     images: np.ndarray  # (N, H, W) the slices, in [0, 1]
     indices: np.ndarray  # (N, h, w) int32 code map of each slice
-    stats: CodebookStats  # counts, perplexity, codes used, dead codes
+    stats: CodebookUsage  # counts, perplexity, codes used, dead codes
     projection: np.ndarray  # (K, 2) code vectors projected on their two principal axes
     explained: np.ndarray  # (2,) fraction of the codebook's variance each axis explains
 
@@ -71,7 +71,7 @@ def codebook_report(vqvae, images, names: list[str]) -> CodebookReport:
     indices = vqvae.encode_to_indices(images)
     projection, explained = project_codebook_2d(vqvae.codebook())
     return CodebookReport(list(names), images[..., 0], indices,
-                          codebook_stats(indices, vqvae.config.num_embeddings), projection, explained)
+                          codebook_usage(indices, vqvae.config.num_embeddings), projection, explained)
 
 
 def split_codebook_report(vqvae, data_path, split: str, limit: int) -> CodebookReport:

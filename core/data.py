@@ -82,6 +82,12 @@ def evenly_spaced(items, count: int) -> list:
     return [items[i] for i in np.linspace(0, len(items) - 1, count).round().astype(int)]
 
 
+def chunked(items, size: int):
+    """Consecutive pieces of at most `size` items: work on any number of slices in bounded memory."""
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
 def slice_level(name: str | Path) -> int | None:
     """The slice level an OASIS file name carries (case_001_slice_12.nii.png -> 12), else None."""
     match = _SLICE_LEVEL.search(Path(name).name)

@@ -1,255 +1,15 @@
-"""`python -m core.pipeline`: a VQ-VAE then its prior as one detached job; and the launch guards the Train page uses.
-
-Launching is shaped so that a double click, a second tab or a reload never starts a run twice:
-the run directory is reserved with `os.mkdir` (atomic: exactly one caller wins) before any process
-starts, and a job that is already running or starting makes every new launch refuse.
-"""
+"""`python -m core.pipeline`: a VQ-VAE, then its prior when (and only when) the VQ-VAE finished, as one detached job."""
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
-import os
-import re
 import shutil
 import subprocess
 import sys
-import time
-from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 from core import runs
-
-LAUNCHER_FILE = "launcher.json"  # {"pid", "started", "command"}: written by whoever started the run
-_RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
-
-
-@dataclass(frozen=True)
-class PendingRun:
-    """A reserved run directory whose trainer has not written config.json (yet, or ever)."""
-
-    path: Path
-    alive: bool  # its launcher process still runs: starting, or queued behind a VQ-VAE
-    console_tail: str  # the last lines the launcher printed (the reason, when it died)
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def gpu_count() -> int:
-    """GPUs TensorFlow sees in this process (no GPU memory is allocated to ask)."""
-    import tensorflow as tf
-
-    return len(tf.config.list_physical_devices("GPU"))
-
-
-def share_gpu_memory() -> None:
-    """Let this process grow its GPU memory instead of taking it all, so training can share."""
-    import tensorflow as tf
-
-    for gpu in tf.config.list_physical_devices("GPU"):
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # GPU already initialised: the setting was made earlier or cannot change now
-
-
-def check_run_name(name: str) -> str:
-    if not _RUN_NAME.match(name or ""):
-        raise runs.RunError(f"Run name {name!r} is not usable: use 1-80 letters, digits, '.', '_' "
-                            f"or '-', starting with a letter or digit.")
-    return name
-
-
-def reserve_run_dir(root: str | Path, name: str) -> Path:
-    """Create RUNS_ROOT/name atomically; RunError when it exists (a double click, another tab)."""
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
-    path = root / check_run_name(name)
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        raise runs.RunError(f"A run named {name!r} exists already in {root}. Choose another "
-                            f"name (or resume that run from the run list).") from None
-    return path
-
-
-def pending_runs(root: str | Path) -> list[PendingRun]:
-    """Reserved run directories that have no config.json, newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
-    found = []
-    for path in root.iterdir():
-        if not path.is_dir() or (path / "config.json").exists():
-            continue
-        launcher = runs.read_json(path / LAUNCHER_FILE, {}) or {}
-        if not launcher:
-            continue  # not made by a launcher: not ours to report
-        alive = runs.pid_alive(launcher.get("pid"))
-        try:
-            tail = (path / "console.log").read_text(errors="replace").strip().splitlines()[-6:]
-        except OSError:
-            tail = []
-        found.append(PendingRun(path, alive, "\n".join(tail)))
-    found.sort(key=lambda p: p.path.stat().st_mtime, reverse=True)
-    return found
-
-
-def _write_launcher(run_dir: Path, pid: int, command: list[str]) -> None:
-    runs.write_json_atomic(run_dir / LAUNCHER_FILE, {"pid": pid, "started": time.time(),
-                                                     "command": command})
-
-
-@dataclass(frozen=True)
-class TrainRequest:
-    """What the Train form asks for: a VQ-VAE run, and optionally its prior right after it."""
-
-    name: str
-    data: str  # OASIS folder
-    image_size: int = 256
-    code_grid: int = 64
-    num_embeddings: int = 256
-    embedding_dim: int = 16
-    epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    steps_per_epoch: int | None = None  # None: one pass over the train split
-    device: str = "auto"
-    mixed_precision: bool = False
-    prior_epochs: int | None = None  # None: no prior; else train the prior when the VQ-VAE finishes
-
-    @property
-    def prior_name(self) -> str:
-        return f"{self.name}-prior"
-
-    def _common_flags(self, epochs: int) -> list[str]:
-        flags = ["--epochs", str(epochs), "--batch-size", str(self.batch_size),
-                 "--device", self.device]
-        if self.steps_per_epoch:
-            flags += ["--steps-per-epoch", str(self.steps_per_epoch)]
-        if self.mixed_precision:
-            flags.append("--mixed-precision")
-        return flags
-
-    def vqvae_flags(self) -> list[str]:
-        return ["--data", str(Path(self.data).resolve()), "--image-size", str(self.image_size),
-                "--code-grid", str(self.code_grid), "--codebook-size", str(self.num_embeddings),
-                "--code-dim", str(self.embedding_dim), "--lr", repr(self.learning_rate),
-                *self._common_flags(self.epochs)]
-
-    def prior_flags(self) -> list[str]:
-        return self._common_flags(self.prior_epochs or self.epochs)
-
-    def validate(self) -> None:
-        """Raise ValueError / DataError before anything starts: bad sizes, not an OASIS folder."""
-        from core import data
-        from core.trainer import TrainConfig
-        from core.vqvae import VQVAEConfig
-
-        check_run_name(self.name)
-        if self.code_grid < 1 or self.image_size % self.code_grid:
-            raise ValueError(f"Expected a code grid that divides the image size. Received: code "
-                             f"grid {self.code_grid}, image size {self.image_size}.")
-        VQVAEConfig(image_size=self.image_size, downsample_factor=self.image_size // self.code_grid,
-                    num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim)
-        TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                    learning_rate=self.learning_rate, device=self.device)
-        if self.prior_epochs is not None and self.prior_epochs < 1:
-            raise ValueError(f"Expected prior epochs >= 1. Received: {self.prior_epochs}")
-        root = data.find_data_root(self.data)
-        data.scan_split(root, "train")
-        data.scan_split(root, "validate")
-
-
-def busy_reason(root: str | Path, gpus: int) -> str | None:
-    """Why a new job must not start now (one running, starting or queued), or None when it may."""
-    device = "the GPU" if gpus else "the CPU (2 cores are too few for two trainings)"
-    for summary in runs.list_runs(root):
-        if summary.state == "running":
-            return (f"Run {summary.name} is training on {device}; one job at a time. Stop it, or "
-                    f"wait until it finishes, then start again.")
-    root = Path(root)
-    for launcher in sorted(root.glob(f"*/{LAUNCHER_FILE}")) if root.is_dir() else []:
-        if runs.pid_alive((runs.read_json(launcher, {}) or {}).get("pid")):
-            return (f"Run {launcher.parent.name} is starting (or queued after its VQ-VAE); one "
-                    f"job at a time. Wait until it finishes, then start again.")
-    return None
-
-
-@contextmanager
-def _launching(root: Path, gpus: int):
-    """Hold RUNS_ROOT/.launch.lock while checking and launching: two tabs never both pass."""
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root / ".launch.lock", "w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        reason = busy_reason(root, gpus)
-        if reason:
-            raise runs.RunError(reason)
-        yield
-
-
-def start(root: str | Path, request: TrainRequest, gpus: int) -> Path:
-    """Validate, refuse when busy, reserve the run folder(s), then launch detached.
-
-    With `prior_epochs` one `python -m core.pipeline` process runs the VQ-VAE, then the prior
-    when (and only when) the VQ-VAE finished: the chain lives outside the app, so closing the
-    browser or restarting the dashboard does not lose the second half.
-    """
-    root = Path(root)
-    request.validate()
-    with _launching(root, gpus):
-        return _start_locked(root, request)
-
-
-def _start_locked(root: Path, request: TrainRequest) -> Path:
-    run_dir = reserve_run_dir(root, request.name)
-    if request.prior_epochs is None:
-        args = ["vqvae", "--run-dir", str(run_dir), *request.vqvae_flags()]
-        _write_launcher(run_dir, runs.launch(args, run_dir), args)
-        return run_dir
-    try:
-        prior_dir = reserve_run_dir(root, request.prior_name)
-    except runs.RunError:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise
-    vqvae = ["--run-dir", str(run_dir), *request.vqvae_flags()]
-    prior = ["--run-dir", str(prior_dir), *request.prior_flags()]
-    args = ["--vqvae-args", json.dumps(vqvae), "--prior-args", json.dumps(prior)]
-    pid = runs.launch(args, run_dir, module="core.pipeline")  # outlives the dashboard
-    for folder in (run_dir, prior_dir):
-        _write_launcher(folder, pid, ["-m", "core.pipeline", *args])
-    return run_dir
-
-
-def start_prior(root: str | Path, vqvae_run: Path, epochs: int, gpus: int,
-                batch_size: int = 16, device: str = "auto") -> Path:
-    """Train a prior on a finished VQ-VAE run's codes, into RUNS_ROOT/<run>-prior."""
-    root = Path(root)
-    if runs.read_status(vqvae_run).get("state") != "finished":
-        raise runs.RunError(f"Run {vqvae_run.name} has not finished; train its prior afterwards.")
-    with _launching(root, gpus):
-        run_dir = reserve_run_dir(root, f"{vqvae_run.name}-prior")
-        args = ["prior", "--vqvae", str(vqvae_run), "--run-dir", str(run_dir), "--epochs",
-                str(epochs), "--batch-size", str(batch_size), "--device", device]
-        _write_launcher(run_dir, runs.launch(args, run_dir), args)
-    return run_dir
-
-
-def resume(root: str | Path, run_dir: Path, gpus: int) -> int:
-    """Continue a stopped or failed run from its last checkpoint, detached."""
-    summary = runs.summarize_run(run_dir)
-    if summary.state not in ("stopped", "failed") or not summary.has_checkpoint:
-        raise runs.RunError(f"Run {run_dir.name} is {summary.state}"
-                            f"{'' if summary.has_checkpoint else ' with no checkpoint'}; only a "
-                            f"stopped or failed run with a checkpoint resumes.")
-    with _launching(Path(root), gpus):
-        args = [summary.kind, "--run-dir", str(run_dir), "--resume"]
-        pid = runs.launch(args, run_dir)
-        _write_launcher(run_dir, pid, args)
-    return pid
+from core.paths import REPO_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -265,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     vqvae_run = Path(vqvae_args[vqvae_args.index("--run-dir") + 1])
     prior_run = Path(prior_args[prior_args.index("--run-dir") + 1])
     code = subprocess.call([sys.executable, "-m", "core.train", "vqvae", *vqvae_args],
-                           cwd=runs.REPO_ROOT)
+                           cwd=REPO_ROOT)
     state = runs.read_status(vqvae_run).get("state")
     if code != 0 or state != "finished":
         print(f"pipeline: the VQ-VAE run ended {state} (exit code {code}); the prior was not "
@@ -275,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
         return code or 1
     with open(prior_run / "console.log", "ab") as log:
         code = subprocess.call([sys.executable, "-m", "core.train", "prior", "--vqvae",
-                                str(vqvae_run), *prior_args], cwd=runs.REPO_ROOT, stdout=log,
+                                str(vqvae_run), *prior_args], cwd=REPO_ROOT, stdout=log,
                                stderr=subprocess.STDOUT)
     return code
 

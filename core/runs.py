@@ -18,29 +18,19 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from core import atomic
+from core.paths import REPO_ROOT
+
 STATES = ("running", "finished", "failed", "stopped")
 HEARTBEAT_STALE_S = 120.0
-REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 class RunError(ValueError):
     """A run directory that cannot be used as asked (exists already, missing, corrupt)."""
-
-
-def write_json_atomic(path: str | Path, value) -> None:
-    """Write JSON to a temporary file beside `path`, then rename: readers never see half a file."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
-        json.dump(value, handle, indent=2)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
 
 
 def read_json(path: str | Path, default=None):
@@ -64,7 +54,7 @@ def create_run(run_dir: str | Path, config: dict) -> Path:
     refuse_existing(run_dir)
     for sub in ("checkpoints", "samples", "tb"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
-    write_json_atomic(run_dir / "config.json", config)
+    atomic.write_json(run_dir / "config.json", config)
     return run_dir
 
 
@@ -95,7 +85,7 @@ def write_status(run_dir: str | Path, **fields) -> dict:
     path = Path(run_dir) / "status.json"
     status = read_json(path, {}) or {}
     status.update(fields, heartbeat=time.time())
-    write_json_atomic(path, status)
+    atomic.write_json(path, status)
     return status
 
 
@@ -149,12 +139,8 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
     path = Path(run_dir) / "metrics.jsonl"
     records, _ = read_metrics(run_dir)
     kept = [r for r in records if r.get("step", 0) <= last_step]
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".metrics.", suffix=".tmp")
-    with os.fdopen(fd, "w") as handle:
+    with atomic.replacing(path) as handle:
         handle.write("".join(json.dumps(r) + "\n" for r in kept))
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
     return len(records) - len(kept)
 
 
@@ -175,7 +161,7 @@ def save_checkpoint(run_dir: str | Path, step: int, write, pointers: dict[str, d
     write(tmp)
     os.replace(tmp, checkpoints / name)
     for pointer, info in pointers.items():
-        write_json_atomic(checkpoints / f"{pointer}.json", {**info, "dir": name, "step": step})
+        atomic.write_json(checkpoints / f"{pointer}.json", {**info, "dir": name, "step": step})
     _prune_checkpoints(checkpoints)
     return checkpoints / name
 

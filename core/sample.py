@@ -3,17 +3,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import tensorflow as tf  # noqa: E402
-
-from core import data, workflows  # noqa: E402
-from core.checkpoints import CheckpointError, load_bundle  # noqa: E402
+from core import cli, data, images, jobs
+from core.bundles import CheckpointError, load_bundle
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,28 +39,27 @@ def main(argv: list[str] | None = None) -> int:
         if args.complete:
             image = data.load_images([args.complete], bundle.image_size)[0]
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
-            level = args.level if args.level is not None else workflows.level_from_name(bundle.prior, args.complete)
-            brains = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows, args.n,
+            level = args.level if args.level is not None else jobs.level_from_name(bundle.prior, args.complete)
+            brains = jobs.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows, args.n,
                                               seed=args.seed, temperature=args.temperature,
                                               top_k=args.top_k, level=level)
         else:
-            brains = workflows.generate_brains(bundle.vqvae, bundle.prior, args.n, seed=args.seed,
+            brains = jobs.generate_brains(bundle.vqvae, bundle.prior, args.n, seed=args.seed,
                                                temperature=args.temperature, top_k=args.top_k,
                                                level=args.level)
         seconds = time.perf_counter() - started
-    except (CheckpointError, data.DataError, ValueError, tf.errors.OpError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 2
+    except cli.user_error_types() as error:
+        return cli.report(error)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
     files = []
     for image, name in zip(brains.images, brains.names(stem)):
         path = out / f"{name}.png"
-        path.write_bytes(workflows.png_bytes(image))
+        path.write_bytes(images.png_bytes(image))
         files.append(str(path))
     grid = out / f"{stem}_grid.png"
-    grid.write_bytes(workflows.png_bytes(workflows.mosaic(brains.images, columns=4)))
+    grid.write_bytes(images.png_bytes(images.mosaic(brains.images, columns=4)))
     print(json.dumps({"n": len(brains.images), "seconds": round(seconds, 3), "grid": str(grid),
                       "files": files, "levels": None if brains.levels is None else brains.levels.tolist(),
                       "checkpoint": str(bundle.path)}))

@@ -4,92 +4,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-
-from core import data, prior_training, runs, trainer, workflows  # noqa: E402
-from core.evaluate import evaluate_images  # noqa: E402
-from core.trainer import TrainConfig  # noqa: E402
-from core.vqvae import VQVAEConfig, build_vqvae  # noqa: E402
+from core import atomic, cli, data, runs
+from core.models.vqvae import VQVAEConfig
+from core.training import loop, prior_task, vqvae_task
+from core.training.loop import TrainConfig
 
 log = logging.getLogger("brainvq.train")
-SAMPLE_SLICES = 8
-
-
-class VQVAETask(trainer.KerasTask):
-    """Trains a VQ-VAE on the train split; validation SSIM picks the best checkpoint."""
-
-    kind = "vqvae"
-    model_file = "vqvae.keras"
-    selection_metric = "val_ssim"
-    selection_mode = "max"
-
-    def __init__(self, model_config: VQVAEConfig, train: TrainConfig, data_path: str,
-                 strategy: tf.distribute.Strategy, crop_size: int | None = None,
-                 val_limit: int = 256):
-        root = data.find_data_root(data_path)
-        self.train_set = data.scan_split(root, "train")
-        validate = data.scan_split(root, "validate")
-        size = model_config.image_size
-        self.config, self.train, self.strategy, self.crop_size = model_config, train, strategy, crop_size
-        self.batch_size = min(train.batch_size, len(self.train_set))
-        self.val_images = data.load_images(data.evenly_spaced(validate.paths, val_limit), size)
-        self.sample_images = self.val_images[np.linspace(0, len(self.val_images) - 1,
-                                                         min(SAMPLE_SLICES, len(self.val_images))).astype(int)]
-        self._build(lambda: build_vqvae(model_config))
-
-    def steps_per_epoch(self) -> int:
-        count = len(self.train_set) // self.batch_size
-        return min(count, self.train.steps_per_epoch or count)
-
-    def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
-        dataset = data.make_dataset(self.train_set.paths, batch_size=self.batch_size,
-                                    image_size=self.config.image_size, shuffle=True,
-                                    seed=self.train.seed * 1000 + epoch, crop_size=self.crop_size,
-                                    drop_remainder=True)
-        return self._distribute(dataset)
-
-    def _replica_step(self, images):
-        model, quantizer = self.model, self.model.quantizer
-        replicas = self.strategy.num_replicas_in_sync
-        with tf.GradientTape() as tape:
-            latents = model.encoder(images, training=True)
-            indices = quantizer.indices(latents)
-            quantized = quantizer(latents, training=True)
-            reconstruction = model.decoder(quantized, training=True)
-            reconstruction_loss = tf.reduce_mean(tf.square(tf.cast(reconstruction, tf.float32) - images))
-            vq_loss = tf.add_n(quantizer.losses)
-            loss = reconstruction_loss + vq_loss
-            scaled = self.optimizer.scale_loss(loss / replicas)
-        variables = model.trainable_variables
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(tf.reshape(indices, [-1]), tf.float32),
-                                              tf.reshape(indices, [-1]), self.config.num_embeddings)
-        probabilities = counts / tf.reduce_sum(counts)
-        perplexity = tf.exp(-tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-10)))
-        return {"loss": loss, "reconstruction_loss": reconstruction_loss, "vq_loss": vq_loss,
-                "perplexity": perplexity, "codes_used": tf.reduce_sum(tf.cast(counts > 0, tf.float32))}
-
-    def validate(self) -> dict:
-        scores = evaluate_images(self.model, self.val_images)
-        return {f"val_{k}": v for k, v in scores.items() if k not in ("codebook_size", "dead_codes")}
-
-    def write_samples(self, path: Path) -> None:
-        originals_over_reconstructions = np.concatenate(
-            [self.sample_images, self.model.reconstruct(self.sample_images)])
-        path.write_bytes(workflows.png_bytes(workflows.mosaic(originals_over_reconstructions,
-                                                              columns=len(self.sample_images))))
-
-    def write_bundle(self, folder: Path) -> None:
-        self.model.save(folder / "vqvae.keras")
-        runs.write_json_atomic(folder / "config.json", {"kind": "vqvae", "vqvae": self.config.to_dict()})
-
 
 
 # --- command line -------------------------------------------------------------------------------
@@ -160,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--val-limit", type=int, default=256,
                        help="validation slices scored each epoch (evenly spaced)")
     _add_train_flags(vq, train_defaults)
-    prior_training.add_parser(kinds, train_defaults, _add_train_flags)  # its flags live beside its task
+    prior_task.add_parser(kinds, train_defaults, _add_train_flags)  # its flags live beside its task
     return parser
 
 
@@ -191,21 +114,19 @@ def main(argv: list[str] | None = None) -> int:
             saved = None
             runs.refuse_existing(run_dir)  # before any work touches the folder
         train = _train_config(args, saved and saved["train"])
-        strategy = trainer.setup_devices(train)
-        log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()
-                                 if d.device_type in ("GPU", "CPU")])
+        strategy = loop.setup_devices(train)
         if args.kind == "vqvae":
-            task, config = _vqvae_task(args, saved, train, strategy)
+            task, config = vqvae_task.make_task(args, saved, train, strategy)
         else:
-            task, config = prior_training.make_task(args, saved, train, strategy)
+            task, config = prior_task.make_task(args, saved, train, strategy)
         if saved is None:
             runs.create_run(run_dir, config)
         elif args.epochs:
-            runs.write_json_atomic(run_dir / "config.json", {**saved, "train": train.to_dict()})
+            atomic.write_json(run_dir / "config.json", {**saved, "train": train.to_dict()})
         file_log = logging.FileHandler(run_dir / "train.log")
         file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         logging.getLogger().addHandler(file_log)
-        state = trainer.fit(run_dir, task, train, resume=args.resume)
+        state = loop.fit(run_dir, task, train, resume=args.resume)
         print(json.dumps({"run_dir": str(run_dir), "state": state}))
         return 0
     except (data.DataError, runs.RunError, ValueError) as error:
@@ -214,34 +135,6 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         log.exception("Training failed")  # the traceback goes to train.log too, for the dashboard
         return 1
-
-
-def _vqvae_task(args, saved, train, strategy):
-    if saved is None:
-        if not args.data:
-            raise data.DataError("--data is required for a new run: the OASIS folder to train on.")
-        factor = args.downsample_factor or (args.image_size // args.code_grid if args.code_grid
-                                            else VQVAEConfig().downsample_factor)
-        if args.code_grid and args.image_size % args.code_grid:
-            raise ValueError(f"--code-grid must divide --image-size. Received: "
-                             f"{args.code_grid} and {args.image_size}")
-        model_config = VQVAEConfig(
-            image_size=args.image_size, downsample_factor=factor,
-            num_embeddings=args.num_embeddings, embedding_dim=args.embedding_dim,
-            hidden_channels=args.hidden_channels, num_residual_blocks=args.num_residual_blocks,
-            commitment_cost=args.commitment_cost, use_ema=args.use_ema, ema_decay=args.ema_decay)
-        extra = {"data": str(Path(args.data).resolve()), "crop_size": args.crop_size,
-                 "val_limit": args.val_limit}
-    else:
-        model_config = VQVAEConfig.from_dict(saved["model"])
-        extra = saved["data_settings"]
-        if args.data:
-            extra = {**extra, "data": str(Path(args.data).resolve())}  # the data moved
-    task = VQVAETask(model_config, train, extra["data"], strategy, crop_size=extra["crop_size"],
-                     val_limit=extra["val_limit"])
-    config = {"kind": "vqvae", "model": model_config.to_dict(), "train": train.to_dict(),
-              "data_settings": extra}
-    return task, config
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@ import plotly.graph_objects as go
 import plotly.colors
 import streamlit as st
 
-from core import runs, workflows
+from core import curves, runs
 from ui import shared
 
 st.title("Curves")
@@ -24,7 +24,7 @@ names = [s.name for s in summaries]
 default = [s.name for s in summaries if s.state == "running"] or names[:1]
 chosen = st.multiselect("Runs", names, default=default)
 left, middle, right = st.columns(3)
-x_axis = left.radio("x axis", list(workflows.X_AXES), horizontal=True)
+x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True)
 smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01)
 log_y = right.checkbox("log y (loss)", value=True)
 COLOURS = plotly.colors.qualitative.Plotly
@@ -34,7 +34,7 @@ def figure(title: str, runs_records: dict, kind: str, metric: str, log: bool = F
     """Each run's raw line faint behind its smoothed line, one colour per run."""
     fig = go.Figure()
     for i, (name, records) in enumerate(runs_records.items()):
-        x, raw, smooth = workflows.curve(records, kind, metric, x_axis, smoothing)
+        x, raw, smooth = curves.curve(records, kind, metric, x_axis, smoothing)
         colour = COLOURS[i % len(COLOURS)]
         if kind == "step":
             fig.add_trace(go.Scatter(x=x, y=raw, name=f"{name} raw", line=dict(color=colour, width=1),
@@ -53,14 +53,14 @@ def live_curves() -> None:
     """Re-run every 2 s: read only the new lines of each chosen run's metrics.jsonl."""
     cursors = st.session_state.setdefault("metric_cursors", {})
     with shared.guard("Reading metrics"):
-        records = {name: workflows.follow_metrics(root / name, cursors.setdefault(name, {}))
+        records = {name: curves.follow_metrics(root / name, cursors.setdefault(name, {}))
                    for name in chosen}
     every = [r for rs in records.values() for r in rs]
     if not every:
         st.info("No metrics yet: a run writes its first line after a few steps.")
         return
-    step_metrics, epoch_metrics = (workflows.metric_names(every, "step"),
-                                   workflows.metric_names(every, "epoch"))
+    step_metrics, epoch_metrics = (curves.metric_names(every, "step"),
+                                   curves.metric_names(every, "epoch"))
     top_left, top_right = st.columns(2)
     loss = top_left.selectbox("training metric", step_metrics, key="step_metric")
     val_default = next((m for m in ("val_ssim", "val_loss") if m in epoch_metrics), None)
@@ -80,7 +80,7 @@ live_curves()
 
 st.subheader("Reconstructions per epoch")
 run_name = st.selectbox("Run", chosen or names, key="samples_run")
-pictures = workflows.sample_images(root / run_name)
+pictures = curves.sample_images(root / run_name)
 if not pictures:
     st.info("No reconstruction pictures yet: one is written at the end of each epoch.")
 else:

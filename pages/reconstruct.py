@@ -1,7 +1,7 @@
 """Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original | reconstruction | difference, SSIM, PSNR."""
 import streamlit as st
 
-from core import uploads, workflows
+from core import images, jobs, uploads
 from ui import shared
 
 st.title("Reconstruct")
@@ -30,21 +30,21 @@ if source == "upload":
         decoded = uploads.decode_uploads(files, size, axis=axis, slice_index=index)
     for notice in decoded.notices:
         st.info(notice)
-    images, names = decoded.images, decoded.names
+    slices, names = decoded.images, decoded.names
 else:
     data_folder = st.text_input("Data folder", str(shared.default_data_folder()))
     with shared.guard("Listing the test split"):
-        available = workflows.split_slice_names(data_folder, "test")
+        available = jobs.split_slice_names(data_folder, "test")
     names = st.multiselect("Test slices", available, default=available[:4], max_selections=64,
                            key="test_slices")
     if not names:
         st.info("Pick one or more test slices.")
         st.stop()
     with shared.guard("Loading test slices"):
-        images = workflows.load_split_slices(data_folder, names, size, "test")
+        slices = jobs.load_split_slices(data_folder, names, size, "test")
 
 with shared.guard("Reconstructing"):
-    report = shared.reconstruct(bundle, shared.bundle_key(bundle), images, list(names))
+    report = shared.reconstruct(bundle, shared.bundle_key(bundle), slices, list(names))
 
 mean_ssim, mean_psnr = float(report.ssim.mean()), float(report.psnr.mean())
 st.markdown(f"**{len(report.names)} slice(s)** · mean SSIM **{mean_ssim:.4f}** · "
@@ -55,10 +55,10 @@ original.image(report.originals[shown], caption="original", clamp=True, width="s
 reconstruction.image(report.reconstructions[shown], clamp=True, width="stretch",
                      caption=f"reconstruction · SSIM {report.ssim[shown]:.4f} · "
                              f"PSNR {report.psnr[shown]:.2f} dB")
-difference.image(workflows.diverging_rgb(report.differences[shown], limit=0.5), width="stretch",
+difference.image(images.diverging_rgb(report.differences[shown], limit=0.5), width="stretch",
                  caption="difference (reconstruction - original): blue below, red above, "
                          "white equal; full colour at ±0.5")
 st.dataframe(report.rows(), hide_index=True)
 st.download_button("Download reconstructions (zip of PNGs)",
-                   workflows.zip_of_pngs(report.reconstructions, report.names),
+                   images.zip_of_pngs(report.reconstructions, report.names),
                    file_name="reconstructions.zip", mime="application/zip")

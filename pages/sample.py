@@ -1,8 +1,8 @@
 """Sample page: generate new brain slices with the prior (seed, temperature, slice level), and complete a slice from its top rows."""
 import streamlit as st
 
-from core import uploads, workflows
-from core.prior import num_levels
+from core import images, jobs, uploads
+from core.models.prior import num_levels
 from ui import shared
 
 st.title("Sample")
@@ -28,9 +28,9 @@ def level_picker(where, label: str, default_choice: str, default_level: int | No
     return None if choice == default_choice else int(choice)
 
 
-def gallery(images, names, key: str) -> None:
-    st.image(list(images), caption=names, width=max(96, min(size, 192)), clamp=True)
-    st.download_button("Download all (zip of PNGs)", workflows.zip_of_pngs(images, names),
+def gallery(slices, names, key: str) -> None:
+    st.image(list(slices), caption=names, width=max(96, min(size, 192)), clamp=True)
+    st.download_button("Download all (zip of PNGs)", images.zip_of_pngs(slices, names),
                        file_name=f"{key}.zip", mime="application/zip", key=f"{key}-zip")
 
 
@@ -42,7 +42,7 @@ temperature = columns[2].slider("Temperature", 0.0, 2.0, 1.0, 0.05, help="0 = al
 level = level_picker(columns[-1], "Slice level", "any (as in training)", key="generate_level")
 if st.button("Generate", type="primary"):
     with shared.guard("Generating"):
-        brains = workflows.generate_brains(bundle.vqvae, bundle.prior, int(count), seed=int(seed),
+        brains = jobs.generate_brains(bundle.vqvae, bundle.prior, int(count), seed=int(seed),
                                            temperature=temperature, level=level,
                                            progress=progress_bar(f"Generating {count}"))
     st.session_state["generated"] = (bundle.path, brains.images, brains.names(f"brain_seed{seed}"))
@@ -65,21 +65,21 @@ if source == "upload":
 else:
     data_folder = str(shared.default_data_folder())
     with shared.guard("Listing the test split"):
-        names = workflows.split_slice_names(data_folder, "test")
+        names = jobs.split_slice_names(data_folder, "test")
     name = st.selectbox("Test slice", names, index=len(names) // 2)
     with shared.guard("Loading the slice"):
-        image = workflows.load_split_slices(data_folder, [name], size, "test")[0]
+        image = jobs.load_split_slices(data_folder, [name], size, "test")[0]
 left, middle, right = st.columns(3)
 keep_rows = left.slider("Keep code rows above", 0, grid, grid // 2)
 completions = middle.number_input("Completions", 1, 16, 4)
 # A level in the file name (case_441_slice_12) is the slice's own; otherwise the kept rows tell it.
 complete_level = level_picker(middle, "Slice level of this slice", "estimate from the kept rows",
-                              workflows.level_from_name(bundle.prior, name), key=f"complete_level_{name}")
+                              jobs.level_from_name(bundle.prior, name), key=f"complete_level_{name}")
 left.image(image[..., 0], clamp=True, width=192,
            caption=f"the slice: rows above pixel {keep_rows * size // grid} are kept")
 if right.button("Complete", type="primary"):
     with shared.guard("Completing"):
-        brains = workflows.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows,
+        brains = jobs.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows,
                                           int(completions), seed=int(seed), temperature=temperature,
                                           level=complete_level, progress=progress_bar("Completing"))
     st.session_state["completed"] = (bundle.path, brains.images, brains.names("completion"))

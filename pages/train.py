@@ -3,7 +3,7 @@ import time
 
 import streamlit as st
 
-from core import pipeline, runs
+from core import launcher, runs
 from ui import shared
 
 st.title("Train")
@@ -37,14 +37,14 @@ with st.form("train_form"):
     submitted = st.form_submit_button("Start", type="primary")
 
 if submitted:
-    request = pipeline.TrainRequest(
+    request = launcher.TrainRequest(
         name=name.strip(), data=data_folder, image_size=int(image_size), code_grid=int(code_grid),
         num_embeddings=int(num_embeddings), embedding_dim=int(embedding_dim), epochs=int(epochs),
         batch_size=int(batch_size), learning_rate=float(learning_rate),
         steps_per_epoch=int(steps_per_epoch) or None, device=device,
         mixed_precision=mixed_precision, prior_epochs=int(prior_epochs) if with_prior else None)
     with shared.guard("Starting the run", stop=False):  # the run list below still shows
-        run_dir = pipeline.start(root, request, gpus)
+        run_dir = launcher.start(root, request, gpus)
         st.success(f"Started {run_dir.name}" + (f", then {request.prior_name}." if with_prior else "."))
         st.session_state["default_run_name"] = time.strftime("vqvae-%Y%m%d-%H%M%S-2")
 
@@ -65,13 +65,13 @@ def run_actions(summary: runs.RunSummary, column) -> None:
     if summary.state in ("stopped", "failed") and summary.has_checkpoint and column.button(
             "Resume", key=f"resume-{key}"):
         with shared.guard(f"Resuming {key}", stop=False):
-            pipeline.resume(root, summary.path, gpus)
+            launcher.resume(root, summary.path, gpus)
             column.success("Resumed.")
     if (summary.kind == "vqvae" and summary.state == "finished"
             and not (root / f"{key}-prior").exists()
             and column.button("Train prior", key=f"prior-{key}")):
         with shared.guard(f"Starting the prior of {key}", stop=False):
-            pipeline.start_prior(root, summary.path, int(prior_epochs), gpus, int(batch_size), device)
+            launcher.start_prior(root, summary.path, int(prior_epochs), gpus, int(batch_size), device)
             column.success(f"Started {key}-prior.")
 
 
@@ -79,7 +79,7 @@ def run_actions(summary: runs.RunSummary, column) -> None:
 def run_list() -> None:
     st.subheader("Runs")
     with shared.guard("Listing runs"):
-        summaries, pending = runs.list_runs(root), pipeline.pending_runs(root)
+        summaries, pending = runs.list_runs(root), launcher.pending_runs(root)
     for item in pending:
         st.markdown(f"**{item.name}**: {'starting / queued' if item.alive else 'did not start'}")
         if item.console_tail and not item.alive:

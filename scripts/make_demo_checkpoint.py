@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core import runs  # noqa: E402
+from core import atomic, runs  # noqa: E402
 
 
 def epoch_records(run_dir: Path) -> list[dict]:
@@ -35,7 +35,7 @@ def main() -> None:
         shutil.copy2(bundle / name, out / name)
     config = json.loads((bundle / "config.json").read_text())
     config.pop("vqvae_source", None)  # a path on the machine that trained it: meaningless elsewhere
-    runs.write_json_atomic(out / "config.json", config)
+    atomic.write_json(out / "config.json", config)
 
     vq_config, prior_config = runs.read_config(vqvae_run), runs.read_config(prior_run)
     vq_epochs, prior_epochs = epoch_records(vqvae_run), epoch_records(prior_run)
@@ -56,7 +56,7 @@ def main() -> None:
 
 A VQ-VAE and a gated PixelCNN prior over its codes, trained on CPU so that every page of the
 dashboard works on first launch. Files: `vqvae.keras`, `prior.keras`, `config.json` (both
-model configs). Load with `core.checkpoints.load_bundle("checkpoints/demo")`.
+model configs). Load with `core.bundles.load_bundle("checkpoints/demo")`.
 
 ## Data
 The OASIS-like proxy (`../shared/oasis_proxy`: the MNI ICBM152 2009c template under random

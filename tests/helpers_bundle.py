@@ -12,8 +12,8 @@ TINY_PRIOR = dict(num_embeddings=16, grid_height=8, grid_width=8, filters=8, num
 
 def make_tiny_bundle(folder: str | Path, with_prior: bool = True) -> Path:
     """Untrained but complete: every page can load it and run each of its jobs in seconds."""
-    from core.prior import PriorConfig, build_prior
-    from core.vqvae import VQVAEConfig, build_vqvae
+    from core.models.prior import PriorConfig, build_prior
+    from core.models.vqvae import VQVAEConfig, build_vqvae
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)

@@ -236,7 +236,7 @@ def test_sample_complete_keeps_the_top_rows(app_env):
 
 def test_sample_page_says_when_no_checkpoint_has_a_prior(app_env, tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "vq", with_prior=False)))
-    monkeypatch.setattr("core.checkpoints.DEMO_CHECKPOINT", tmp_path / "no-demo")
+    monkeypatch.setattr("core.bundles.DEMO_CHECKPOINT", tmp_path / "no-demo")
     at = open_page("pages/sample.py")
     assert not at.exception
     assert any("prior" in i.value for i in at.info)
@@ -257,13 +257,13 @@ def fake_finished_run(runs_root: Path, name: str, bundle: Path) -> Path:
     """A run directory as the trainer leaves it, holding a copy of `bundle` as its checkpoint."""
     import shutil
 
-    from core import runs
+    from core import atomic, runs
 
     run_dir = runs_root / name
     runs.create_run(run_dir, {"kind": "prior", "train": {"epochs": 1}})
     shutil.copytree(bundle, run_dir / "checkpoints" / "step_0000001_1")
-    runs.write_json_atomic(run_dir / "checkpoints" / "last.json", {"dir": "step_0000001_1", "step": 1})
-    runs.write_json_atomic(run_dir / "status.json", {"state": "finished", "step": 1, "epoch": 1})
+    atomic.write_json(run_dir / "checkpoints" / "last.json", {"dir": "step_0000001_1", "step": 1})
+    atomic.write_json(run_dir / "status.json", {"state": "finished", "step": 1, "epoch": 1})
     return run_dir
 
 

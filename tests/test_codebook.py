@@ -6,7 +6,7 @@ import pytest
 
 from core.codebook import (code_occurrences, codebook_report, decode_code, overlay_mask,
                            project_codebook_2d, split_codebook_report)
-from core.vqvae import VQVAEConfig, build_vqvae
+from core.models.vqvae import VQVAEConfig, build_vqvae
 
 TINY = VQVAEConfig(image_size=16, downsample_factor=4, num_embeddings=8, embedding_dim=3,
                    hidden_channels=16, num_residual_blocks=1)

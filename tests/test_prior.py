@@ -5,7 +5,7 @@ import pytest
 import tensorflow as tf
 import keras
 
-from core.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, SliceLevelEmbedding, bits_per_code, build_prior, level_frequency,
+from core.models.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, SliceLevelEmbedding, bits_per_code, build_prior, level_frequency,
                         num_levels, prior_inputs, prior_loss, set_level_frequency, top1_accuracy)
 
 from model_fixtures import randomize_weights

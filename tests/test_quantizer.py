@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from oasis_fixtures import REPO_ROOT
-from core.quantizer import CodebookStats, VectorQuantizer, codebook_stats
+from core.models.quantizer import CodebookUsage, VectorQuantizer, codebook_usage
 
 K, D = 8, 4  # tiny codebook: 8 codes of dimension 4
 
@@ -288,9 +288,9 @@ def test_config_json_round_trip():
 
 
 # --- codebook statistics ------------------------------------------------------------------------
-def test_codebook_stats_by_hand():
-    stats = codebook_stats(np.array([[0, 0], [1, 3]]), 5)
-    assert isinstance(stats, CodebookStats)
+def test_codebook_usage_by_hand():
+    stats = codebook_usage(np.array([[0, 0], [1, 3]]), 5)
+    assert isinstance(stats, CodebookUsage)
     np.testing.assert_array_equal(stats.counts, [2, 1, 0, 1, 0])
     assert stats.counts.dtype == np.int64
     # p = (1/2, 1/4, 1/4): entropy 1.5 bits -> perplexity 2 ** 1.5
@@ -300,11 +300,11 @@ def test_codebook_stats_by_hand():
     assert stats.usage_fraction == pytest.approx(0.6)
 
 
-def test_codebook_stats_extremes():
-    assert codebook_stats(np.zeros(10, int), 4).perplexity == pytest.approx(1.0)
-    uniform = codebook_stats(np.arange(16) % 8, 8)
+def test_codebook_usage_extremes():
+    assert codebook_usage(np.zeros(10, int), 4).perplexity == pytest.approx(1.0)
+    uniform = codebook_usage(np.arange(16) % 8, 8)
     assert uniform.perplexity == pytest.approx(8.0) and uniform.codes_used == 8
-    empty = codebook_stats(np.array([], int), 4)
+    empty = codebook_usage(np.array([], int), 4)
     assert (empty.perplexity, empty.codes_used, len(empty.dead_codes)) == (0.0, 0, 4)
 
 
@@ -315,7 +315,7 @@ sys.path.insert(0, {repo!r})
 import numpy as np, tensorflow as tf
 cpus = tf.config.list_physical_devices("CPU")
 tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2)
-from core.quantizer import VectorQuantizer
+from core.models.quantizer import VectorQuantizer
 strategy = tf.distribute.MirroredStrategy()
 with strategy.scope():
     layer = VectorQuantizer(4, 2)

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core import runs
+from core import atomic, runs
 from core.runs import RunError
 
 CONFIG = {"kind": "vqvae", "model": {"image_size": 32}, "train": {"epochs": 3}}
@@ -28,7 +28,7 @@ def dead_pid() -> int:
 
 def write_bundle(folder, marker="model"):
     (folder / "vqvae.keras").write_text(marker)
-    runs.write_json_atomic(folder / "config.json", {"kind": "vqvae"})
+    atomic.write_json(folder / "config.json", {"kind": "vqvae"})
 
 
 # --- creation and config -----------------------------------------------------------------------
@@ -53,8 +53,8 @@ def test_read_config_of_a_non_run_is_a_run_error(tmp_path):
 
 
 def test_write_json_atomic_leaves_no_temporary_files(tmp_path):
-    runs.write_json_atomic(tmp_path / "a.json", {"x": 1})
-    runs.write_json_atomic(tmp_path / "a.json", {"x": 2})
+    atomic.write_json(tmp_path / "a.json", {"x": 1})
+    atomic.write_json(tmp_path / "a.json", {"x": 2})
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
     assert runs.read_json(tmp_path / "a.json") == {"x": 2}
     assert runs.read_json(tmp_path / "missing.json", "default") == "default"

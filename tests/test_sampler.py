@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from core.prior import PriorConfig, build_prior, level_layer, prior_inputs, set_level_frequency
-from core import sampler
-from core.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
+from core.models.prior import PriorConfig, build_prior, level_layer, prior_inputs, set_level_frequency
+from core.models import sampler
+from core.models.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
 
 from model_fixtures import randomize_weights
 

@@ -22,7 +22,7 @@ from PIL import Image
 
 from oasis_fixtures import REPO_ROOT, make_oasis_tree
 from core import runs
-from core.vqvae import VQVAE, VQVAEConfig
+from core.models.vqvae import VQVAE, VQVAEConfig
 
 TINY = ["--image-size", "32", "--code-grid", "8", "--codebook-size", "16", "--code-dim", "4",
         "--hidden-channels", "16", "--residual-blocks", "1", "--batch-size", "4"]

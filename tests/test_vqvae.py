@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 
-from core.vqvae import VQVAE, VQVAEConfig, build_vqvae
+from core.models.vqvae import VQVAE, VQVAEConfig, build_vqvae
 
 
 def tiny_config(**overrides) -> VQVAEConfig:

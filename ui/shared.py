@@ -7,15 +7,15 @@ from pathlib import Path
 
 import streamlit as st
 
-from core import checkpoints, data, pipeline, runs
+from core import bundles, data, devices, paths, runs
 from core.uploads import UploadError
 
-USER_ERRORS = (UploadError, data.DataError, checkpoints.CheckpointError, runs.RunError, ValueError)
+USER_ERRORS = (UploadError, data.DataError, bundles.CheckpointError, runs.RunError, ValueError)
 CHECKPOINT_KEY = "checkpoint_path"  # kept outside the widget key, so it survives page changes
 
 
-runs_root = checkpoints.runs_root
-default_data_folder = checkpoints.default_data_folder
+runs_root = paths.runs_root
+default_data_folder = paths.default_data_folder
 
 
 @contextmanager
@@ -36,37 +36,37 @@ def guard(doing: str, stop: bool = True):
 
 @st.cache_resource(show_spinner=False)
 def gpu_count() -> int:
-    pipeline.share_gpu_memory()  # before any model touches the GPU: training needs room too
-    return pipeline.gpu_count()
+    devices.share_gpu_memory()  # before any model touches the GPU: training needs room too
+    return devices.gpu_count()
 
 
 @st.cache_resource(max_entries=2, show_spinner="Loading the checkpoint...")
-def _load_bundle(folder: str, mtime: float) -> checkpoints.Bundle:
+def _load_bundle(folder: str, mtime: float) -> bundles.Bundle:
     gpu_count()
-    return checkpoints.load_bundle(folder)
+    return bundles.load_bundle(folder)
 
 
-def checkpoint_choices() -> list[checkpoints.CheckpointChoice]:
+def checkpoint_choices() -> list[bundles.CheckpointChoice]:
     """BRAINVQ_CHECKPOINT (when set), the shipped demo, then every run with a checkpoint."""
     choices = []
     extra = os.environ.get("BRAINVQ_CHECKPOINT")
     if extra and Path(extra).is_dir():
         path = Path(extra)
-        choices.append(checkpoints.CheckpointChoice(f"{path.name} (BRAINVQ_CHECKPOINT)", path,
+        choices.append(bundles.CheckpointChoice(f"{path.name} (BRAINVQ_CHECKPOINT)", path,
                                                     (path / "prior.keras").exists()))
     with guard("Listing checkpoints"):
-        choices += checkpoints.available_checkpoints(runs_root())
+        choices += bundles.available_checkpoints(runs_root())
     return choices
 
 
-def load_checkpoint(path: Path) -> checkpoints.Bundle:
+def load_checkpoint(path: Path) -> bundles.Bundle:
     """Load (cached by folder and modification time: a run's newer checkpoint reloads)."""
     with guard(f"Loading checkpoint {path}"):
         folder = runs.resolve_checkpoint(path)
         return _load_bundle(str(folder), _newest_change(folder))
 
 
-def pick_checkpoint(need_prior: bool = False) -> checkpoints.Bundle:
+def pick_checkpoint(need_prior: bool = False) -> bundles.Bundle:
     """The sidebar picker shared by Reconstruct, Codebook and Sample; the choice follows the user."""
     choices = [c for c in checkpoint_choices() if c.has_prior or not need_prior]
     if not choices:
@@ -97,7 +97,7 @@ def uploaded_files(uploads) -> list[tuple[str, bytes]]:
     return [(u.name, u.getvalue()) for u in uploads]
 
 
-def bundle_key(bundle: checkpoints.Bundle) -> str:
+def bundle_key(bundle: bundles.Bundle) -> str:
     """What identifies a loaded bundle in st.cache_data keys (the model itself is not hashed)."""
     return f"{bundle.path}:{_newest_change(bundle.path)}"
 
@@ -108,15 +108,15 @@ def _newest_change(folder: Path) -> float:
 
 
 @st.cache_data(max_entries=8, show_spinner="Reconstructing...")
-def reconstruct(_bundle: checkpoints.Bundle, key: str, images, names: list[str]):
-    """workflows.reconstruct_and_score, remembered for the same slices and checkpoint."""
-    from core import workflows
+def reconstruct(_bundle: bundles.Bundle, key: str, images, names: list[str]):
+    """jobs.reconstruct_and_score, remembered for the same slices and checkpoint."""
+    from core import jobs
 
-    return workflows.reconstruct_and_score(_bundle.vqvae, images, names)
+    return jobs.reconstruct_and_score(_bundle.vqvae, images, names)
 
 
 @st.cache_data(max_entries=4, show_spinner="Encoding the split...")
-def split_codebook_report(_bundle: checkpoints.Bundle, key: str, data_folder: str, split: str,
+def split_codebook_report(_bundle: bundles.Bundle, key: str, data_folder: str, split: str,
                           limit: int):
     """core.codebook.split_codebook_report, remembered per checkpoint, folder, split and limit."""
     from core import codebook

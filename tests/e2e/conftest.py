@@ -169,8 +169,11 @@ def pytest_collection_modifyitems(items):
 
 
 @pytest.fixture(scope="session")
-def screenshots_dir() -> Path:
-    folder = REPO_ROOT / "docs" / "screenshots"
+def screenshots_dir(tmp_path_factory) -> Path:
+    """Where the browser tests save their screenshots: $BRAINVQ_SCREENSHOTS (scripts/screenshots.sh sets
+    docs/screenshots), else a temporary folder, so a plain test run leaves the tree as it found it."""
+    chosen = os.environ.get("BRAINVQ_SCREENSHOTS")
+    folder = Path(chosen) if chosen else tmp_path_factory.mktemp("screenshots")
     folder.mkdir(parents=True, exist_ok=True)
     return folder
 

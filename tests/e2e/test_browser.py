@@ -126,6 +126,9 @@ def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, 
     go_to(page, "Curves")
     page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1",
                            timeout=120_000)
+    # The chart's element appears before plotly has drawn its data: count from the first drawn point.
+    page.wait_for_function("(() => { const p = document.querySelector('.js-plotly-plot');"
+                           " return p && p._fullData && p._fullData.length > 0; })()", timeout=60_000)
     seen = [loss_points(page)]
     deadline = time.time() + 120
     while time.time() < deadline and seen[-1] <= seen[0]:

@@ -13,8 +13,8 @@ from PIL import Image
 
 from oasis_fixtures import REPO_ROOT, brain_slice, write_png
 from core import runs
-from core.checkpoints import load_bundle
-from core.prior import level_frequency, num_levels
+from core.bundles import load_bundle
+from core.models.prior import level_frequency, num_levels
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
 TINY_VQVAE = ["--image-size", "32", "--code-grid", "8", "--codebook-size", "16", "--code-dim", "4",
@@ -123,7 +123,7 @@ def test_evaluate_prints_one_json_object(vqvae_run, oasis_tree):
 
 def test_evaluate_scores_match_the_metrics_module(vqvae_run, oasis_tree):
     from core import data, metrics
-    from core.evaluate import evaluate_split
+    from core.scoring import evaluate_split
     bundle = load_bundle(vqvae_run)
     scores = evaluate_split(bundle.vqvae, str(oasis_tree), "validate")
     images = data.load_images(data.list_slices(data.find_data_root(oasis_tree), "validate"), 32)
@@ -197,7 +197,7 @@ def test_sample_without_prior_says_how_to_train_one(vqvae_run, tmp_path):
 
 
 def test_split_levels_follow_the_file_names_and_refuse_what_does_not_fit(tmp_path):
-    from core.prior_training import split_levels
+    from core.training.prior_task import split_levels
     from core.data import DataError
 
     folder = tmp_path / "keras_png_slices_validate"

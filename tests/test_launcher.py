@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from core import pipeline, runs
+from core import atomic, launcher, pipeline, runs
 from core.data import DataError
 
 
-def request(name, data, **overrides) -> pipeline.TrainRequest:
+def request(name, data, **overrides) -> launcher.TrainRequest:
     values = dict(image_size=32, code_grid=8, num_embeddings=16, embedding_dim=4, epochs=2,
                   batch_size=4, steps_per_epoch=2, device="cpu")
-    return pipeline.TrainRequest(name=name, data=str(data), **{**values, **overrides})
+    return launcher.TrainRequest(name=name, data=str(data), **{**values, **overrides})
 
 
 def wait_until_done(run_dir, timeout_s=240) -> str:
@@ -30,12 +30,12 @@ def wait_until_done(run_dir, timeout_s=240) -> str:
 
 
 def test_reserving_a_run_dir_is_atomic_and_names_are_checked(tmp_path):
-    assert pipeline.reserve_run_dir(tmp_path, "run-1").is_dir()
+    assert launcher.reserve_run_dir(tmp_path, "run-1").is_dir()
     with pytest.raises(runs.RunError, match="exists already"):
-        pipeline.reserve_run_dir(tmp_path, "run-1")
+        launcher.reserve_run_dir(tmp_path, "run-1")
     for bad in ("", "../escape", "a/b", ".hidden", "x" * 81):
         with pytest.raises(runs.RunError, match="not usable"):
-            pipeline.reserve_run_dir(tmp_path, bad)
+            launcher.reserve_run_dir(tmp_path, bad)
 
 
 def test_validation_refuses_bad_sizes_and_non_oasis_folders(tmp_path, oasis_tree):
@@ -51,31 +51,31 @@ def test_validation_refuses_bad_sizes_and_non_oasis_folders(tmp_path, oasis_tree
 
 
 def test_busy_while_a_run_is_running_or_a_launcher_lives(tmp_path):
-    assert pipeline.busy_reason(tmp_path, 0) is None
+    assert launcher.busy_reason(tmp_path, 0) is None
     run = runs.create_run(tmp_path / "r", {"kind": "vqvae", "train": {"epochs": 1}})
     runs.write_status(run, state="running", pid=os.getpid())
-    assert "one job at a time" in pipeline.busy_reason(tmp_path, 1)
-    assert "GPU" in pipeline.busy_reason(tmp_path, 1) and "CPU" in pipeline.busy_reason(tmp_path, 0)
+    assert "one job at a time" in launcher.busy_reason(tmp_path, 1)
+    assert "GPU" in launcher.busy_reason(tmp_path, 1) and "CPU" in launcher.busy_reason(tmp_path, 0)
     runs.write_status(run, state="finished")
-    assert pipeline.busy_reason(tmp_path, 0) is None
+    assert launcher.busy_reason(tmp_path, 0) is None
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (tmp_path / "queued").mkdir()
-        runs.write_json_atomic(tmp_path / "queued" / pipeline.LAUNCHER_FILE, {"pid": sleeper.pid})
-        assert "queued" in pipeline.busy_reason(tmp_path, 0)
-        assert [p.name for p in pipeline.pending_runs(tmp_path)] == ["queued"]
+        atomic.write_json(tmp_path / "queued" / launcher.LAUNCHER_FILE, {"pid": sleeper.pid})
+        assert "queued" in launcher.busy_reason(tmp_path, 0)
+        assert [p.name for p in launcher.pending_runs(tmp_path)] == ["queued"]
     finally:
         sleeper.kill()
         sleeper.wait()
-    assert pipeline.busy_reason(tmp_path, 0) is None
-    assert not pipeline.pending_runs(tmp_path)[0].alive
+    assert launcher.busy_reason(tmp_path, 0) is None
+    assert not launcher.pending_runs(tmp_path)[0].alive
 
 
 def test_start_refuses_when_busy_and_reserves_nothing(tmp_path, oasis_tree):
     run = runs.create_run(tmp_path / "busy", {"kind": "vqvae", "train": {"epochs": 1}})
     runs.write_status(run, state="running", pid=os.getpid())
     with pytest.raises(runs.RunError, match="one job at a time"):
-        pipeline.start(tmp_path, request("new", oasis_tree), gpus=0)
+        launcher.start(tmp_path, request("new", oasis_tree), gpus=0)
     assert not (tmp_path / "new").exists()
 
 
@@ -83,22 +83,22 @@ def test_resume_refuses_a_finished_run(tmp_path):
     run = runs.create_run(tmp_path / "done", {"kind": "vqvae", "train": {"epochs": 1}})
     runs.write_status(run, state="finished")
     with pytest.raises(runs.RunError, match="only a stopped or failed run"):
-        pipeline.resume(tmp_path, run, gpus=0)
+        launcher.resume(tmp_path, run, gpus=0)
 
 
 def test_the_chain_trains_the_prior_after_the_vqvae(tmp_path, oasis_tree):
-    first = pipeline.start(tmp_path, request("chain", oasis_tree, prior_epochs=1), gpus=0)
+    first = launcher.start(tmp_path, request("chain", oasis_tree, prior_epochs=1), gpus=0)
     prior = tmp_path / "chain-prior"
     assert first.is_dir() and prior.is_dir()
     with pytest.raises(runs.RunError, match="one job at a time"):  # queued counts as busy
-        pipeline.start(tmp_path, request("other", oasis_tree), gpus=0)
+        launcher.start(tmp_path, request("other", oasis_tree), gpus=0)
     assert wait_until_done(first) == "finished", (first / "console.log").read_text()[-2000:]
     assert wait_until_done(prior) == "finished", (prior / "console.log").read_text()[-2000:]
     assert json.loads((prior / "config.json").read_text())["kind"] == "prior"
     deadline = time.time() + 30
-    while pipeline.busy_reason(tmp_path, 0) and time.time() < deadline:
+    while launcher.busy_reason(tmp_path, 0) and time.time() < deadline:
         time.sleep(0.5)
-    assert pipeline.busy_reason(tmp_path, 0) is None
+    assert launcher.busy_reason(tmp_path, 0) is None
 
 
 def test_the_chain_skips_the_prior_when_the_vqvae_fails_and_frees_its_name(tmp_path):

@@ -14,7 +14,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from core import runs
+from core import devices, runs
 
 log = logging.getLogger("brainvq.train")
 
@@ -131,15 +131,13 @@ def setup_devices(train: TrainConfig) -> tf.distribute.Strategy:
         gpus = []
     if train.device == "gpu" and not gpus:
         raise runs.RunError("--device gpu was asked for, but TensorFlow sees no GPU here.")
-    for gpu in gpus:
-        try:
-            tf.config.experimental.set_memory_growth(gpu, True)
-        except RuntimeError:
-            pass  # already initialised (a second run in one process): growth was set the first time
+    devices.share_gpu_memory()
     if train.mixed_precision:
         import keras
         # float16 with loss scaling on GPUs; CPUs have no fast float16, bfloat16 is their half type.
         keras.mixed_precision.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()
+                             if d.device_type in ("GPU", "CPU")])
     if train.strategy == "mirrored":
         return tf.distribute.MirroredStrategy()
     return tf.distribute.get_strategy()

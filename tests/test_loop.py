@@ -1,4 +1,4 @@
-"""core.trainer: the loop with a tiny fake task (no model): metrics, checkpoints, STOP, crash and resume."""
+"""core.training.loop: the loop with a tiny fake task (no model): metrics, checkpoints, STOP, crash and resume."""
 from __future__ import annotations
 
 import json
@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 import tensorflow as tf
 
-from core import runs, trainer
-from core.trainer import TrainConfig
+from core import runs
+from core.training import loop
+from core.training.loop import TrainConfig
 
 
 class Crash(Exception):
@@ -89,7 +90,7 @@ def assert_complete_history(run_dir: Path, epochs: int, steps: int = 3):
 def test_fit_runs_every_epoch_and_points_best(tmp_path):
     run = new_run(tmp_path)
     task = FakeTask(run)
-    assert trainer.fit(run, task, config()) == "finished"
+    assert loop.fit(run, task, config()) == "finished"
     assert_complete_history(run, 3)
     status = runs.read_status(run)
     assert (status["state"], status["step"], status["epoch"], status["epochs"]) == ("finished", 9, 3, 3)
@@ -100,7 +101,7 @@ def test_fit_runs_every_epoch_and_points_best(tmp_path):
 
 def test_log_every_writes_every_nth_step_and_each_epoch_end(tmp_path):
     run = new_run(tmp_path)
-    trainer.fit(run, FakeTask(run, steps=3), config(epochs=2, log_every=2))
+    loop.fit(run, FakeTask(run, steps=3), config(epochs=2, log_every=2))
     steps = [r["step"] for r in runs.read_metrics(run)[0] if r["kind"] == "step"]
     assert steps == [2, 3, 4, 6]
 
@@ -108,57 +109,57 @@ def test_log_every_writes_every_nth_step_and_each_epoch_end(tmp_path):
 def test_crash_right_after_the_last_step_of_an_epoch_is_resumed_with_its_epoch_record(tmp_path):
     run = new_run(tmp_path)
     with pytest.raises(Crash):
-        trainer.fit(run, FakeTask(run, crash_validating_epoch=2), config(checkpoint_every_s=0.0))
+        loop.fit(run, FakeTask(run, crash_validating_epoch=2), config(checkpoint_every_s=0.0))
     assert runs.read_status(run)["state"] == "failed"
-    assert trainer.fit(run, FakeTask(run), config(), resume=True) == "finished"
+    assert loop.fit(run, FakeTask(run), config(), resume=True) == "finished"
     assert_complete_history(run, 3)
 
 
 def test_crash_mid_run_then_resume_redoes_only_unsaved_steps(tmp_path):
     run = new_run(tmp_path)
     with pytest.raises(Crash):
-        trainer.fit(run, FakeTask(run, crash_validating_epoch=3), config(checkpoint_every_s=1e9))
+        loop.fit(run, FakeTask(run, crash_validating_epoch=3), config(checkpoint_every_s=1e9))
     # Steps 7..9 were logged but never checkpointed: resume drops their lines and redoes them.
     assert runs.checkpoint_pointer(run, "last")["step"] == 6
-    trainer.fit(run, FakeTask(run), config(), resume=True)
+    loop.fit(run, FakeTask(run), config(), resume=True)
     assert_complete_history(run, 3)
 
 
 @pytest.mark.parametrize("stop_at", [2, 3, 6])
 def test_stop_file_stops_with_a_checkpoint_and_resume_continues(tmp_path, stop_at):
     run = new_run(tmp_path)
-    assert trainer.fit(run, FakeTask(run, stop_at=stop_at), config()) == "stopped"
+    assert loop.fit(run, FakeTask(run, stop_at=stop_at), config()) == "stopped"
     status = runs.read_status(run)
     assert (status["state"], status["step"]) == ("stopped", stop_at)
     assert runs.checkpoint_pointer(run, "last")["step"] == stop_at
-    assert trainer.fit(run, FakeTask(run), config(), resume=True) == "finished"
+    assert loop.fit(run, FakeTask(run), config(), resume=True) == "finished"
     assert not (run / "STOP").exists()
     assert_complete_history(run, 3)
 
 
 def test_resume_with_more_epochs_continues(tmp_path):
     run = new_run(tmp_path)
-    trainer.fit(run, FakeTask(run), config(epochs=1))
-    assert trainer.fit(run, FakeTask(run), config(epochs=2), resume=True) == "finished"
+    loop.fit(run, FakeTask(run), config(epochs=1))
+    assert loop.fit(run, FakeTask(run), config(epochs=2), resume=True) == "finished"
     assert_complete_history(run, 2)
 
 
 def test_data_running_out_fails_the_run(tmp_path):
     run = new_run(tmp_path)
     with pytest.raises(RuntimeError, match="ran out after step 2"):
-        trainer.fit(run, FakeTask(run, steps=3, batches=2), config())
+        loop.fit(run, FakeTask(run, steps=3, batches=2), config())
     assert "ran out" in runs.read_status(run)["error"]
 
 
 def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
     run = new_run(tmp_path)
-    lock = trainer._RunLock(run)
+    lock = loop._RunLock(run)
     try:
         with pytest.raises(runs.RunError, match="another process"):
-            trainer.fit(run, FakeTask(run), config())
+            loop.fit(run, FakeTask(run), config())
     finally:
         lock.release()
-    assert trainer.fit(run, FakeTask(run), config(epochs=1)) == "finished"
+    assert loop.fit(run, FakeTask(run), config(epochs=1)) == "finished"
 
 
 @pytest.mark.parametrize("field, value", [

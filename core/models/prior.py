@@ -103,7 +103,7 @@ class SliceLevelEmbedding(keras.layers.Layer):
     where brain ends differs by level (a vertex slice is a small disc in the middle), which a
     vector added everywhere states only weakly. The frequencies make the model a full joint
     p(level) p(codes | level): unconditional samples draw their level from them
-    (`core.sampler.draw_levels`). They are data, not trained weights.
+    (`core.models.sampler.draw_levels`). They are data, not trained weights.
 
     Args:
         num_levels: number of slice levels.

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.prior import (GatedPixelCNNLayer, LogitsHead, PositionEmbedding, gate, level_frequency, level_layer,
+from core.models.prior import (GatedPixelCNNLayer, LogitsHead, PositionEmbedding, gate, level_frequency, level_layer,
                         num_levels, prior_inputs)
 
 # Measured with bench/sampling.py on the 2-core CPU (64x64, K=256, n=16, 8 layers): the plain graph
@@ -33,12 +33,12 @@ class _Static:
 
 
 def _prior_weights(prior_model: keras.Model):
-    """Reads the weights the fast path needs from a model made by core.prior.build_prior."""
+    """Reads the weights the fast path needs from a model made by core.models.prior.build_prior."""
     embeddings = [l for l in prior_model.layers if isinstance(l, keras.layers.Embedding)]
     gated = [l for l in prior_model.layers if isinstance(l, GatedPixelCNNLayer)]
     heads = [l for l in prior_model.layers if isinstance(l, LogitsHead)]
     if len(embeddings) != 1 or not gated or len(heads) != 1:
-        raise ValueError("Expected a prior from core.prior.build_prior (one Embedding, gated layers, one "
+        raise ValueError("Expected a prior from core.models.prior.build_prior (one Embedding, gated layers, one "
                          f"LogitsHead). Received layers: {[type(l).__name__ for l in prior_model.layers]}")
     layers = []
     for layer in gated:
@@ -258,7 +258,7 @@ def _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask):
 def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature: float = 1.0,
                  top_k: Optional[int] = None, method: str = "fast", progress: Optional[ProgressFn] = None,
                  init_codes=None, keep_mask=None, levels=None) -> np.ndarray:
-    """Samples n code grids (n, H, W) int32 in raster order from a prior built by core.prior.build_prior.
+    """Samples n code grids (n, H, W) int32 in raster order from a prior built by core.models.prior.build_prior.
 
     Args:
         seed: fixes the Gumbel noise of every position, so "naive" and "fast" give the same codes.

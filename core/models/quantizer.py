@@ -9,7 +9,7 @@ from keras import ops
 
 
 @dataclass(frozen=True)
-class CodebookStats:
+class CodebookUsage:
     """How a set of code indices uses the codebook."""
 
     counts: np.ndarray  # (num_embeddings,) int64: how often each code was chosen
@@ -26,14 +26,37 @@ class CodebookStats:
         return self.codes_used / self.num_embeddings
 
 
-def codebook_stats(indices, num_embeddings: int) -> CodebookStats:
-    """Usage counts, perplexity and codes used of any array of code indices."""
-    counts = np.bincount(np.asarray(indices).ravel(), minlength=num_embeddings).astype(np.int64)
-    total = max(int(counts.sum()), 1)
-    probabilities = counts / total
-    nonzero = probabilities[probabilities > 0]
-    perplexity = float(np.exp(-np.sum(nonzero * np.log(nonzero)))) if nonzero.size else 0.0
-    return CodebookStats(counts, perplexity, int((counts > 0).sum()), num_embeddings)
+def code_counts(indices, num_embeddings: int):
+    """(num_embeddings,) how often each code occurs in `indices` (a tensor or an array, any shape)."""
+    flat = ops.reshape(ops.cast(indices, "int32"), (-1,))
+    return ops.bincount(flat, minlength=num_embeddings)
+
+
+def perplexity(counts):
+    """exp(entropy) of code usage counts: 1 = one code for everything, K = all K codes equally; 0 for no codes.
+
+    The one definition, used in the training step (a tensor), evaluation and the Codebook page.
+    """
+    counts = ops.cast(counts, "float32")
+    total = ops.sum(counts)
+    probabilities = counts / ops.maximum(total, 1.0)
+    safe = ops.where(probabilities > 0, probabilities, 1.0)  # 0 * log 0 counts as 0
+    entropy = -ops.sum(probabilities * ops.log(safe))
+    return ops.where(total > 0, ops.exp(entropy), 0.0)
+
+
+def codes_used(counts):
+    """How many codes occur at least once."""
+    return ops.sum(ops.cast(ops.greater(counts, 0), "int32"))
+
+
+def codebook_usage(indices=None, num_embeddings: int | None = None, *, counts=None) -> CodebookUsage:
+    """Usage of the codebook by an array of code indices (with num_embeddings), or by per-code counts."""
+    if counts is None:
+        counts = code_counts(np.asarray(indices), num_embeddings)
+    counts = np.asarray(ops.convert_to_numpy(counts), np.int64)
+    return CodebookUsage(counts, float(ops.convert_to_numpy(perplexity(counts))),
+                         int(ops.convert_to_numpy(codes_used(counts))), len(counts))
 
 
 def _mean(values):

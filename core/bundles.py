@@ -1,29 +1,26 @@
-"""Checkpoint bundles (vqvae.keras, prior.keras, config.json, README.md): find, load and describe them."""
+"""Checkpoint bundles: the one writer (`save_bundle`) beside the one reader (`load_bundle`), and the picker's list.
+
+    bundle/
+      vqvae.keras        the VQ-VAE (always)
+      prior.keras        the PixelCNN prior (only in a prior bundle)
+      config.json        {"kind": "vqvae"|"prior", "vqvae": VQVAEConfig, "prior": PriorConfig (prior only),
+                          "vqvae_source": the bundle or run the VQ-VAE came from (prior only, optional)}
+      README.md          the model card (optional)
+
+A checkpoint of a run (runs.save_checkpoint) is a bundle; so is checkpoints/demo.
+"""
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import keras
 
-from core import runs
+from core import atomic, runs
+from core.paths import DEMO_CHECKPOINT, runs_root
 
-REPO_ROOT = Path(__file__).resolve().parent.parent
-DEMO_CHECKPOINT = REPO_ROOT / "checkpoints" / "demo"
-DEMO_DATA = REPO_ROOT / "demo_data"
 PICKABLE_STATES = ("finished", "stopped")  # a running run's checkpoints still change under you
-
-
-def runs_root() -> Path:
-    """Where runs live: $BRAINVQ_RUNS, read at each call (tests and benches point it elsewhere)."""
-    return Path(os.environ.get("BRAINVQ_RUNS", REPO_ROOT / "runs"))
-
-
-def default_data_folder() -> Path:
-    """The data the app offers first: $BRAINVQ_DATA, else the shipped demo data."""
-    return Path(os.environ.get("BRAINVQ_DATA", DEMO_DATA))
 
 
 class CheckpointError(ValueError):
@@ -60,13 +57,33 @@ class Bundle:
 
 def _load_model(path: Path) -> keras.Model:
     # Importing registers the custom layers with Keras before the file is read.
-    import core.prior  # noqa: F401
-    import core.vqvae  # noqa: F401
+    import core.models.prior  # noqa: F401
+    import core.models.vqvae  # noqa: F401
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file; all mean "will not load"
         raise CheckpointError(f"{path} will not load as a Keras model ({type(error).__name__}: "
                               f"{str(error)[:200]}).") from error
+
+
+def save_bundle(folder: str | Path, vqvae: keras.Model, prior: keras.Model | None = None, *,
+                prior_config=None, vqvae_source: str | Path | None = None, card: str | None = None) -> Path:
+    """Write a bundle folder (made if missing); the layout is in this module's header."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    vqvae.save(folder / "vqvae.keras")
+    config = {"kind": "vqvae", "vqvae": vqvae.config.to_dict()}
+    if prior is not None:
+        if prior_config is None:
+            raise ValueError("Expected the prior's PriorConfig with the prior. Received: prior_config=None")
+        prior.save(folder / "prior.keras")
+        config = {"kind": "prior", "vqvae": vqvae.config.to_dict(), "prior": prior_config.to_dict()}
+        if vqvae_source is not None:
+            config["vqvae_source"] = str(vqvae_source)
+    atomic.write_json(folder / "config.json", config)
+    if card is not None:
+        (folder / "README.md").write_text(card)
+    return folder
 
 
 def load_bundle(path: str | Path) -> Bundle:

@@ -10,7 +10,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from core.quantizer import VectorQuantizer, check_quantizer_settings
+from core.models.quantizer import VectorQuantizer, check_quantizer_settings
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,18 @@
-"""`python -m core.train prior`: fit the PixelCNN prior on the train split's cached VQ-VAE codes."""
+"""`python -m core.train prior`: the prior task the training loop runs, on the train split's cached VQ-VAE codes."""
 from __future__ import annotations
 
 import argparse
 import logging
-import shutil
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from core import data, runs, trainer, workflows
-from core.checkpoints import load_bundle
-from core.prior import PriorConfig, build_prior, prior_loss, set_level_frequency
-from core.sampler import sample_codes
-from core.trainer import TrainConfig
+from core import atomic, bundles, data, images, runs
+from core.models.prior import PriorConfig, build_prior, prior_loss, set_level_frequency
+from core.models.sampler import sample_codes
+from core.training import loop
+from core.training.loop import TrainConfig
 
 SAMPLES_PER_EPOCH = 8
 log = logging.getLogger("brainvq.train")
@@ -24,12 +23,11 @@ def encode_split(vqvae, data_root: Path, split: str, cache: Path) -> np.ndarray:
     if cache.exists():
         return np.load(cache)
     paths = data.scan_split(data_root, split).paths
-    chunks = [vqvae.encode_to_indices(data.load_images(paths[i:i + 256], vqvae.config.image_size))
-              for i in range(0, len(paths), 256)]
+    chunks = [vqvae.encode_to_indices(data.load_images(chunk, vqvae.config.image_size))
+              for chunk in data.chunked(paths, 256)]
     codes = np.concatenate(chunks).astype(np.int16)
-    tmp = cache.with_suffix(".tmp.npy")
-    np.save(tmp, codes)
-    tmp.replace(cache)
+    with atomic.replacing(cache, "wb") as handle:
+        np.save(handle, codes)
     return codes
 
 
@@ -53,7 +51,7 @@ def split_levels(data_root: Path, split: str, codes: np.ndarray, num_levels: int
     return levels
 
 
-class PriorTask(trainer.KerasTask):
+class PriorTask(loop.KerasTask):
     """Trains the prior; validation bits per code pick the best checkpoint."""
 
     kind = "prior"
@@ -63,7 +61,7 @@ class PriorTask(trainer.KerasTask):
 
     def __init__(self, run_dir: Path, vqvae_source: str, data_path: str, model_config: PriorConfig,
                  train: TrainConfig, strategy: tf.distribute.Strategy):
-        self.source = load_bundle(vqvae_source)
+        self.source = bundles.load_bundle(vqvae_source)
         self.vqvae = self.source.vqvae
         root = data.find_data_root(data_path)
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -121,15 +119,12 @@ class PriorTask(trainer.KerasTask):
         return {"val_bits_per_code": total_nats / count / np.log(2.0), "val_accuracy": correct / count}
 
     def write_samples(self, path: Path) -> None:
-        images = self.vqvae.decode_indices(sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0))
-        path.write_bytes(workflows.png_bytes(workflows.mosaic(images, columns=SAMPLES_PER_EPOCH)))
+        samples = self.vqvae.decode_indices(sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0))
+        path.write_bytes(images.png_bytes(images.mosaic(samples, columns=SAMPLES_PER_EPOCH)))
 
     def write_bundle(self, folder: Path) -> None:
-        shutil.copy2(self.source.path / "vqvae.keras", folder / "vqvae.keras")
-        self.model.save(folder / "prior.keras")
-        runs.write_json_atomic(folder / "config.json", {
-            "kind": "prior", "vqvae": self.vqvae.config.to_dict(), "prior": self.config.to_dict(),
-            "vqvae_source": str(self.source.path)})
+        bundles.save_bundle(folder, self.vqvae, self.model, prior_config=self.config,
+                            vqvae_source=self.source.path)
 
 
 
@@ -165,7 +160,7 @@ def make_task(args, saved: dict | None, train: TrainConfig, strategy):
             raise runs.RunError("--vqvae is required for a new prior run: the VQ-VAE run or bundle.")
         source = str(Path(args.vqvae).resolve())
         data_path = args.data or _vqvae_data(source)
-        vqvae_config = load_bundle(source).vqvae.config
+        vqvae_config = bundles.load_bundle(source).vqvae.config
         model_config = PriorConfig(num_levels=_level_count(data_path, args.levels),
             num_embeddings=vqvae_config.num_embeddings, grid_height=vqvae_config.code_grid,
             grid_width=vqvae_config.code_grid, filters=args.filters, num_layers=args.num_layers,

@@ -1,0 +1,113 @@
+"""The jobs the pages call, one call each (NumPy in, NumPy out): reconstruct and score, pick split slices, generate and complete brains."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from core import data, scoring
+from core.models.prior import num_levels
+from core.models.sampler import draw_levels, keep_rows_mask, sample_codes
+
+
+@dataclass(frozen=True)
+class ReconstructionReport:
+    """Slices, their reconstructions and per-slice scores, all (N, H, W) in [0, 1]."""
+
+    names: list[str]
+    originals: np.ndarray
+    reconstructions: np.ndarray
+    differences: np.ndarray  # reconstruction - original, in [-1, 1]
+    ssim: np.ndarray  # (N,)
+    psnr: np.ndarray  # (N,) dB
+
+    def rows(self) -> list[dict]:
+        return [{"slice": name, "SSIM": round(float(s), 4), "PSNR (dB)": round(float(p), 2)}
+                for name, s, p in zip(self.names, self.ssim, self.psnr)]
+
+
+def reconstruct_and_score(vqvae, images, names: list[str]) -> ReconstructionReport:
+    """Reconstruct (N, H, W, 1) slices through the codebook and score each one."""
+    images = np.asarray(images, np.float32)
+    scores = scoring.score_slices(vqvae, images)
+    reconstructions = scores.reconstructions[..., 0]
+    return ReconstructionReport(list(names), images[..., 0], reconstructions,
+                                reconstructions - images[..., 0], scores.ssim, scores.psnr)
+
+
+# --- slices from a data folder ---------------------------------------------------------------------
+def split_slice_names(data_path: str | Path, split: str = "test") -> list[str]:
+    """File names of a split, in case/slice order (DataError when the folder is not OASIS)."""
+    return [p.name for p in data.list_slices(data.find_data_root(data_path), split)]
+
+
+def load_split_slices(data_path: str | Path, names: list[str], image_size: int,
+                      split: str = "test") -> np.ndarray:
+    """Chosen slices of a split as (N, S, S, 1) float32 in [0, 1], resized to the model."""
+    folder = data.find_data_root(data_path) / data.split_folder_name(split)
+    missing = [n for n in names if not (folder / n).is_file()]
+    if missing:
+        raise data.DataError(f"{folder} has no slice named {missing[0]}.")
+    return data.load_images([folder / n for n in names], image_size)
+
+
+# --- generation ----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Brains:
+    """Generated slices (n, H, W) in [0, 1] and the slice level each was drawn at (None: unconditional prior)."""
+
+    images: np.ndarray
+    levels: np.ndarray | None
+
+    def names(self, stem: str) -> list[str]:
+        """One file name per slice: stem_00, stem_01 ... with _level12 when the level is known."""
+        digits = max(2, len(str(len(self.images) - 1)))
+        return [f"{stem}_{i:0{digits}d}" + (f"_level{self.levels[i]}" if self.levels is not None else "")
+                for i in range(len(self.images))]
+
+
+def _levels(prior, n: int, level: int | None, seed: int, init=None, keep=None) -> np.ndarray | None:
+    """The n slice levels to sample at: `level` n times, or drawn (given the kept codes, if any).
+
+    sample_codes checks them: a level for an unconditional prior, or out of range, is a ValueError.
+    """
+    if level is not None:
+        return np.full(n, level, np.int32)
+    return draw_levels(prior, n, seed=seed, init_codes=init, keep_mask=keep) if num_levels(prior) else None
+
+
+def level_from_name(prior, name: str) -> int | None:
+    """The slice level a file name carries (case_441_slice_12 -> 12), if the prior knows that level."""
+    level = data.slice_level(name)
+    return level if level is not None and level < num_levels(prior) else None
+
+
+def generate_brains(vqvae, prior, n: int, *, seed: int = 0, temperature: float = 1.0,
+                    top_k: int | None = None, level: int | None = None, progress=None) -> Brains:
+    """n new slices: codes sampled from the prior, decoded by the VQ-VAE.
+
+    `level` fixes the slice level (0 = base of the brain) of a level-conditioned prior; None draws
+    each slice's level as often as it occurred in training.
+    """
+    levels = _levels(prior, n, level, seed)
+    codes = sample_codes(prior, n, seed=seed, temperature=temperature, top_k=top_k,
+                         progress=progress, levels=levels)
+    return Brains(np.clip(vqvae.decode_indices(codes), 0.0, 1.0)[..., 0], levels)
+
+
+def complete_brain(vqvae, prior, image, keep_rows: int, n: int, *, seed: int = 0,
+                   temperature: float = 1.0, top_k: int | None = None, level: int | None = None,
+                   progress=None) -> Brains:
+    """Keep the code rows above `keep_rows` of one (H, W, 1) slice; the prior samples the rest.
+
+    With a level-conditioned prior and no `level`, each completion's level is drawn from
+    p(level | kept rows), so the top of a base slice is completed as a base slice.
+    """
+    codes = vqvae.encode_to_indices(np.asarray(image, np.float32)[None])  # (1, h, w)
+    _, height, width = codes.shape
+    init, keep = np.repeat(codes, n, axis=0), keep_rows_mask(height, width, keep_rows)
+    levels = _levels(prior, n, level, seed, init, keep)
+    completed = sample_codes(prior, n, seed=seed, temperature=temperature, top_k=top_k,
+                             progress=progress, init_codes=init, keep_mask=keep, levels=levels)
+    return Brains(np.clip(vqvae.decode_indices(completed), 0.0, 1.0)[..., 0], levels)
