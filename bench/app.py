@@ -34,19 +34,13 @@ SWITCH_MARKERS = {"Train": "Runs", "Curves": "No runs yet", "Reconstruct": "Slic
 
 def demo_sized_bundle(folder: Path) -> Path:
     """vqvae.keras + prior.keras of the default configs (256x256 -> 64x64 codes, K=256), untrained."""
-    import json
-
+    from core.bundles import save_bundle
     from core.models.prior import PriorConfig, build_prior
     from core.models.vqvae import VQVAEConfig, build_vqvae
 
     vqvae = VQVAEConfig()
     prior = PriorConfig(vqvae.num_embeddings, vqvae.code_grid, vqvae.code_grid)
-    folder.mkdir(parents=True, exist_ok=True)
-    build_vqvae(vqvae).save(folder / "vqvae.keras")
-    build_prior(prior).save(folder / "prior.keras")
-    (folder / "config.json").write_text(json.dumps(
-        {"kind": "prior", "vqvae": vqvae.to_dict(), "prior": prior.to_dict()}))
-    return folder
+    return save_bundle(folder, build_vqvae(vqvae), build_prior(prior), prior_config=prior)
 
 
 def start_app(env: dict) -> tuple[subprocess.Popen, str]:

@@ -1,4 +1,4 @@
-"""Copy a prior run's best bundle to checkpoints/demo/ and write its model card from the two runs' records.
+"""Write a prior run's best bundle to checkpoints/demo/ with a model card made from the two runs' records.
 
     python scripts/make_demo_checkpoint.py --vqvae-run runs/demo-vqvae --prior-run runs/demo-prior-levelmap
 """
@@ -13,7 +13,9 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
-from core import atomic, runs  # noqa: E402
+from core import runs  # noqa: E402
+from core.bundles import load_bundle, save_bundle  # noqa: E402
+from core.models.prior import PriorConfig  # noqa: E402
 
 
 def epoch_records(run_dir: Path) -> list[dict]:
@@ -27,15 +29,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "checkpoints" / "demo"))
     args = parser.parse_args()
     vqvae_run, prior_run, out = Path(args.vqvae_run), Path(args.prior_run), Path(args.out)
-    bundle = runs.resolve_checkpoint(prior_run)
+    bundle = load_bundle(prior_run)
     if out.exists():
+        if not (out / "config.json").exists():  # only ever replace a bundle, never a user's folder
+            raise SystemExit(f"error: {out} exists and is not a checkpoint bundle; choose another --out.")
         shutil.rmtree(out)
-    out.mkdir(parents=True)
-    for name in ("vqvae.keras", "prior.keras"):
-        shutil.copy2(bundle / name, out / name)
-    config = json.loads((bundle / "config.json").read_text())
-    config.pop("vqvae_source", None)  # a path on the machine that trained it: meaningless elsewhere
-    atomic.write_json(out / "config.json", config)
 
     vq_config, prior_config = runs.read_config(vqvae_run), runs.read_config(prior_run)
     vq_epochs, prior_epochs = epoch_records(vqvae_run), epoch_records(prior_run)
@@ -93,7 +91,9 @@ Trained on a single template's deformations: it reconstructs and samples that an
 has not seen real OASIS scans, pathology or other contrasts. Use it to explore the tool, not
 for research conclusions.
 """
-    (out / "README.md").write_text(card)
+    # No vqvae_source: a path on the machine that trained it means nothing elsewhere.
+    save_bundle(out, bundle.vqvae, bundle.prior, prior_config=PriorConfig.from_dict(bundle.config["prior"]),
+                card=card)
     print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
