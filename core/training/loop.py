@@ -233,7 +233,8 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
     if last:
         step, elapsed_before = int(last["step"]), float(last.get("elapsed_s", 0.0))
         best_pointer = runs.checkpoint_pointer(run_dir, "best")
-        if best_pointer and best_pointer["step"] > step:
+        if best_pointer and (not isinstance(best_pointer.get("step"), int)
+                             or best_pointer["step"] > step):
             # The best was newer than the checkpoint that loaded: it is one that did not.
             (run_dir / "checkpoints" / "best.json").unlink()
             best_pointer = None
