@@ -196,12 +196,12 @@ def _restore_newest_loadable(run_dir: Path, task: Task) -> tuple[dict | None, st
         except Exception as error:  # a damaged file raises whatever its reader raises
             failures.append(f"{candidate['pointer']} checkpoint (step {candidate['step']}) will "
                             f"not load ({type(error).__name__}: {str(error)[:120]})")
-            log.warning("The %s.", failures[-1])
             continue
         warning = None
         if failures:
-            warning = (f"{'; '.join(failures)}. Training restarts from step {candidate['step']} "
-                       f"(the {candidate['pointer']} checkpoint).")
+            warning = (f"The {'; the '.join(failures)}. Training restarts from step "
+                       f"{candidate['step']} (the {candidate['pointer']} checkpoint).")
+            log.warning(warning)
         return candidate, warning
     if failures:
         raise runs.RunError(f"No checkpoint of {run_dir} loads: {'; '.join(failures)}.")
