@@ -105,10 +105,10 @@ def read_config(run_dir: str | Path) -> dict:
     if not isinstance(config.get("kind"), str):
         raise RunError(f"Expected a run's config.json with a \"kind\". Received: "
                        f"{str(config)[:80]} in {run_dir}.")
-    for part in ("model", "train"):
-        if not isinstance(config.get(part, {}), dict):
+    for part, default in (("model", {}), ("train", None)):  # a bundle's config.json has no "train"
+        if not isinstance(config.get(part, default), dict):
             raise RunError(f"Expected \"{part}\" in {run_dir}/config.json to be an object. "
-                           f"Received: {config[part]!r:.80}.")
+                           f"Received: {config.get(part)!r:.80}.")
     return config
 
 

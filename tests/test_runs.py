@@ -72,7 +72,8 @@ def test_create_run_accepts_an_empty_or_launcher_reserved_folder(tmp_path):
 
 
 @pytest.mark.parametrize("text", ['["a list"]', '{"model": {}}', '{"kind": 3}',
-                                  '{"kind": "vqvae", "train": [1]}'])
+                                  '{"kind": "vqvae", "train": [1]}',
+                                  '{"kind": "vqvae", "vqvae": {}}'])  # a bundle's, not a run's
 def test_read_config_of_a_misshapen_config_is_a_run_error(tmp_path, text):
     (tmp_path / "config.json").write_text(text)
     with pytest.raises(RunError, match="Expected|not a run directory"):
