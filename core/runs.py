@@ -16,9 +16,10 @@
 
 Which folders are ours: a folder with config.json is a run (ours). A folder without one is ours only
 while it is empty, or holds nothing but what the dashboard's launcher writes before the trainer
-starts (launcher.json, console.log: `LAUNCHER_FILES`). Anything else is a user's folder: training
-into it is refused, so nothing of theirs is ever overwritten or deleted; pruning removes only
-checkpoint folders named as ours (`step_NNNNNNN_<ms>`).
+starts (launcher.json, console.log: `LAUNCHER_FILES`); create_run also accepts the files a
+task prepares after that check (`PREPARED_FILES`: the prior's code cache). Anything else is a
+user's folder: training into it is refused, so nothing of theirs is ever overwritten or deleted;
+pruning removes only checkpoint folders named as ours (`step_NNNNNNN_<ms>`).
 
 Which process is ours: a pid alone is not enough (pids are reused). status.json and launcher.json
 record the pid with its start time (/proc/<pid>/stat field 22); a live pid with another start time
@@ -49,6 +50,9 @@ STATES = ("running", "finished", "failed", "stopped", "broken")
 HEARTBEAT_STALE_S = 120.0
 HEARTBEAT_EVERY_S = 10.0  # how often a live trainer refreshes its heartbeat: well under stale
 LAUNCHER_FILES = frozenset({"launcher.json", "console.log"})  # a reserved folder's own files
+# What a task prepares in the folder after refuse_existing passed and before create_run: the
+# prior's code cache. Only create_run accepts them, never the check made before any work.
+PREPARED_FILES = frozenset({"codes_train.npy", "codes_validate.npy"})
 CHECKPOINT_POINTERS = ("last", "previous", "best")
 _CHECKPOINT_FOLDER = re.compile(r"^(step_\d{7}_\d+|\.step_\d{7}_\d+\.tmp)$")
 _status_lock = threading.Lock()  # the trainer's heartbeat thread and its loop both write status
@@ -66,10 +70,11 @@ def read_json(path: str | Path, default=None):
 
 
 # --- creation and config --------------------------------------------------------------------
-def refuse_existing(run_dir: str | Path) -> None:
+def refuse_existing(run_dir: str | Path, prepared: frozenset = frozenset()) -> None:
     """RunError unless `run_dir` is new, empty, or a folder the launcher reserved for this run.
 
-    A run is never overwritten, and a user's own folder is never trained into.
+    A run is never overwritten, and a user's own folder is never trained into. `prepared`: more
+    names allowed (create_run's, for files the task wrote after this check passed).
     """
     run_dir = Path(run_dir)
     if (run_dir / "config.json").exists():
@@ -78,7 +83,7 @@ def refuse_existing(run_dir: str | Path) -> None:
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"Expected a new or empty folder for --run-dir. Received: {run_dir}, "
                        f"which is a file.")
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in LAUNCHER_FILES) \
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in LAUNCHER_FILES | prepared) \
         if run_dir.is_dir() else []
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
@@ -88,9 +93,12 @@ def refuse_existing(run_dir: str | Path) -> None:
 
 
 def create_run(run_dir: str | Path, config: dict) -> Path:
-    """Make a new run directory; an existing run is never overwritten."""
+    """Make a new run directory; an existing run or a user's folder is never written into.
+
+    Call refuse_existing before any work touches the folder; this checks again as it writes.
+    """
     run_dir = Path(run_dir)
-    refuse_existing(run_dir)
+    refuse_existing(run_dir, PREPARED_FILES)
     for sub in ("checkpoints", "samples", "tb"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / "config.json", config)

@@ -71,6 +71,15 @@ def test_create_run_accepts_an_empty_or_launcher_reserved_folder(tmp_path):
     assert (reserved / "console.log").read_text() == "starting\n"
 
 
+def test_only_create_run_accepts_files_the_task_prepared_after_the_check(tmp_path):
+    folder = tmp_path / "prior"
+    folder.mkdir()
+    (folder / "codes_train.npy").write_bytes(b"cache")
+    with pytest.raises(RunError, match="codes_train.npy"):
+        runs.refuse_existing(folder)  # before any work: not ours
+    assert runs.read_config(runs.create_run(folder, CONFIG)) == CONFIG
+
+
 @pytest.mark.parametrize("text", ['["a list"]', '{"model": {}}', '{"kind": 3}',
                                   '{"kind": "vqvae", "train": [1]}',
                                   '{"kind": "vqvae", "vqvae": {}}'])  # a bundle's, not a run's
