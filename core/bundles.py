@@ -106,7 +106,10 @@ def load_bundle(path: str | Path) -> Bundle:
 
 
 def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoice]:
-    """The shipped demo first, then every finished (or stopped) run with a checkpoint, newest first."""
+    """The shipped demo first, then every finished (or stopped) run with a checkpoint, newest first.
+
+    A broken run (unreadable config, status or pointers) is left out; it never hides the others.
+    """
     choices = []
     if (DEMO_CHECKPOINT / "vqvae.keras").exists():
         choices.append(CheckpointChoice("demo (shipped)", DEMO_CHECKPOINT,
@@ -114,7 +117,10 @@ def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoi
     for summary in runs.list_runs(root if root is not None else runs_root()):
         if not summary.has_checkpoint or summary.state not in PICKABLE_STATES:
             continue
-        folder = runs.resolve_checkpoint(summary.path)
+        try:
+            folder = runs.resolve_checkpoint(summary.path)
+        except (runs.RunError, OSError):
+            continue  # its pointers changed or broke since it was listed
         choices.append(CheckpointChoice(f"{summary.name} ({summary.kind}, {summary.state})",
                                         summary.path, (folder / "prior.keras").exists()))
     return choices

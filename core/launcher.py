@@ -18,7 +18,8 @@ from pathlib import Path
 
 from core import atomic, runs
 
-LAUNCHER_FILE = "launcher.json"  # {"pid", "started", "command"}: written by whoever started the run
+# {"pid", "pid_start", "started", "command", "console_offset"}: written by whoever started the run
+LAUNCHER_FILE = "launcher.json"
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 
@@ -64,22 +65,58 @@ def pending_runs(root: str | Path) -> list[PendingRun]:
     for path in root.iterdir():
         if not path.is_dir() or (path / "config.json").exists():
             continue
-        launcher = runs.read_json(path / LAUNCHER_FILE, {}) or {}
-        if not launcher:
+        launcher = runs.read_json(path / LAUNCHER_FILE, {})
+        if not launcher or not isinstance(launcher, dict):
             continue  # not made by a launcher: not ours to report
-        alive = runs.pid_alive(launcher.get("pid"))
-        try:
-            tail = (path / "console.log").read_text(errors="replace").strip().splitlines()[-6:]
-        except OSError:
-            tail = []
+        alive = _launcher_alive(launcher)
+        tail = _console_text(path, 0).strip().splitlines()[-6:]
         found.append(PendingRun(path, alive, "\n".join(tail)))
     found.sort(key=lambda p: p.path.stat().st_mtime, reverse=True)
     return found
 
 
-def _write_launcher(run_dir: Path, pid: int, command: list[str]) -> None:
-    atomic.write_json(run_dir / LAUNCHER_FILE, {"pid": pid, "started": time.time(),
-                                                     "command": command})
+def _write_launcher(run_dir: Path, pid: int, command: list[str], console_offset: int = 0,
+                    started: float | None = None) -> None:
+    """Record the launched process by pid and start time: a reused pid is never taken for it."""
+    atomic.write_json(run_dir / LAUNCHER_FILE, {
+        "pid": pid, "pid_start": runs.process_start(pid),
+        "started": time.time() if started is None else started,
+        "command": command, "console_offset": console_offset})
+
+
+def _launcher_alive(launcher: dict) -> bool:
+    return runs.is_process(launcher.get("pid"), launcher.get("pid_start"))
+
+
+def _console_text(run_dir: Path, offset) -> str:
+    """console.log from byte `offset` on ("" when there is none)."""
+    try:
+        with open(run_dir / "console.log", "rb") as handle:
+            handle.seek(offset if isinstance(offset, int) and offset >= 0 else 0)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def launch_failure(run_dir: Path) -> str | None:
+    """Why the last launch into `run_dir` (a resume) died before the trainer wrote a word, or None.
+
+    That is: the launched process is gone and status.json has not changed since the launch. The
+    reason is the process's last `error:` line in console.log (else its last line).
+    """
+    launcher = runs.read_json(run_dir / LAUNCHER_FILE, {})
+    if not isinstance(launcher, dict) or not isinstance(launcher.get("started"), (int, float)):
+        return None
+    status = runs.read_json(run_dir / "status.json", {})
+    heartbeat = status.get("heartbeat") if isinstance(status, dict) else None
+    if _launcher_alive(launcher) or (isinstance(heartbeat, (int, float))
+                                     and heartbeat >= launcher["started"]):
+        return None
+    lines = [line.strip() for line in
+             _console_text(run_dir, launcher.get("console_offset")).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error:")]
+    reason = (errors or lines or ["the process ended without a message"])[-1]
+    return reason.removeprefix("error:").strip()[:300]
 
 
 @dataclass(frozen=True)
@@ -152,7 +189,8 @@ def busy_reason(root: str | Path, gpus: int) -> str | None:
                     f"wait until it finishes, then start again.")
     root = Path(root)
     for launcher in sorted(root.glob(f"*/{LAUNCHER_FILE}")) if root.is_dir() else []:
-        if runs.pid_alive((runs.read_json(launcher, {}) or {}).get("pid")):
+        record = runs.read_json(launcher, {})
+        if isinstance(record, dict) and _launcher_alive(record):
             return (f"Run {launcher.parent.name} is starting (or queued after its VQ-VAE); one "
                     f"job at a time. Wait until it finishes, then start again.")
     return None
@@ -226,6 +264,9 @@ def resume(root: str | Path, run_dir: Path, gpus: int) -> int:
                             f"stopped or failed run with a checkpoint resumes.")
     with _launching(Path(root), gpus):
         args = [summary.kind, "--run-dir", str(run_dir), "--resume"]
+        console = run_dir / "console.log"
+        offset = console.stat().st_size if console.exists() else 0  # earlier launches' lines
+        started = time.time()  # before the trainer can write its first status
         pid = runs.launch(args, run_dir)
-        _write_launcher(run_dir, pid, args)
+        _write_launcher(run_dir, pid, args, offset, started)
     return pid

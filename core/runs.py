@@ -2,22 +2,43 @@
 
     run_dir/
       config.json        {"kind": "vqvae"|"prior", "model": {...}, "train": {...}}
-      status.json        state (running/finished/failed/stopped), pid, heartbeat, epoch, step, error
+      status.json        state (running/finished/failed/stopped), pid, pid_start, heartbeat, epoch,
+                         step, error, warning
       metrics.jsonl      one JSON object per logged step and per epoch; append-only
-      checkpoints/       step_NNNNNNN_<ms>/ bundles; last.json and best.json point at them
+      checkpoints/       step_NNNNNNN_<ms>/ bundles; last.json, previous.json (the last before it)
+                         and best.json point at them
       samples/           epoch_NNN.png
       tb/                TensorBoard event files
       train.log          the trainer's own output
+      launcher.json      written by the dashboard when it starts (or resumes) the trainer
+      console.log        what the started process printed (its `error:` line when it failed)
       STOP               present: the trainer stops after its current step
+
+Which folders are ours: a folder with config.json is a run (ours). A folder without one is ours only
+while it is empty, or holds nothing but what the dashboard's launcher writes before the trainer
+starts (launcher.json, console.log: `LAUNCHER_FILES`); create_run also accepts the files a
+task prepares after that check (`PREPARED_FILES`: the prior's code cache). Anything else is a
+user's folder: training into it is refused, so nothing of theirs is ever overwritten or deleted;
+pruning removes only checkpoint folders named as ours (`step_NNNNNNN_<ms>`).
+
+Which process is ours: a pid alone is not enough (pids are reused). status.json and launcher.json
+record the pid with its start time (/proc/<pid>/stat field 22); a live pid with another start time
+is some other process, never reported as our trainer and never signalled. A "running" status whose
+heartbeat is older than HEARTBEAT_STALE_S reads as failed (the trainer refreshes it every
+HEARTBEAT_EVERY_S from a background thread, so a slow step is never mistaken for a dead run).
+A run whose config.json or status.json cannot be read or has the wrong shape is listed as "broken"
+with the reason; it never stops the others from being listed.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,8 +46,16 @@ from pathlib import Path
 from core import atomic
 from core.paths import REPO_ROOT
 
-STATES = ("running", "finished", "failed", "stopped")
+STATES = ("running", "finished", "failed", "stopped", "broken")
 HEARTBEAT_STALE_S = 120.0
+HEARTBEAT_EVERY_S = 10.0  # how often a live trainer refreshes its heartbeat: well under stale
+LAUNCHER_FILES = frozenset({"launcher.json", "console.log"})  # a reserved folder's own files
+# What a task prepares in the folder after refuse_existing passed and before create_run: the
+# prior's code cache. Only create_run accepts them, never the check made before any work.
+PREPARED_FILES = frozenset({"codes_train.npy", "codes_validate.npy"})
+CHECKPOINT_POINTERS = ("last", "previous", "best")
+_CHECKPOINT_FOLDER = re.compile(r"^(step_\d{7}_\d+|\.step_\d{7}_\d+\.tmp)$")
+_status_lock = threading.Lock()  # the trainer's heartbeat thread and its loop both write status
 
 
 class RunError(ValueError):
@@ -41,17 +70,35 @@ def read_json(path: str | Path, default=None):
 
 
 # --- creation and config --------------------------------------------------------------------
-def refuse_existing(run_dir: str | Path) -> None:
-    """RunError when `run_dir` already holds a run: nothing is ever overwritten."""
-    if (Path(run_dir) / "config.json").exists():
+def refuse_existing(run_dir: str | Path, prepared: frozenset = frozenset()) -> None:
+    """RunError unless `run_dir` is new, empty, or a folder the launcher reserved for this run.
+
+    A run is never overwritten, and a user's own folder is never trained into. `prepared`: more
+    names allowed (create_run's, for files the task wrote after this check passed).
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists():
         raise RunError(f"{run_dir} already holds a run. Use --resume to continue it, or choose "
                        f"a new --run-dir.")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"Expected a new or empty folder for --run-dir. Received: {run_dir}, "
+                       f"which is a file.")
+    others = sorted(p.name for p in run_dir.iterdir() if p.name not in LAUNCHER_FILES | prepared) \
+        if run_dir.is_dir() else []
+    if others:
+        shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+        raise RunError(f"Expected a new or empty folder for --run-dir. Received: {run_dir}, which "
+                       f"holds files that are not a run of ours ({shown}); nothing was changed. "
+                       f"Choose a new --run-dir.")
 
 
 def create_run(run_dir: str | Path, config: dict) -> Path:
-    """Make a new run directory; an existing run is never overwritten."""
+    """Make a new run directory; an existing run or a user's folder is never written into.
+
+    Call refuse_existing before any work touches the folder; this checks again as it writes.
+    """
     run_dir = Path(run_dir)
-    refuse_existing(run_dir)
+    refuse_existing(run_dir, PREPARED_FILES)
     for sub in ("checkpoints", "samples", "tb"):
         (run_dir / sub).mkdir(parents=True, exist_ok=True)
     atomic.write_json(run_dir / "config.json", config)
@@ -59,15 +106,24 @@ def create_run(run_dir: str | Path, config: dict) -> Path:
 
 
 def read_config(run_dir: str | Path) -> dict:
+    """config.json of a run; RunError when it is missing, not JSON or not shaped like a run's."""
     config = read_json(Path(run_dir) / "config.json")
     if not isinstance(config, dict):
         raise RunError(f"{run_dir} is not a run directory (no readable config.json).")
+    if not isinstance(config.get("kind"), str):
+        raise RunError(f"Expected a run's config.json with a \"kind\". Received: "
+                       f"{str(config)[:80]} in {run_dir}.")
+    for part, default in (("model", {}), ("train", None)):  # a bundle's config.json has no "train"
+        if not isinstance(config.get(part, default), dict):
+            raise RunError(f"Expected \"{part}\" in {run_dir}/config.json to be an object. "
+                           f"Received: {config.get(part)!r:.80}.")
     return config
 
 
 # --- status -----------------------------------------------------------------------------------
 def pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
+    """A process with this pid exists (whoever it is: see `is_process`)."""
+    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
         return False
     try:
         os.kill(pid, 0)
@@ -81,22 +137,59 @@ def pid_alive(pid) -> bool:
         return True
 
 
+def process_start(pid) -> int | None:
+    """The start time of process `pid` (clock ticks after boot, /proc/<pid>/stat field 22), or None."""
+    if not pid_alive(pid):
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 2 (the command name) may hold spaces and parentheses: count fields after its last ')'.
+    return int(stat[stat.rindex(")") + 2:].split()[19])
+
+
+def is_process(pid, start) -> bool:
+    """`pid` names a live process that started at `start`: the very process that was recorded."""
+    return isinstance(start, int) and pid_alive(pid) and process_start(pid) == start
+
+
 def write_status(run_dir: str | Path, **fields) -> dict:
+    """Merge `fields` into status.json (a `pid` gets its `pid_start`), with a new heartbeat."""
     path = Path(run_dir) / "status.json"
-    status = read_json(path, {}) or {}
-    status.update(fields, heartbeat=time.time())
-    atomic.write_json(path, status)
+    if "pid" in fields and "pid_start" not in fields:
+        fields["pid_start"] = process_start(fields["pid"])
+    with _status_lock:
+        status = read_json(path, {})
+        status = status if isinstance(status, dict) else {}
+        status.update(fields, heartbeat=time.time())
+        atomic.write_json(path, status)
     return status
 
 
 def read_status(run_dir: str | Path) -> dict:
-    """status.json as written, with `state` corrected when the process died without a word."""
-    status = read_json(Path(run_dir) / "status.json", {}) or {}
+    """status.json as written, with `state` corrected when the process died without a word.
+
+    "running" reads as "failed" when the recorded process is gone, is another process with a
+    reused pid, or has not refreshed its heartbeat for HEARTBEAT_STALE_S; an unreadable or
+    misshapen status.json reads as "broken", with the reason in `error`.
+    """
+    path = Path(run_dir) / "status.json"
+    status = read_json(path, "unreadable") if path.exists() else {}
+    if not isinstance(status, dict) or not isinstance(status.get("state", "failed"), str):
+        return {"state": "broken", "error": f"{path} is not a readable status (expected a JSON "
+                                            f"object with a text \"state\")."}
     status.setdefault("state", "failed" if (Path(run_dir) / "config.json").exists() else "missing")
-    if status["state"] == "running" and not pid_alive(status.get("pid")):
-        status["state"] = "failed"
-        status["error"] = ("The training process ended without finishing (killed or crashed). "
-                           "Resume continues from its last checkpoint.")
+    if status["state"] == "running":
+        heartbeat = status.get("heartbeat")
+        if not is_process(status.get("pid"), status.get("pid_start")):
+            status["state"] = "failed"
+            status["error"] = ("The training process ended without finishing (killed or crashed). "
+                               "Resume continues from its last checkpoint.")
+        elif not isinstance(heartbeat, (int, float)) or time.time() - heartbeat > HEARTBEAT_STALE_S:
+            status["state"] = "failed"
+            status["error"] = (f"The training process has not written a heartbeat for over "
+                               f"{HEARTBEAT_STALE_S:.0f} s: it hangs. Kill it, then resume.")
     return status
 
 
@@ -138,7 +231,8 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
     """Keep only records up to `last_step` (the checkpoint a resumed run restarts from)."""
     path = Path(run_dir) / "metrics.jsonl"
     records, _ = read_metrics(run_dir)
-    kept = [r for r in records if r.get("step", 0) <= last_step]
+    kept = [r for r in records if not isinstance(r.get("step", 0), (int, float))
+            or r.get("step", 0) <= last_step]
     with atomic.replacing(path) as handle:
         handle.write("".join(json.dumps(r) + "\n" for r in kept))
     return len(records) - len(kept)
@@ -148,7 +242,9 @@ def truncate_metrics(run_dir: str | Path, last_step: int) -> int:
 def save_checkpoint(run_dir: str | Path, step: int, write, pointers: dict[str, dict]) -> Path:
     """Write a checkpoint folder with `write(folder)`, then point `last`/`best` at it atomically.
 
-    A kill at any moment leaves the previous pointers and their folders intact.
+    A kill at any moment leaves the previous pointers and their folders intact. The `last`
+    being replaced becomes `previous`, so one damaged checkpoint (a disk error, a truncated
+    file) never leaves a run without one to resume from.
     """
     checkpoints = Path(run_dir) / "checkpoints"
     checkpoints.mkdir(parents=True, exist_ok=True)
@@ -160,6 +256,9 @@ def save_checkpoint(run_dir: str | Path, step: int, write, pointers: dict[str, d
     tmp.mkdir()
     write(tmp)
     os.replace(tmp, checkpoints / name)
+    old_last = read_json(checkpoints / "last.json")
+    if "last" in pointers and isinstance(old_last, dict) and old_last.get("dir") != name:
+        atomic.write_json(checkpoints / "previous.json", old_last)
     for pointer, info in pointers.items():
         atomic.write_json(checkpoints / f"{pointer}.json", {**info, "dir": name, "step": step})
     _prune_checkpoints(checkpoints)
@@ -167,17 +266,33 @@ def save_checkpoint(run_dir: str | Path, step: int, write, pointers: dict[str, d
 
 
 def _prune_checkpoints(checkpoints: Path) -> None:
-    keep = {(read_json(checkpoints / f"{p}.json", {}) or {}).get("dir") for p in ("last", "best")}
+    """Remove our checkpoint folders that no pointer names; nothing else is ever touched."""
+    keep = set()
+    for pointer in CHECKPOINT_POINTERS:
+        info = read_json(checkpoints / f"{pointer}.json")
+        if isinstance(info, dict):
+            keep.add(info.get("dir"))
     for folder in checkpoints.iterdir():
-        if folder.is_dir() and folder.name.startswith(("step_", ".step_")) and folder.name not in keep:
+        if folder.is_dir() and _CHECKPOINT_FOLDER.match(folder.name) and folder.name not in keep:
             shutil.rmtree(folder, ignore_errors=True)
+
+
+def resume_candidates(run_dir: str | Path) -> list[dict]:
+    """The run's checkpoints (last, previous, best), newest step first, each folder once."""
+    found = {}
+    for which in CHECKPOINT_POINTERS:
+        pointer = checkpoint_pointer(run_dir, which)
+        if pointer and isinstance(pointer.get("step"), int):
+            found.setdefault(pointer["dir"], {**pointer, "pointer": which})
+    return sorted(found.values(), key=lambda p: p["step"], reverse=True)
 
 
 def checkpoint_pointer(run_dir: str | Path, which: str = "last") -> dict | None:
     """The pointer record (dir, step, epoch, metrics) with `path` added, or None."""
     checkpoints = Path(run_dir) / "checkpoints"
     info = read_json(checkpoints / f"{which}.json")
-    if not isinstance(info, dict) or not (checkpoints / str(info.get("dir"))).is_dir():
+    if (not isinstance(info, dict) or not _CHECKPOINT_FOLDER.match(str(info.get("dir")))
+            or not (checkpoints / info["dir"]).is_dir()):
         return None
     return {**info, "path": checkpoints / info["dir"]}
 
@@ -227,26 +342,49 @@ class RunSummary:
 
 
 def summarize_run(run_dir: str | Path) -> RunSummary:
+    """The run's summary; state "broken" (with why in `error`) when its files cannot be read."""
     run_dir = Path(run_dir)
-    config = read_config(run_dir)
-    status = read_status(run_dir)
-    epochs = int(status.get("epochs") or config.get("train", {}).get("epochs", 0))
-    return RunSummary(
-        path=run_dir, kind=config.get("kind", "?"), state=status["state"],
-        epoch=int(status.get("epoch", 0)), epochs=epochs, step=int(status.get("step", 0)),
-        total_steps=int(status.get("steps_per_epoch", 0)) * epochs,
-        elapsed_s=float(status.get("elapsed_s", 0.0)), error=status.get("error"),
-        has_checkpoint=checkpoint_pointer(run_dir, "last") is not None)
+    try:
+        config = read_config(run_dir)
+        status = read_status(run_dir)
+        if status["state"] == "broken":
+            raise RunError(status["error"])
+        epochs = _count(status.get("epochs") or config.get("train", {}).get("epochs", 0), "epochs")
+        return RunSummary(
+            path=run_dir, kind=config["kind"], state=status["state"],
+            epoch=_count(status.get("epoch", 0), "epoch"), epochs=epochs,
+            step=_count(status.get("step", 0), "step"),
+            total_steps=_count(status.get("steps_per_epoch", 0), "steps_per_epoch") * epochs,
+            elapsed_s=float(_count(status.get("elapsed_s", 0.0), "elapsed_s", float)),
+            error=None if status.get("error") is None else str(status["error"]),
+            has_checkpoint=checkpoint_pointer(run_dir, "last") is not None)
+    except (RunError, OSError) as error:
+        return RunSummary(path=run_dir, kind="?", state="broken", epoch=0, epochs=0, step=0,
+                          total_steps=0, elapsed_s=0.0, error=f"Broken run: {error}",
+                          has_checkpoint=False)
+
+
+def _count(value, name: str, kind=int):
+    if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
+            or value < 0:
+        raise RunError(f"Expected {name} to be a number >= 0 in status.json or config.json. "
+                       f"Received: {value!r:.40}.")
+    return value
 
 
 def list_runs(root: str | Path) -> list[RunSummary]:
-    """Every run directory directly under `root`, newest first."""
+    """Every run directory directly under `root`, newest first; broken ones listed as broken."""
     root = Path(root)
     if not root.is_dir():
         return []
-    runs = [p for p in root.iterdir() if (p / "config.json").is_file()]
-    runs.sort(key=lambda p: (p / "config.json").stat().st_mtime, reverse=True)
-    return [summarize_run(p) for p in runs]
+    found = []
+    for path in root.iterdir():
+        try:
+            found.append((path, (path / "config.json").stat().st_mtime))
+        except OSError:
+            continue  # not a run (or removed while listing)
+    found.sort(key=lambda item: item[1], reverse=True)
+    return [summarize_run(path) for path, _ in found]
 
 
 def launch(args: list[str], run_dir: str | Path, module: str = "core.train") -> int:
@@ -271,9 +409,14 @@ def request_stop(run_dir: str | Path) -> None:
 
 
 def kill(run_dir: str | Path) -> bool:
-    """Kill a trainer that does not answer STOP; the last checkpoint stays resumable."""
-    pid = read_status(run_dir).get("pid")
-    if pid_alive(pid):
-        os.kill(pid, signal.SIGKILL)
+    """Kill a trainer that does not answer STOP; the last checkpoint stays resumable.
+
+    Only the very process status.json recorded (pid and start time) is signalled, never a
+    process that reused its pid.
+    """
+    status = read_json(Path(run_dir) / "status.json", {})
+    status = status if isinstance(status, dict) else {}
+    if status.get("state") == "running" and is_process(status.get("pid"), status.get("pid_start")):
+        os.kill(status["pid"], signal.SIGKILL)
         return True
     return False

@@ -89,10 +89,16 @@ def run_list() -> None:
     for summary in summaries:
         info, bar, actions = st.columns([3, 4, 1])
         info.markdown(f"**{summary.name}** · {summary.kind} · `{summary.state}`")
+        if summary.state == "broken":  # unreadable files: say why, offer nothing
+            bar.caption(summary.error[:300])
+            continue
         bar.progress(summary.progress, text=f"epoch {summary.epoch}/{summary.epochs}, step "
                      f"{summary.step}/{summary.total_steps}, elapsed {fmt_seconds(summary.elapsed_s)}"
                      f", ETA {fmt_seconds(summary.eta_s)}")
-        if summary.error and summary.state == "failed":
+        failure = launcher.launch_failure(summary.path) if summary.state != "running" else None
+        if failure:
+            info.warning(f"resume failed: {failure}")
+        elif summary.error and summary.state == "failed":
             info.caption(summary.error[:300])
         run_actions(summary, actions)
 

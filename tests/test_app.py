@@ -282,6 +282,69 @@ def test_the_checkpoint_choice_follows_the_user_across_pages(app_env, tiny_bundl
     assert at.selectbox(key="checkpoint_picker").value == index
 
 
+def broken_run(runs_root: Path, name: str = "broken-run") -> Path:
+    """A run folder whose config.json is not JSON (a hand edit, a disk error)."""
+    run_dir = runs_root / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "config.json").write_text('{"kind": "vqvae", "train": ')
+    return run_dir
+
+
+def test_train_page_lists_a_broken_run_with_why_beside_the_good_ones(app_env, tiny_bundle):
+    fake_finished_run(app_env, "good-run", tiny_bundle)
+    broken_run(app_env)
+    at = open_page("pages/train.py")
+    no_trouble(at)
+    shown = " ".join(m.value for m in at.markdown)
+    assert "**good-run**" in shown and "**broken-run**" in shown and "`broken`" in shown
+    assert any("Broken run" in c.value and "config.json" in c.value for c in at.caption)
+
+
+def test_curves_page_lists_a_broken_run_without_failing(app_env, tiny_bundle):
+    fake_finished_run(app_env, "good-run", tiny_bundle)
+    broken_run(app_env)
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    assert set(at.multiselect[0].options) == {"good-run", "broken-run"}
+
+
+def test_the_picker_still_offers_the_good_checkpoints_beside_a_broken_run(app_env, tiny_bundle):
+    fake_finished_run(app_env, "good-run", tiny_bundle)
+    broken_run(app_env)
+    at = open_page("pages/reconstruct.py")
+    no_trouble(at)
+    options = at.selectbox(key="checkpoint_picker").options
+    assert any("good-run" in o for o in options) and any("BRAINVQ_CHECKPOINT" in o for o in options)
+    assert not any("broken-run" in o for o in options)
+    if (DEMO / "vqvae.keras").exists():
+        assert any("demo" in o for o in options)
+
+
+def test_a_failed_run_listing_still_offers_the_set_checkpoint(app_env, monkeypatch):
+    def failing(root):
+        raise OSError("runs folder unreadable")
+
+    monkeypatch.setattr("core.bundles.available_checkpoints", failing)
+    at = open_page("pages/reconstruct.py")
+    assert not at.exception
+    assert any("Listing checkpoints failed" in e.value for e in at.error)
+    assert any("BRAINVQ_CHECKPOINT" in o for o in at.selectbox(key="checkpoint_picker").options)
+
+
+def test_train_page_shows_why_a_resume_died_before_writing_status(app_env, tiny_bundle):
+    from core import atomic, launcher
+
+    run_dir = fake_finished_run(app_env, "resumed-run", tiny_bundle)
+    atomic.write_json(run_dir / "status.json", {"state": "failed", "step": 1, "heartbeat": 1.0,
+                                                "error": "killed"})
+    (run_dir / "console.log").write_text("Traceback? no.\nerror: the data folder moved\n")
+    atomic.write_json(run_dir / launcher.LAUNCHER_FILE, {"pid": 0, "pid_start": 1,
+                                                         "started": 2.0})  # long dead
+    at = open_page("pages/train.py")
+    assert not at.exception
+    assert any(w.value == "resume failed: the data folder moved" for w in at.warning)
+
+
 @pytest.mark.skipif(not (DEMO / "vqvae.keras").exists(), reason="checkpoints/demo not shipped yet")
 @pytest.mark.parametrize("page", ["pages/reconstruct.py", "pages/codebook.py", "pages/sample.py"])
 def test_pages_render_with_the_demo_checkpoint(page, tmp_path, monkeypatch):

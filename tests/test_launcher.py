@@ -61,7 +61,8 @@ def test_busy_while_a_run_is_running_or_a_launcher_lives(tmp_path):
     sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
     try:
         (tmp_path / "queued").mkdir()
-        atomic.write_json(tmp_path / "queued" / launcher.LAUNCHER_FILE, {"pid": sleeper.pid})
+        atomic.write_json(tmp_path / "queued" / launcher.LAUNCHER_FILE,
+                          {"pid": sleeper.pid, "pid_start": runs.process_start(sleeper.pid)})
         assert "queued" in launcher.busy_reason(tmp_path, 0)
         assert [p.name for p in launcher.pending_runs(tmp_path)] == ["queued"]
     finally:
@@ -69,6 +70,59 @@ def test_busy_while_a_run_is_running_or_a_launcher_lives(tmp_path):
         sleeper.wait()
     assert launcher.busy_reason(tmp_path, 0) is None
     assert not launcher.pending_runs(tmp_path)[0].alive
+
+
+def test_a_launcher_whose_pid_was_reused_is_not_busy(tmp_path):
+    # The launched process died long ago; its pid now names another process (the test itself).
+    (tmp_path / "old").mkdir()
+    for record in ({"pid": os.getpid()}, {"pid": os.getpid(),
+                                          "pid_start": runs.process_start(os.getpid()) + 1}):
+        atomic.write_json(tmp_path / "old" / launcher.LAUNCHER_FILE, record)
+        assert launcher.busy_reason(tmp_path, 0) is None
+        assert not launcher.pending_runs(tmp_path)[0].alive
+
+
+def test_the_launcher_record_names_the_process_by_pid_and_start_time(tmp_path):
+    sleeper = subprocess.Popen(["sleep", "30"])
+    try:
+        (tmp_path / "new").mkdir()
+        launcher._write_launcher(tmp_path / "new", sleeper.pid, ["sleep"])
+        record = json.loads((tmp_path / "new" / launcher.LAUNCHER_FILE).read_text())
+        assert (record["pid"], record["pid_start"]) == (sleeper.pid, runs.process_start(sleeper.pid))
+        assert "starting" in launcher.busy_reason(tmp_path, 0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_a_resume_that_dies_before_writing_status_says_why(tmp_path):
+    run = runs.create_run(tmp_path / "r", {"kind": "vqvae", "train": {"epochs": 1, "batch_size": 0}})
+    runs.save_checkpoint(run, 1, lambda folder: None, {"last": {}})
+    runs.write_status(run, state="failed", error="killed")
+    (run / "console.log").write_text("error: an older launch's failure\n")
+    assert launcher.launch_failure(run) is None  # no launch recorded
+    launcher.resume(tmp_path, run, gpus=0)
+    deadline = time.time() + 120
+    while launcher.launch_failure(run) is None and time.time() < deadline:
+        time.sleep(0.5)
+    reason = launcher.launch_failure(run)
+    assert reason and "batch_size" in reason and "older" not in reason, (run / "console.log").read_text()
+
+
+def test_a_launch_whose_trainer_wrote_status_is_no_failure(tmp_path):
+    run = runs.create_run(tmp_path / "r", {"kind": "vqvae", "train": {"epochs": 1}})
+    (run / "console.log").write_text("error: something\n")
+    atomic.write_json(run / launcher.LAUNCHER_FILE, {"pid": dead_pid(), "pid_start": 1,
+                                                     "started": time.time() - 10})
+    assert launcher.launch_failure(run) == "something"
+    runs.write_status(run, state="failed", error="NonFiniteLoss: loss became nan")
+    assert launcher.launch_failure(run) is None  # the trainer ran: its status says why
+
+
+def dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
 
 
 def test_start_refuses_when_busy_and_reserves_nothing(tmp_path, oasis_tree):

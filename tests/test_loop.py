@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import math
+import time
 from pathlib import Path
 
 import pytest
@@ -24,8 +26,12 @@ class FakeTask:
     selection_mode = "max"
 
     def __init__(self, run_dir: Path, steps: int = 3, stop_at: int | None = None,
-                 crash_validating_epoch: int | None = None, batches: int | None = None):
+                 crash_validating_epoch: int | None = None, batches: int | None = None,
+                 loss_at: dict[int, float] | None = None, validation: dict | None = None,
+                 step_seconds: float = 0.0):
         self.run_dir, self.steps, self.stop_at = run_dir, steps, stop_at
+        self.loss_at = loss_at or {}  # trained-batch count -> the loss that step returns
+        self.validation, self.step_seconds = validation, step_seconds
         self.crash_validating_epoch, self.batches = crash_validating_epoch, batches or steps + 1
         self.seen: list[int] = []  # batch ids trained, restored with the checkpoint
 
@@ -39,12 +45,15 @@ class FakeTask:
         self.seen.append(int(batch))
         if len(self.seen) == self.stop_at:
             (self.run_dir / "STOP").touch()
-        return {"loss": tf.constant(1.0 / len(self.seen))}
+        time.sleep(self.step_seconds)
+        return {"loss": tf.constant(self.loss_at.get(len(self.seen), 1.0 / len(self.seen)))}
 
     def validate(self) -> dict:
         epoch = len(self.seen) // self.steps
         if epoch == self.crash_validating_epoch:
             raise Crash(f"killed while validating epoch {epoch}")
+        if self.validation is not None:
+            return dict(self.validation)
         return {"val_score": float(epoch % 2)}  # epochs 1, 3, ... are best
 
     def write_samples(self, path: Path) -> None:
@@ -57,7 +66,9 @@ class FakeTask:
         (folder / "state.json").write_text(json.dumps({"trained": len(self.seen)}))
 
     def restore(self, folder: Path) -> None:
-        self.seen = json.loads((folder / "model.json").read_text())["seen"]
+        seen = json.loads((folder / "model.json").read_text())["seen"]
+        json.loads((folder / "state.json").read_text())  # the optimizer's part must load too
+        self.seen = seen
 
 
 def config(**overrides) -> TrainConfig:
@@ -135,6 +146,95 @@ def test_stop_file_stops_with_a_checkpoint_and_resume_continues(tmp_path, stop_a
     assert loop.fit(run, FakeTask(run), config(), resume=True) == "finished"
     assert not (run / "STOP").exists()
     assert_complete_history(run, 3)
+
+
+@pytest.mark.parametrize("damaged", ["model.json", "state.json"])
+def test_resume_falls_back_to_the_newest_checkpoint_that_loads(tmp_path, damaged):
+    run = new_run(tmp_path)
+    with pytest.raises(Crash):
+        loop.fit(run, FakeTask(run, crash_validating_epoch=3), config())
+    last = runs.checkpoint_pointer(run, "last")
+    assert last["step"] == 6 and runs.checkpoint_pointer(run, "previous")["step"] == 3
+    text = (last["path"] / damaged).read_text()
+    (last["path"] / damaged).write_text(text[:len(text) // 2])  # truncated by a disk error
+    assert loop.fit(run, FakeTask(run), config(), resume=True) == "finished"
+    assert_complete_history(run, 3)  # steps 4..6 redone from step 3, each once in the metrics
+    assert "Training restarts from step 3" in runs.read_status(run)["warning"]
+
+
+def test_resume_fails_plainly_when_no_checkpoint_loads(tmp_path):
+    run = new_run(tmp_path)
+    loop.fit(run, FakeTask(run), config(epochs=1))
+    for candidate in runs.resume_candidates(run):
+        (candidate["path"] / "model.json").write_text("{")
+    with pytest.raises(runs.RunError, match="No checkpoint of .* loads"):
+        loop.fit(run, FakeTask(run), config(epochs=2), resume=True)
+
+
+def test_a_best_checkpoint_that_will_not_load_is_dropped_on_resume(tmp_path):
+    run = new_run(tmp_path)
+    loop.fit(run, FakeTask(run), config(epochs=1, checkpoint_every_s=0.0))
+    damaged = runs.checkpoint_pointer(run, "best")["path"]
+    assert runs.checkpoint_pointer(run, "last")["path"] == damaged  # epoch 1 is last and best
+    (damaged / "model.json").write_text("")
+    assert loop.fit(run, FakeTask(run), config(epochs=2), resume=True) == "finished"
+    assert "restarts from step 2" in runs.read_status(run)["warning"]
+    best = runs.checkpoint_pointer(run, "best")
+    assert best["step"] == 3 and best["path"] != damaged  # epoch 1 redone, and best again
+    assert_complete_history(run, 2)
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_a_non_finite_loss_fails_the_run_and_keeps_the_last_good_checkpoint(tmp_path, bad):
+    run = new_run(tmp_path)
+    with pytest.raises(loop.NonFiniteLoss, match="the last good checkpoint is step 3"):
+        loop.fit(run, FakeTask(run, loss_at={5: bad}), config())
+    status = runs.read_status(run)
+    assert status["state"] == "failed"
+    assert f"loss became {bad} at step 5; the last good checkpoint is step 3." in status["error"]
+    assert runs.checkpoint_pointer(run, "last")["step"] == 3  # no checkpoint of NaN weights
+    assert all(math.isfinite(r["loss"]) for r in runs.read_metrics(run)[0] if "loss" in r)
+    assert loop.fit(run, FakeTask(run), config(), resume=True) == "finished"
+    assert_complete_history(run, 3)
+
+
+def test_a_non_finite_loss_before_any_checkpoint_says_there_is_none(tmp_path):
+    run = new_run(tmp_path)
+    with pytest.raises(loop.NonFiniteLoss, match="none"):
+        loop.fit(run, FakeTask(run, loss_at={1: math.nan}), config())
+    assert runs.checkpoint_pointer(run, "last") is None
+
+
+def test_a_nan_validation_is_never_best(tmp_path):
+    run = new_run(tmp_path)
+    loop.fit(run, FakeTask(run, validation={"val_score": math.nan}), config(epochs=2))
+    assert runs.checkpoint_pointer(run, "best") is None
+    assert runs.checkpoint_pointer(run, "last")["step"] == 6
+
+
+def test_an_empty_validation_finishes_the_run(tmp_path):
+    run = new_run(tmp_path)
+    assert loop.fit(run, FakeTask(run, validation={}), config(epochs=2)) == "finished"
+    assert_complete_history(run, 2)
+    assert runs.checkpoint_pointer(run, "best") is None
+
+
+def test_the_heartbeat_beats_during_a_slow_step(tmp_path, monkeypatch):
+    monkeypatch.setattr(runs, "HEARTBEAT_EVERY_S", 0.05)
+    run = new_run(tmp_path)
+    beats = []
+    original = runs.write_status
+
+    def recording(run_dir, **fields):
+        status = original(run_dir, **fields)
+        if not fields:
+            beats.append(status["heartbeat"])
+        return status
+
+    monkeypatch.setattr(runs, "write_status", recording)
+    loop.fit(run, FakeTask(run, step_seconds=0.3), config(epochs=1, log_every=100))
+    assert len(beats) >= 5  # ~0.9 s of steps with no status of the loop's own but the epoch's
+    assert runs.read_status(run)["state"] == "finished"
 
 
 def test_resume_with_more_epochs_continues(tmp_path):

@@ -44,6 +44,51 @@ def test_create_run_refuses_an_existing_run(run):
     assert (run / "config.json").read_text() == before
 
 
+def test_create_run_refuses_a_users_folder_and_changes_nothing(tmp_path):
+    # A folder of the user's (no config.json) is not trained into: nothing of theirs is touched.
+    folder = tmp_path / "mine"
+    (folder / "checkpoints" / "step_0000001_1").mkdir(parents=True)
+    (folder / "samples").mkdir()
+    (folder / "samples" / "epoch_001.png").write_text("their picture")
+    (folder / "metrics.jsonl").write_text('{"step": 5}\n')
+    before = sorted((p, p.read_bytes() if p.is_file() else None) for p in folder.rglob("*"))
+    with pytest.raises(RunError, match="Expected a new or empty folder.*not a run of ours"):
+        runs.create_run(folder, CONFIG)
+    assert sorted((p, p.read_bytes() if p.is_file() else None) for p in folder.rglob("*")) == before
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(RunError, match="which is a file"):
+        runs.refuse_existing(tmp_path / "a_file")
+
+
+def test_create_run_accepts_an_empty_or_launcher_reserved_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert runs.read_config(runs.create_run(tmp_path / "empty", CONFIG)) == CONFIG
+    reserved = tmp_path / "reserved"
+    reserved.mkdir()
+    (reserved / "launcher.json").write_text('{"pid": 1}')
+    (reserved / "console.log").write_text("starting\n")
+    assert runs.read_config(runs.create_run(reserved, CONFIG)) == CONFIG
+    assert (reserved / "console.log").read_text() == "starting\n"
+
+
+def test_only_create_run_accepts_files_the_task_prepared_after_the_check(tmp_path):
+    folder = tmp_path / "prior"
+    folder.mkdir()
+    (folder / "codes_train.npy").write_bytes(b"cache")
+    with pytest.raises(RunError, match="codes_train.npy"):
+        runs.refuse_existing(folder)  # before any work: not ours
+    assert runs.read_config(runs.create_run(folder, CONFIG)) == CONFIG
+
+
+@pytest.mark.parametrize("text", ['["a list"]', '{"model": {}}', '{"kind": 3}',
+                                  '{"kind": "vqvae", "train": [1]}',
+                                  '{"kind": "vqvae", "vqvae": {}}'])  # a bundle's, not a run's
+def test_read_config_of_a_misshapen_config_is_a_run_error(tmp_path, text):
+    (tmp_path / "config.json").write_text(text)
+    with pytest.raises(RunError, match="Expected|not a run directory"):
+        runs.read_config(tmp_path)
+
+
 def test_read_config_of_a_non_run_is_a_run_error(tmp_path):
     with pytest.raises(RunError, match="not a run directory"):
         runs.read_config(tmp_path)
@@ -90,6 +135,44 @@ def test_running_status_of_a_zombie_child_reads_as_failed(run):
         process.wait()
 
 
+def test_a_reused_pid_is_not_our_trainer_and_is_never_signalled(run):
+    # The trainer died; its pid now names another live process (here: a sleep of the test's).
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        runs.process_start(sleeper.pid)  # the sleeper is live and has a start time
+        atomic.write_json(run / "status.json", {
+            "state": "running", "pid": sleeper.pid, "pid_start": runs.process_start(sleeper.pid) - 1,
+            "heartbeat": time.time()})
+        status = runs.read_status(run)
+        assert status["state"] == "failed" and "ended without finishing" in status["error"]
+        assert runs.kill(run) is False
+        atomic.write_json(run / "status.json", {"state": "running", "pid": os.getpid(),
+                                                "heartbeat": time.time()})  # no start time recorded
+        assert runs.read_status(run)["state"] == "failed"
+        assert runs.kill(run) is False
+        assert sleeper.poll() is None  # never signalled
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+def test_process_start_is_field_22_of_proc_stat():
+    stat = open(f"/proc/{os.getpid()}/stat").read()
+    assert runs.process_start(os.getpid()) == int(stat.rsplit(")", 1)[1].split()[19])
+    assert runs.process_start(dead_pid()) is None
+    assert runs.is_process(os.getpid(), runs.process_start(os.getpid()))
+    assert not runs.is_process(os.getpid(), None)
+
+
+def test_a_running_status_with_a_stale_heartbeat_reads_as_failed(run, monkeypatch):
+    runs.write_status(run, state="running", pid=os.getpid())
+    assert runs.read_status(run)["state"] == "running"
+    later = time.time() + runs.HEARTBEAT_STALE_S + 1
+    monkeypatch.setattr(runs.time, "time", lambda: later)
+    status = runs.read_status(run)
+    assert status["state"] == "failed" and "heartbeat" in status["error"]
+
+
 @pytest.mark.parametrize("state", ["finished", "stopped", "failed"])
 def test_final_states_are_kept_whatever_the_pid(run, state):
     runs.write_status(run, state=state, pid=dead_pid())
@@ -114,6 +197,14 @@ def test_request_stop_and_kill(run):
     finally:
         if sleeper.poll() is None:
             sleeper.kill()
+
+
+@pytest.mark.parametrize("text", ["{half", '["running"]', '{"state": 5}'])
+def test_an_unreadable_status_reads_as_broken(run, text):
+    (run / "status.json").write_text(text)
+    status = runs.read_status(run)
+    assert status["state"] == "broken" and "status.json" in status["error"]
+    assert runs.kill(run) is False
 
 
 # --- metrics ------------------------------------------------------------------------------------
@@ -192,19 +283,36 @@ def test_failed_write_leaves_the_previous_checkpoint_intact(run):
     assert (first / "vqvae.keras").read_text() == "model"
     completed = [p for p in (run / "checkpoints").iterdir() if p.name.startswith("step_")]
     assert completed == [first]  # the half-written folder was never published
-    # The next good save clears what the failed one left behind.
+    # The next good save clears what the failed one left behind; the first stays as "previous".
     second = runs.save_checkpoint(run, 4, write_bundle, {"last": {}, "best": {}})
-    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == [second.name]
+    assert sorted(p.name for p in (run / "checkpoints").iterdir() if p.is_dir()) == [
+        first.name, second.name]
+    assert runs.checkpoint_pointer(run, "previous")["path"] == first
 
 
-def test_pruning_keeps_last_and_best(run):
+def test_pruning_keeps_last_previous_and_best(run):
     best = runs.save_checkpoint(run, 1, write_bundle, {"last": {}, "best": {"val_ssim": 0.9}})
     runs.save_checkpoint(run, 2, write_bundle, {"last": {}})
-    last = runs.save_checkpoint(run, 3, write_bundle, {"last": {}})
+    previous = runs.save_checkpoint(run, 3, write_bundle, {"last": {}})
+    last = runs.save_checkpoint(run, 4, write_bundle, {"last": {}})
     folders = sorted(p for p in (run / "checkpoints").iterdir() if p.is_dir())
-    assert folders == [best, last]
+    assert folders == [best, previous, last]
     assert runs.checkpoint_pointer(run, "best")["path"] == best
+    assert runs.checkpoint_pointer(run, "previous")["path"] == previous
     assert runs.checkpoint_pointer(run, "last")["path"] == last
+    assert [c["step"] for c in runs.resume_candidates(run)] == [4, 3, 1]
+
+
+def test_pruning_touches_only_our_checkpoint_folders(run):
+    mine = run / "checkpoints" / "my_model"
+    mine.mkdir()
+    (mine / "weights.keras").write_text("the user's")
+    (run / "checkpoints" / "step_notes").mkdir()
+    runs.save_checkpoint(run, 1, write_bundle, {"last": {}})
+    runs.save_checkpoint(run, 2, write_bundle, {"last": {}})
+    runs.save_checkpoint(run, 3, write_bundle, {"last": {}})
+    assert (mine / "weights.keras").read_text() == "the user's"
+    assert (run / "checkpoints" / "step_notes").is_dir()
 
 
 def test_saving_the_same_step_twice_in_one_millisecond(run, monkeypatch):
@@ -269,6 +377,24 @@ def test_summary_of_a_fresh_run_uses_the_config(run):
     summary = runs.summarize_run(run)
     assert (summary.state, summary.epochs, summary.step, summary.progress, summary.has_checkpoint) == (
         "failed", 3, 0, 0.0, False)
+
+
+@pytest.mark.parametrize("file, text, why", [
+    ("config.json", "{half", "no readable config.json"),
+    ("config.json", '{"kind": "vqvae", "train": "thirty"}', '"train"'),
+    ("status.json", "[]", "status.json"),
+    ("status.json", '{"state": "finished", "step": "many"}', "step"),
+    ("status.json", '{"state": "finished", "epochs": -3}', "epochs"),
+])
+def test_a_broken_run_is_listed_as_broken_beside_the_good_ones(tmp_path, file, text, why):
+    good = runs.create_run(tmp_path / "good", CONFIG)
+    runs.write_status(good, state="finished", step=3)
+    bad = runs.create_run(tmp_path / "bad", CONFIG)
+    (bad / file).write_text(text)
+    listed = {s.name: s for s in runs.list_runs(tmp_path)}
+    assert listed["good"].state == "finished"
+    assert (listed["bad"].state, listed["bad"].has_checkpoint) == ("broken", False)
+    assert "Broken run" in listed["bad"].error and why in listed["bad"].error
 
 
 def test_list_runs_newest_first(tmp_path):

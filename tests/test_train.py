@@ -195,6 +195,23 @@ def test_existing_run_without_resume_is_refused_untouched(finished_run, oasis_tr
     assert snapshot(finished_run) == before
 
 
+def test_a_users_folder_is_refused_and_left_untouched(oasis_tree, tmp_path):
+    # A folder of the user's own (no config.json): never trained into, nothing deleted or rewritten.
+    folder = tmp_path / "mine"
+    (folder / "checkpoints" / "step_0000001_1").mkdir(parents=True)
+    (folder / "checkpoints" / "step_0000001_1" / "vqvae.keras").write_text("their model")
+    (folder / "samples").mkdir()
+    (folder / "samples" / "epoch_001.png").write_text("their picture")
+    (folder / "metrics.jsonl").write_text('{"step": 5}\n{"step": 6}\n')
+    before = snapshot(folder)
+    result = train("--data", str(oasis_tree), "--run-dir", str(folder), *TINY, "--epochs", "1",
+                   "--steps-per-epoch", "2")
+    assert result.returncode == 2
+    messages = python_messages(result.stderr)
+    assert len(messages) == 1 and messages[0].startswith("error: Expected a new or empty folder")
+    assert snapshot(folder) == before
+
+
 # --- kill -9, STOP and resume -------------------------------------------------------------------
 def test_sigkill_mid_run_then_resume_finishes_with_a_clean_history(oasis_tree, tmp_path):
     run_dir = tmp_path / "run"
@@ -224,6 +241,39 @@ def test_sigkill_mid_run_then_resume_finishes_with_a_clean_history(oasis_tree, t
     assert optimizer_iterations(bundle) == 18
     assert f"Resuming {run_dir} from step {killed_at}" in (run_dir / "train.log").read_text()
     assert not list((run_dir / "checkpoints").glob(".step_*"))  # a kill's half-written folder is gone
+
+
+@pytest.mark.parametrize("damaged", ["vqvae.keras", "optimizer.npz"])
+def test_sigkill_then_a_truncated_last_checkpoint_resumes_from_the_previous(oasis_tree, tmp_path,
+                                                                            damaged):
+    run_dir = tmp_path / "run"
+    args = ["--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY, "--epochs", "4",
+            "--steps-per-epoch", "3", "--log-every", "1", "--checkpoint-every-s", "0"]
+    process = start(*args, log_path=tmp_path / "first.log")
+    try:
+        def two_checkpoints() -> bool:
+            return bool(runs.checkpoint_pointer(run_dir, "previous")
+                        and runs.checkpoint_pointer(run_dir, "last")["step"] >= 3)
+
+        wait_for(two_checkpoints, process, "two checkpoints")
+        os.kill(process.pid, signal.SIGKILL)
+        assert process.wait(timeout=60) == -signal.SIGKILL
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    last, previous = (runs.checkpoint_pointer(run_dir, p) for p in ("last", "previous"))
+    assert previous["step"] < last["step"]
+    victim = last["path"] / damaged
+    victim.write_bytes(victim.read_bytes()[:victim.stat().st_size // 2])  # a disk error
+    result = train("--run-dir", str(run_dir), "--resume", "--checkpoint-every-s", "0")
+    assert final_state(result) == "finished"
+    bundle = assert_complete_history(run_dir, epochs=4, steps_per_epoch=3)
+    assert optimizer_iterations(bundle) == 12
+    load_bundle_model(bundle)
+    log = (run_dir / "train.log").read_text()
+    assert f"Training restarts from step {previous['step']}" in log
+    assert f"Resuming {run_dir} from step {previous['step']}" in log
 
 
 def test_stop_file_stops_with_a_checkpoint_and_resume_keeps_the_optimizer(oasis_tree, tmp_path):

@@ -54,7 +54,7 @@ def checkpoint_choices() -> list[bundles.CheckpointChoice]:
         path = Path(extra)
         choices.append(bundles.CheckpointChoice(f"{path.name} (BRAINVQ_CHECKPOINT)", path,
                                                     (path / "prior.keras").exists()))
-    with guard("Listing checkpoints"):
+    with guard("Listing checkpoints", stop=False):  # a failure still leaves the ones above
         choices += bundles.available_checkpoints(runs_root())
     return choices
 

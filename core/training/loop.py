@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import os
+import threading
 import time
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -158,6 +159,55 @@ class _RunLock:
         self.handle.close()
 
 
+class NonFiniteLoss(RuntimeError):
+    """A training metric became NaN or infinite: the weights are no longer worth checkpointing."""
+
+
+class _Heartbeat:
+    """Refresh status.json's heartbeat every runs.HEARTBEAT_EVERY_S while the loop works.
+
+    A step or a validation may take longer than runs.HEARTBEAT_STALE_S on a slow machine; the
+    heartbeat comes from this thread, so a slow but live run never reads as dead.
+    """
+
+    def __init__(self, run_dir: Path):
+        self.run_dir, self.done = run_dir, threading.Event()
+        self.thread = threading.Thread(target=self._beat, name="heartbeat", daemon=True)
+        self.thread.start()
+
+    def _beat(self):
+        while not self.done.wait(runs.HEARTBEAT_EVERY_S):
+            try:
+                runs.write_status(self.run_dir)  # merges: only the heartbeat changes
+            except OSError:
+                pass  # a full disk must not kill training; the next beat tries again
+
+    def stop(self):
+        self.done.set()
+        self.thread.join()
+
+
+def _restore_newest_loadable(run_dir: Path, task: Task) -> tuple[dict | None, str | None]:
+    """Restore the newest checkpoint that loads; the pointer used and a warning when one failed."""
+    failures = []
+    for candidate in runs.resume_candidates(run_dir):
+        try:
+            task.restore(candidate["path"])
+        except Exception as error:  # a damaged file raises whatever its reader raises
+            failures.append(f"{candidate['pointer']} checkpoint (step {candidate['step']}) will "
+                            f"not load ({type(error).__name__}: {str(error)[:120]})")
+            continue
+        warning = None
+        if failures:
+            warning = (f"The {'; the '.join(failures)}. Training restarts from step "
+                       f"{candidate['step']} (the {candidate['pointer']} checkpoint).")
+            log.warning(warning)
+        return candidate, warning
+    if failures:
+        raise runs.RunError(f"No checkpoint of {run_dir} loads: {'; '.join(failures)}.")
+    return None, None
+
+
 def _better(value, best, mode) -> bool:
     if value is None or not math.isfinite(value):
         return False
@@ -168,15 +218,26 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
     """Train `task` into `run_dir` until its epochs are done or STOP appears; returns the state."""
     run_dir = Path(run_dir)
     lock = _RunLock(run_dir)
+    try:
+        return _fit_locked(run_dir, task, train, resume)
+    finally:
+        lock.release()
+
+
+def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> str:
     stop_file = run_dir / "STOP"
     stop_file.unlink(missing_ok=True)  # a STOP left from an earlier stop must not end this run
     steps_per_epoch = task.steps_per_epoch()
-    step, elapsed_before, best = 0, 0.0, None
-    last = runs.checkpoint_pointer(run_dir, "last") if resume else None
+    step, elapsed_before, best, warning = 0, 0.0, None, None
+    last, warning = _restore_newest_loadable(run_dir, task) if resume else (None, None)
     if last:
-        task.restore(last["path"])
         step, elapsed_before = int(last["step"]), float(last.get("elapsed_s", 0.0))
         best_pointer = runs.checkpoint_pointer(run_dir, "best")
+        if best_pointer and (not isinstance(best_pointer.get("step"), int)
+                             or best_pointer["step"] > step):
+            # The best was newer than the checkpoint that loaded: it is one that did not.
+            (run_dir / "checkpoints" / "best.json").unlink()
+            best_pointer = None
         best = best_pointer.get(task.selection_metric) if best_pointer else None
         log.info("Resuming %s from step %d (epoch %d).", run_dir, step, step // steps_per_epoch)
     dropped = runs.truncate_metrics(run_dir, step)
@@ -201,7 +262,8 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
         runs.save_checkpoint(run_dir, step, write,
                              {name: {**info, **extra} for name, extra in pointers.items()})
 
-    status("running", error=None)
+    status("running", error=None, warning=warning)
+    heartbeat = _Heartbeat(run_dir)
     try:
         last_checkpoint = time.monotonic()
         while step < train.epochs * steps_per_epoch:
@@ -211,6 +273,12 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
             for batch in _epoch_batches(task.epoch_dataset(epoch), skip, steps_per_epoch - skip):
                 values = {k: float(v) for k, v in task.train_step(batch).items()}
                 step += 1
+                bad = next((k for k, v in values.items() if not math.isfinite(v)), None)
+                if bad:
+                    good = runs.checkpoint_pointer(run_dir, "last")
+                    raise NonFiniteLoss(
+                        f"{bad} became {values[bad]} at step {step}; the last good checkpoint is "
+                        + (f"step {good['step']}." if good else "none (none was saved yet)."))
                 for key, value in values.items():
                     totals[key] = totals.get(key, 0.0) + value
                 if step % train.log_every == 0 or step % steps_per_epoch == 0:
@@ -235,7 +303,8 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
             validation = task.validate()
             record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "wall_time": time.time(),
                       "elapsed_s": elapsed(),
-                      **{f"train_{k}": v / done for k, v in totals.items()}, **validation}
+                      **({f"train_{k}": v / done for k, v in totals.items()} if done else {}),
+                      **validation}
             runs.append_metrics(run_dir, [record])
             with writer.as_default(step=step):
                 for key, value in validation.items():
@@ -257,11 +326,12 @@ def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = Fals
         status("finished")
         return "finished"
     except BaseException as error:
+        heartbeat.stop()
         status("failed", error=f"{type(error).__name__}: {error}")
         raise
     finally:
+        heartbeat.stop()
         writer.close()
-        lock.release()
 
 
 def _epoch_batches(dataset, skip: int, count: int):

@@ -1,0 +1,65 @@
+"""core.bundles: the checkpoint picker's list (the demo first, then the runs that can be picked)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from core import atomic, bundles, runs
+
+
+def fake_bundle(folder: Path, prior: bool = False) -> Path:
+    """A bundle's files as the picker sees them (it never loads them)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vqvae.keras").write_text("model")
+    if prior:
+        (folder / "prior.keras").write_text("prior")
+    atomic.write_json(folder / "config.json", {"kind": "prior" if prior else "vqvae"})
+    return folder
+
+
+def fake_run(root: Path, name: str, state: str = "finished", prior: bool = False) -> Path:
+    run_dir = runs.create_run(root / name, {"kind": "prior" if prior else "vqvae",
+                                            "train": {"epochs": 1}})
+    runs.save_checkpoint(run_dir, 1, lambda folder: fake_bundle(folder, prior), {"last": {}})
+    runs.write_status(run_dir, state=state, step=1, epoch=1)
+    return run_dir
+
+
+@pytest.fixture
+def demo(tmp_path, monkeypatch) -> Path:
+    folder = fake_bundle(tmp_path / "demo", prior=True)
+    monkeypatch.setattr(bundles, "DEMO_CHECKPOINT", folder)
+    return folder
+
+
+def test_the_demo_comes_first_then_pickable_runs(tmp_path, demo):
+    root = tmp_path / "runs"
+    fake_run(root, "done", prior=True)
+    fake_run(root, "paused", state="stopped")
+    fake_run(root, "crashed", state="failed")
+    choices = bundles.available_checkpoints(root)
+    assert choices[0] == bundles.CheckpointChoice("demo (shipped)", demo, True)
+    by_name = {c.path.name: c for c in choices[1:]}
+    assert set(by_name) == {"done", "paused"}
+    assert by_name["done"].has_prior and not by_name["paused"].has_prior
+
+
+@pytest.mark.parametrize("file, text", [
+    ("config.json", "{half"), ("config.json", '{"kind": "vqvae", "train": 7}'),
+    ("status.json", "[1, 2]"), ("status.json", '{"state": "finished", "step": "x"}'),
+    ("checkpoints/last.json", '{"dir": "../../elsewhere", "step": 1}'),
+    ("checkpoints/last.json", "not json"),
+])
+def test_one_broken_run_hides_neither_the_demo_nor_the_good_runs(tmp_path, demo, file, text):
+    root = tmp_path / "runs"
+    fake_run(root, "good")
+    broken = fake_run(root, "broken")
+    (broken / file).write_text(text)
+    names = [c.path.name for c in bundles.available_checkpoints(root)]
+    assert names == ["demo", "good"]
+
+
+def test_no_demo_and_no_runs_is_an_empty_list(tmp_path, monkeypatch):
+    monkeypatch.setattr(bundles, "DEMO_CHECKPOINT", tmp_path / "no-demo")
+    assert bundles.available_checkpoints(tmp_path / "runs") == []
