@@ -1,4 +1,4 @@
-"""Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original | reconstruction | difference, SSIM, PSNR."""
+"""Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original, reconstruction and difference, SSIM, PSNR."""
 import streamlit as st
 
 from core import images, jobs, uploads

@@ -33,7 +33,7 @@ def test_every_module_says_what_it_is_and_the_map_lists_it(path):
     assert line, f"{path.name} has no docstring line saying what it is"
     relative = str(path.relative_to(REPO_ROOT))
     architecture = (REPO_ROOT / "ARCHITECTURE.md").read_text()
-    entry = next((row for row in architecture.splitlines() if f"`{relative}`" in row), None)
+    entry = next((row for row in architecture.splitlines() if row.startswith(f"| `{relative}` |")), None)
     assert entry is not None, f"ARCHITECTURE.md does not list {relative}"
     assert line in entry, f"ARCHITECTURE.md's line for {relative} is not its docstring: {line!r}"
 
