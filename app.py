@@ -5,6 +5,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
 
+from ui import access  # noqa: E402
+
 st.set_page_config(page_title="BrainVQ", page_icon=":brain:", layout="wide")
 
 PAGES = [
@@ -16,5 +18,6 @@ PAGES = [
 ]
 
 page = st.navigation(PAGES)
+access.require_login()  # after navigation, so no page can be reached around it
 st.sidebar.caption("BrainVQ: a VQ-VAE and a PixelCNN prior over OASIS brain MRI slices.")
 page.run()

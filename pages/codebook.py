@@ -12,7 +12,7 @@ bundle = shared.pick_checkpoint()
 config = bundle.vqvae.config
 
 left, middle, right = st.columns([3, 1, 1])
-data_folder = left.text_input("Data folder", str(shared.default_data_folder()))
+data_folder = shared.data_folder_input(where=left)
 split = middle.selectbox("Split", data.SPLITS, index=2)
 limit = right.number_input("Slices (evenly spaced)", 1, 2000, 64)
 with shared.guard("Encoding the split"):

@@ -32,7 +32,7 @@ if source == "upload":
         st.info(notice)
     slices, names = decoded.images, decoded.names
 else:
-    data_folder = st.text_input("Data folder", str(shared.default_data_folder()))
+    data_folder = shared.data_folder_input()
     with shared.guard("Listing the test split"):
         available = jobs.split_slice_names(data_folder, "test")
     names = st.multiselect("Test slices", available, default=available[:4], max_selections=64,
