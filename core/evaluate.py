@@ -69,7 +69,7 @@ def score_samples(args) -> dict:
     if bundle.prior is None:
         raise CheckpointError(f"{bundle.path} holds no prior.keras: train one with "
                               f"`python -m core.train prior --vqvae {args.checkpoint}`.")
-    reference = sample_quality.load_reference(args.reference or sample_quality.REFERENCE_CHECKPOINT)
+    reference = sample_quality.load_reference(args.reference)
     report = sample_quality.sample_quality(bundle.vqvae, bundle.prior, reference, args.data,
                                            split=args.split, n=args.n, seed=args.seed)
     return {**report, "seconds": round(time.perf_counter() - started, 2), "checkpoint": str(bundle.path)}

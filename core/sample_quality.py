@@ -132,14 +132,15 @@ def _fd_by_level_band(features, levels, real_features, real_levels) -> dict[str,
 
 
 # --- the report ------------------------------------------------------------------------------------
-def load_reference(folder: str | Path = REFERENCE_CHECKPOINT):
-    """The shipped reference network (a CheckpointError, one line, when the file will not load)."""
+def load_reference(folder: str | Path | None = None):
+    """The reference network in `folder` (default: the shipped one); a CheckpointError, one line, when it will not load."""
     import keras
 
     import core.models.reference  # noqa: F401  (registers the class before loading)
     from core.bundles import CheckpointError
 
-    path = Path(folder) / REFERENCE_FILE if Path(folder).is_dir() else Path(folder)
+    folder = Path(REFERENCE_CHECKPOINT if folder is None else folder)
+    path = folder / REFERENCE_FILE if folder.is_dir() or not folder.suffix else folder
     if not path.is_file():
         raise CheckpointError(f"Expected the reference network at {path}. Rebuild it with "
                               f"`python scripts/make_reference_network.py`.")
