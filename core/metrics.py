@@ -21,32 +21,32 @@ def _as_batch(images) -> tf.Tensor:
     return images
 
 
-def _pair(originals, reconstructions) -> tuple[tf.Tensor, tf.Tensor]:
+def as_image_pair(originals, reconstructions) -> tuple[tf.Tensor, tf.Tensor]:
     """Both as (N, H, W, 1) float32; the reconstructions clipped to [0, 1] (as a person sees them)."""
     return _as_batch(originals), tf.clip_by_value(_as_batch(reconstructions), 0.0, 1.0)
 
 
 def image_scores(originals, reconstructions) -> dict[str, np.ndarray]:
     """Per-image SSIM, PSNR (dB) and MSE of [0, 1] images, converted and clipped once."""
-    a, b = _pair(originals, reconstructions)
+    a, b = as_image_pair(originals, reconstructions)
     return {name: value.numpy() for name, value in scores_graph(a, b).items()}
 
 
 def ssim(originals, reconstructions) -> np.ndarray:
     """Per-image SSIM (windowed, 11x11 Gaussian, as `tf.image.ssim`, max_val=1 on [0, 1] images)."""
-    a, b = _pair(originals, reconstructions)
+    a, b = as_image_pair(originals, reconstructions)
     check_size(a)
     return _ssim_graph(a, b).numpy()
 
 
 def psnr(originals, reconstructions) -> np.ndarray:
     """Per-image PSNR in dB (max_val=1); capped at 100 dB for identical images."""
-    return _psnr(*_pair(originals, reconstructions)).numpy()
+    return _psnr(*as_image_pair(originals, reconstructions)).numpy()
 
 
 def mse(originals, reconstructions) -> np.ndarray:
     """Per-image mean squared error on [0, 1] images."""
-    return _mse(*_pair(originals, reconstructions)).numpy()
+    return _mse(*as_image_pair(originals, reconstructions)).numpy()
 
 
 def _gaussian_taps() -> tf.Tensor:

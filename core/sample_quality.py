@@ -87,7 +87,7 @@ def ms_ssim(images_a, images_b) -> np.ndarray:
     Five scales as Wang et al. (and tf.image.ssim_multiscale) for slices of 176 pixels or more;
     smaller slices use the scales that fit, their weights rescaled to sum to one.
     """
-    a, b = metrics._pair(images_a, images_b)
+    a, b = metrics.as_image_pair(images_a, images_b)
     metrics.check_size(a)
     weights = np.asarray(MS_SSIM_WEIGHTS[:ms_ssim_scales(min(a.shape[1], a.shape[2]))], np.float32)
     return _ms_ssim(a, b, tuple(float(w) for w in weights / weights.sum())).numpy()
