@@ -1,35 +1,91 @@
-"""`python -m core.evaluate`: score a checkpoint on one split and print ONE JSON object on stdout."""
+"""`python -m core.evaluate [samples]`: score a checkpoint's reconstructions on slices, or its samples against real slices; prints ONE JSON object."""
 from __future__ import annotations
 
+import argparse
 import json
 import sys
+import time
 
 from core import cli, data
 
 
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1 (a bad value is one `error:` line, not a traceback)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {value}")
+    return value
+
+
+DATA_HELP = ("an OASIS folder, a folder holding only the split's keras_png_slices_<split>/, or a plain "
+             "folder of PNG slices (then --split is not used)")
+
+
 def build_parser() -> cli.Parser:
     parser = cli.Parser(prog="python -m core.evaluate",
-                        description="Score a VQ-VAE checkpoint on a data split.")
+                        description="Score a VQ-VAE checkpoint's reconstructions on a data split.")
     parser.add_argument("--checkpoint", required=True,
                         help="a run directory (its best checkpoint) or a bundle folder")
-    parser.add_argument("--data", required=True, help="OASIS folder")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
     parser.add_argument("--split", choices=data.SPLITS, default="test")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N slices")
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--limit", type=positive_int, default=None, help="score only the first N slices")
+    parser.add_argument("--batch-size", type=positive_int, default=32)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+def build_samples_parser() -> cli.Parser:
+    parser = cli.Parser(prog="python -m core.evaluate samples",
+                        description="Generate brains from a prior checkpoint and compare them with real "
+                                    "slices: FD and KID on reference features, MS-SSIM diversity, "
+                                    "brain area by level; real train slices give the baseline.")
+    parser.add_argument("--checkpoint", required=True, help="a prior run directory or bundle folder")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
+    parser.add_argument("--split", choices=data.SPLITS, default="validate")
+    parser.add_argument("--n", type=positive_int, default=256, help="samples (and real slices) to compare")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--reference", default=None,
+                        help="reference network folder (default: checkpoints/reference)")
+    return parser
+
+
+def score_reconstructions(args) -> dict:
     from core import scoring
     from core.bundles import load_bundle
 
+    bundle = load_bundle(args.checkpoint)
+    result = scoring.evaluate_split(bundle.vqvae, args.data, args.split, args.limit, args.batch_size)
+    return {**result, "checkpoint": str(bundle.path)}
+
+
+def score_samples(args) -> dict:
+    from core import sample_quality
+    from core.bundles import CheckpointError, load_bundle
+
+    started = time.perf_counter()
+    bundle = load_bundle(args.checkpoint)
+    if bundle.prior is None:
+        raise CheckpointError(f"{bundle.path} holds no prior.keras: train one with "
+                              f"`python -m core.train prior --vqvae {args.checkpoint}`.")
+    reference = sample_quality.load_reference(args.reference)
+    report = sample_quality.sample_quality(bundle.vqvae, bundle.prior, reference, args.data,
+                                           split=args.split, n=args.n, seed=args.seed)
+    return {**report, "seconds": round(time.perf_counter() - started, 2), "checkpoint": str(bundle.path)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["samples"]:
+        args, command = build_samples_parser().parse_args(argv[1:]), score_samples
+    else:
+        args, command = build_parser().parse_args(argv), score_reconstructions
     try:
-        bundle = load_bundle(args.checkpoint)
-        result = scoring.evaluate_split(bundle.vqvae, args.data, args.split, args.limit, args.batch_size)
+        result = command(args)
     except cli.user_error_types() as error:
         return cli.report(error)
-    print(json.dumps({**result, "checkpoint": str(bundle.path)}))
+    print(json.dumps(result))
     return 0
 
 

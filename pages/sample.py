@@ -49,6 +49,38 @@ if st.button("Generate", type="primary"):
 if st.session_state.get("generated", (None,))[0] == bundle.path:  # made by this checkpoint
     gallery(*st.session_state["generated"][1:], key="generated")
 
+st.subheader("Quality")
+with st.expander("How to read this"):
+    st.markdown(
+        "Each figure compares samples of this checkpoint with the **validate** slices, beside the same "
+        "figure for **real train slices** (the best a model can hope for). **FD** and **KID**: distance "
+        "between samples and real slices on the features of a small reference network of our own "
+        "(lower is better; near the real baseline is good; not comparable with published FID). "
+        "**MS-SSIM between pairs**: how alike two slices of one set are; a good model matches the real "
+        "value; much higher means the samples look alike (collapse). **Brain area**: mean fraction of "
+        "pixels above 0.1, per slice level in the chart.")
+quality_columns = st.columns(2)
+quality_n = quality_columns[0].number_input("Samples to judge", 2, 1024, 256, key="quality_n")
+if quality_columns[1].button("Measure quality", help="Generates the samples: tens of seconds"):
+    bar = st.progress(0.0, text="Measuring quality")
+    with shared.guard("Measuring quality", stop=False):
+        report = shared.sample_quality(bundle, shared.bundle_key(bundle), str(shared.default_data_folder()),
+                                       int(quality_n), int(seed), lambda done, text: bar.progress(done, text=text))
+        st.session_state["quality"] = (bundle.path, report)
+    bar.empty()
+if st.session_state.get("quality", (None,))[0] == bundle.path:
+    report = st.session_state["quality"][1]
+    st.table({"": ["FD (lower is better)", "KID (lower is better)", "MS-SSIM between pairs", "brain area"],
+              "samples vs validate": [report["fd"], report["kid"], report["ms_ssim_samples"],
+                                      report["area_samples"]],
+              "real train vs validate": [report["fd_real"], report["kid_real"], report["ms_ssim_real"],
+                                         report["area_real"]]})
+    if report.get("area_by_level"):
+        st.caption("Brain area by slice level")
+        st.line_chart({"samples": [v["samples"] for v in report["area_by_level"].values()],
+                       "real": [v["real"] for v in report["area_by_level"].values()]})
+    st.caption(f"{report['n']} samples against {report['n_real']} validate slices, {report['seconds']} s.")
+
 st.subheader("Complete a brain")
 st.caption("The code rows above the chosen row are kept from your slice; the prior draws the rest.")
 source = st.radio("Slice from", ["test split", "upload"], horizontal=True, key="complete_source")

@@ -357,3 +357,25 @@ def test_pages_render_with_the_demo_checkpoint(page, tmp_path, monkeypatch):
         at.radio[0].set_value("test split").run()
         no_trouble(at)
         assert any("mean SSIM" in m.value for m in at.markdown)
+
+
+def test_sample_quality_panel_measures_only_when_asked(app_env):
+    at = open_page("pages/sample.py")
+    assert "quality" not in at.session_state  # nothing computed on opening the page
+    next(n for n in at.number_input if n.label == "Samples to judge").set_value(6)
+    next(b for b in at.button if b.label == "Measure quality").click().run()
+    no_trouble(at)
+    path, report = at.session_state["quality"]
+    assert report["n"] == 6 and {"fd", "fd_real", "kid", "kid_real", "ms_ssim_samples", "ms_ssim_real"} <= set(report)
+    table = at.table[0].value
+    assert list(table.columns) == ["", "samples vs validate", "real train vs validate"]
+    assert table["samples vs validate"].iloc[0] == pytest.approx(report["fd"])
+
+
+def test_sample_quality_panel_shows_a_missing_reference_network_as_a_message(app_env, monkeypatch, tmp_path):
+    monkeypatch.setattr("core.sample_quality.REFERENCE_CHECKPOINT", tmp_path / "no-reference")
+    at = open_page("pages/sample.py")
+    next(n for n in at.number_input if n.label == "Samples to judge").set_value(4)
+    next(b for b in at.button if b.label == "Measure quality").click().run()
+    assert not at.exception
+    assert any("Measuring quality failed" in e.value and "make_reference_network" in e.value for e in at.error)

@@ -59,3 +59,34 @@ def test_accepts_single_images_and_batches(shape, count):
     for metric in (metrics.ssim, metrics.psnr, metrics.mse):
         assert metric(x, y).shape == (count,)
     np.testing.assert_allclose(metrics.mse(x, y), np.full(count, 0.0625), rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32, 1), (2, 37, 53, 1), (2, 64, 64, 1), (1, 11, 11, 1),
+                                   (1, 256, 256, 1)])
+def test_ssim_equals_tf_image_ssim_on_random_images(shape):
+    # The separable graph-mode SSIM must be the same function as tf.image.ssim, at any size.
+    import tensorflow as tf
+    rng = np.random.default_rng(sum(shape))
+    a = rng.uniform(0, 1, shape).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.2, shape), 0, 1).astype(np.float32)
+    expected = tf.image.ssim(a, b, max_val=1.0).numpy()
+    np.testing.assert_allclose(metrics.ssim(a, b), expected, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("size", [32, 45, 96])
+def test_ssim_equals_tf_image_ssim_on_brain_like_slices(size):
+    import tensorflow as tf
+    from oasis_fixtures import brain_slice
+    a = np.stack([brain_slice(seed, size) for seed in range(3)])[..., None].astype(np.float32) / 255.0
+    b = np.clip(a + np.random.default_rng(size).normal(0, 0.05, a.shape), 0, 1).astype(np.float32)
+    np.testing.assert_allclose(metrics.ssim(a, b), tf.image.ssim(a, b, max_val=1.0).numpy(), rtol=0, atol=1e-5)
+    scores = metrics.image_scores(a, b)
+    np.testing.assert_allclose(scores["ssim"], metrics.ssim(a, b), rtol=0, atol=1e-6)
+    np.testing.assert_allclose(scores["psnr"], metrics.psnr(a, b), rtol=1e-6)
+    np.testing.assert_allclose(scores["mse"], metrics.mse(a, b), rtol=1e-6)
+
+
+def test_ssim_of_images_smaller_than_the_window_is_a_clear_error():
+    x = np.zeros((1, 10, 10, 1), np.float32)
+    with pytest.raises(ValueError, match="Expected images of at least 11x11"):
+        metrics.ssim(x, x)

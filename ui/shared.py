@@ -134,3 +134,12 @@ def split_codebook_report(_bundle: bundles.Bundle, key: str, data_folder: str, s
     from core import codebook
 
     return codebook.split_codebook_report(_bundle.vqvae, data_folder, split, limit)
+
+
+@st.cache_data(max_entries=4, show_spinner=False)
+def sample_quality(_bundle: bundles.Bundle, key: str, data_folder: str, n: int, seed: int, _progress=None):
+    """core.sample_quality's report (samples vs the validate split, train slices as the baseline), remembered per checkpoint, folder, n and seed."""
+    from core import sample_quality as quality
+
+    return quality.sample_quality(_bundle.vqvae, _bundle.prior, quality.load_reference(), data_folder,
+                                  split="validate", n=n, seed=seed, progress=_progress)

@@ -1,0 +1,75 @@
+"""core.evaluate, the CLI: one JSON object on success; a bad flag or folder is one `error:` line and exit code 2."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from helpers_bundle import make_tiny_bundle
+from core import evaluate
+
+
+@pytest.fixture(scope="module")
+def bundle(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("bundle"))
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        code = evaluate.main(list(argv))
+    except SystemExit as stop:  # argparse stops at parse time
+        code = stop.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_plain_command_keeps_its_json_keys(capsys, bundle, oasis_tree):
+    code, out, err = run(capsys, "--checkpoint", str(bundle), "--data", str(oasis_tree), "--split", "validate",
+                         "--limit", "5", "--batch-size", "2")
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"ssim", "psnr", "mse", "perplexity", "codes_used", "codebook_size", "dead_codes", "n_images",
+            "split", "checkpoint"} <= set(result)
+    assert result["n_images"] == 5 and result["split"] == "validate"
+
+
+@pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--limit", "-1"), ("--limit", "0"),
+                                         ("--batch-size", "two")])
+def test_a_value_below_one_is_refused_at_parse_time(capsys, bundle, oasis_tree, flag, value):
+    # Before: --batch-size 0 was a traceback and --limit -1 silently scored all slices but the last.
+    code, out, err = run(capsys, "--checkpoint", str(bundle), "--data", str(oasis_tree), flag, value)
+    assert code == 2 and out == ""
+    assert err.startswith("error:") and flag in err and len(err.strip().splitlines()) == 1
+
+
+def test_a_plain_folder_of_slices_needs_no_split(capsys, bundle, oasis_tree):
+    folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"
+    code, out, err = run(capsys, "--checkpoint", str(bundle), "--data", str(folder))
+    assert code == 0, err
+    assert json.loads(out)["n_images"] == 8
+
+
+def test_a_folder_without_slices_is_one_error_line(capsys, bundle, tmp_path):
+    code, out, err = run(capsys, "--checkpoint", str(bundle), "--data", str(tmp_path))
+    assert code == 2 and out == "" and err.startswith("error:") and len(err.strip().splitlines()) == 1
+
+
+def test_samples_prints_one_report(capsys, bundle, oasis_tree):
+    code, out, err = run(capsys, "samples", "--checkpoint", str(bundle), "--data", str(oasis_tree),
+                         "--split", "validate", "--n", "6", "--seed", "1")
+    assert code == 0, err
+    result = json.loads(out)
+    assert {"fd", "fd_real", "kid", "kid_real", "ms_ssim_samples", "ms_ssim_real", "area_by_level", "n",
+            "seconds", "fd_by_level_band", "checkpoint"} <= set(result)
+    assert result["n"] == 6 and result["fd"] >= 0 and result["fd_real"] >= 0
+
+
+def test_samples_of_a_checkpoint_without_a_prior_is_one_error_line(capsys, tmp_path, oasis_tree):
+    vqvae_only = make_tiny_bundle(tmp_path / "vqvae", with_prior=False)
+    code, out, err = run(capsys, "samples", "--checkpoint", str(vqvae_only), "--data", str(oasis_tree))
+    assert code == 2 and "prior" in err and err.startswith("error:")
+
+
+def test_samples_refuses_n_below_one(capsys, bundle, oasis_tree):
+    code, _, err = run(capsys, "samples", "--checkpoint", str(bundle), "--data", str(oasis_tree), "--n", "0")
+    assert code == 2 and err.startswith("error:") and "--n" in err
