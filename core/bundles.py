@@ -54,15 +54,24 @@ class Bundle:
     def image_size(self) -> int:
         return self.vqvae.config.image_size
 
+    def require_prior(self) -> keras.Model:
+        """The prior; a CheckpointError saying how to train one when this bundle has none."""
+        if self.prior is None:
+            raise CheckpointError(f"{self.path} holds no prior.keras: train one with "
+                                  f"`python -m core.train prior --vqvae {self.path}`.")
+        return self.prior
 
-def _load_model(path: Path) -> keras.Model:
+
+def load_model(path: Path, what: str = "a Keras model") -> keras.Model:
+    """One .keras file of ours, in Keras' safe mode; a CheckpointError, one line, when it will not load."""
     # Importing registers the custom layers with Keras before the file is read.
     import core.models.prior  # noqa: F401
+    import core.models.reference  # noqa: F401
     import core.models.vqvae  # noqa: F401
     try:
         return keras.saving.load_model(path, compile=False)
     except Exception as error:  # Keras raises many types for a bad file; all mean "will not load"
-        raise CheckpointError(f"{path} will not load as a Keras model ({type(error).__name__}: "
+        raise CheckpointError(f"{path} will not load as {what} ({type(error).__name__}: "
                               f"{str(error)[:200]}).") from error
 
 
@@ -98,8 +107,8 @@ def load_bundle(path: str | Path) -> Bundle:
         raise CheckpointError(f"{folder / 'config.json'} is missing or not JSON.") from error
     if not (folder / "vqvae.keras").exists():
         raise CheckpointError(f"{folder} has no vqvae.keras.")
-    vqvae = _load_model(folder / "vqvae.keras")
-    prior = _load_model(folder / "prior.keras") if (folder / "prior.keras").exists() else None
+    vqvae = load_model(folder / "vqvae.keras")
+    prior = load_model(folder / "prior.keras") if (folder / "prior.keras").exists() else None
     card_path = folder / "README.md"
     card = card_path.read_text() if card_path.exists() else ""
     return Bundle(folder, config, vqvae, prior, card)

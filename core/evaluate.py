@@ -62,13 +62,11 @@ def score_reconstructions(args) -> dict:
 
 def score_samples(args) -> dict:
     from core import sample_quality
-    from core.bundles import CheckpointError, load_bundle
+    from core.bundles import load_bundle
 
     started = time.perf_counter()
     bundle = load_bundle(args.checkpoint)
-    if bundle.prior is None:
-        raise CheckpointError(f"{bundle.path} holds no prior.keras: train one with "
-                              f"`python -m core.train prior --vqvae {args.checkpoint}`.")
+    bundle.require_prior()
     reference = sample_quality.load_reference(args.reference)
     report = sample_quality.sample_quality(bundle.vqvae, bundle.prior, reference, args.data,
                                            split=args.split, n=args.n, seed=args.seed)

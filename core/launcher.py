@@ -58,12 +58,9 @@ def reserve_run_dir(root: str | Path, name: str) -> Path:
 
 def pending_runs(root: str | Path) -> list[PendingRun]:
     """Reserved run directories that have no config.json, newest first."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
     found = []
-    for path in root.iterdir():
-        if not path.is_dir() or (path / "config.json").exists():
+    for path in runs.folders(root):
+        if (path / "config.json").exists():
             continue
         launcher = runs.read_json(path / LAUNCHER_FILE, {})
         if not launcher or not isinstance(launcher, dict):

@@ -372,13 +372,16 @@ def _count(value, name: str, kind=int):
     return value
 
 
+def folders(root: str | Path) -> list[Path]:
+    """The folders directly under `root` (none when it does not exist)."""
+    root = Path(root)
+    return [p for p in root.iterdir() if p.is_dir()] if root.is_dir() else []
+
+
 def list_runs(root: str | Path) -> list[RunSummary]:
     """Every run directory directly under `root`, newest first; broken ones listed as broken."""
-    root = Path(root)
-    if not root.is_dir():
-        return []
     found = []
-    for path in root.iterdir():
+    for path in folders(root):
         try:
             found.append((path, (path / "config.json").stat().st_mtime))
         except OSError:

@@ -29,12 +29,17 @@ def _psd_sqrt(matrix: np.ndarray) -> np.ndarray:
     return (vectors * np.sqrt(np.clip(values, 0.0, None))) @ vectors.T
 
 
-def frechet_distance(features_a, features_b) -> float:
-    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^1/2) of two (N, D) feature sets (N >= 2 each)."""
+def _feature_sets(features_a, features_b) -> tuple[np.ndarray, np.ndarray]:
     a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    if len(a) < 2 or len(b) < 2 or a.shape[1:] != b.shape[1:]:
+    if a.ndim != 2 or b.ndim != 2 or len(a) < 2 or len(b) < 2 or a.shape[1] != b.shape[1]:
         raise ValueError(f"Expected two (N, D) feature sets with N >= 2 and one D. "
                          f"Received: shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def frechet_distance(features_a, features_b) -> float:
+    """||mu_a - mu_b||^2 + Tr(C_a + C_b - 2 (C_a C_b)^1/2) of two (N, D) feature sets (N >= 2 each)."""
+    a, b = _feature_sets(features_a, features_b)
     cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
     # Tr (C_a C_b)^1/2 = Tr (C_a^1/2 C_b C_a^1/2)^1/2: a symmetric matrix, so eigh is exact and stable.
     root_a = _psd_sqrt(cov_a)
@@ -45,10 +50,7 @@ def frechet_distance(features_a, features_b) -> float:
 
 def kernel_distance(features_a, features_b) -> float:
     """Unbiased MMD^2 with k(x, y) = (x.y / D + 1)^3 (KID) of two (N, D) feature sets (N >= 2 each)."""
-    a, b = np.asarray(features_a, np.float64), np.asarray(features_b, np.float64)
-    if len(a) < 2 or len(b) < 2 or a.shape[1:] != b.shape[1:]:
-        raise ValueError(f"Expected two (N, D) feature sets with N >= 2 and one D. "
-                         f"Received: shapes {a.shape} and {b.shape}")
+    a, b = _feature_sets(features_a, features_b)
     dim = a.shape[1]
     k_aa, k_bb, k_ab = ((x @ y.T / dim + 1) ** 3 for x, y in ((a, a), (b, b), (a, b)))
     m, n = len(a), len(b)
@@ -134,21 +136,14 @@ def _fd_by_level_band(features, levels, real_features, real_levels) -> dict[str,
 # --- the report ------------------------------------------------------------------------------------
 def load_reference(folder: str | Path | None = None):
     """The reference network in `folder` (default: the shipped one); a CheckpointError, one line, when it will not load."""
-    import keras
-
-    import core.models.reference  # noqa: F401  (registers the class before loading)
-    from core.bundles import CheckpointError
+    from core.bundles import CheckpointError, load_model
 
     folder = Path(REFERENCE_CHECKPOINT if folder is None else folder)
     path = folder / REFERENCE_FILE if folder.is_dir() or not folder.suffix else folder
     if not path.is_file():
         raise CheckpointError(f"Expected the reference network at {path}. Rebuild it with "
                               f"`python scripts/make_reference_network.py`.")
-    try:
-        return keras.saving.load_model(path, compile=False)
-    except Exception as error:  # Keras raises many types for a bad file; all mean "will not load"
-        raise CheckpointError(f"{path} will not load as the reference network ({type(error).__name__}: "
-                              f"{str(error)[:200]}).") from error
+    return load_model(path, "the reference network")
 
 
 def compare_sets(reference, samples, real, baseline, *, sample_levels=None, real_levels=None,
