@@ -1,9 +1,11 @@
-"""BrainVQ dashboard: wires the five pages with st.navigation (run: streamlit run app.py)."""
+"""BrainVQ dashboard: wires the five pages with st.navigation behind the access gate (run: streamlit run app.py)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import streamlit as st  # noqa: E402
+
+from ui import access  # noqa: E402
 
 st.set_page_config(page_title="BrainVQ", page_icon=":brain:", layout="wide")
 
@@ -15,6 +17,6 @@ PAGES = [
     st.Page("pages/sample.py", title="Sample", icon=":material/auto_awesome:"),
 ]
 
-page = st.navigation(PAGES)
+page = st.navigation(access.gate(PAGES))  # only a sign-in page until access is given
 st.sidebar.caption("BrainVQ: a VQ-VAE and a PixelCNN prior over OASIS brain MRI slices.")
 page.run()
