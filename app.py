@@ -1,4 +1,4 @@
-"""BrainVQ dashboard: wires the five pages with st.navigation (run: streamlit run app.py)."""
+"""BrainVQ dashboard: wires the five pages with st.navigation behind the access gate (run: streamlit run app.py)."""
 import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,7 +17,6 @@ PAGES = [
     st.Page("pages/sample.py", title="Sample", icon=":material/auto_awesome:"),
 ]
 
-page = st.navigation(PAGES)
-access.require_login()  # after navigation, so no page can be reached around it
+page = st.navigation(access.gate(PAGES))  # only a sign-in page until access is given
 st.sidebar.caption("BrainVQ: a VQ-VAE and a PixelCNN prior over OASIS brain MRI slices.")
 page.run()

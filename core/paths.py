@@ -19,27 +19,24 @@ def default_data_folder() -> Path:
     return Path(os.environ.get("BRAINVQ_DATA", DEMO_DATA))
 
 
-class OutsideDataRoots(ValueError):
-    """A folder the dashboard may not open: outside every allowed data root. The message lists nothing."""
-
-
 def allowed_data_roots() -> list[Path]:
-    """Folders (and everything below them) the dashboard's data fields may open.
+    """The folders whose insides the app's data-folder fields accept, symlinks and `..` resolved:
+    $BRAINVQ_DATA, the shipped demo data, and each folder in $BRAINVQ_DATA_ROOTS (os.pathsep-separated).
+    The CLIs are not limited: they run in the user's own shell."""
+    listed = os.environ.get("BRAINVQ_DATA_ROOTS", "").split(os.pathsep)
+    roots = [default_data_folder(), DEMO_DATA] + [Path(p) for p in listed if p.strip()]
+    resolved = []
+    for root in roots:
+        root = root.expanduser().resolve()
+        if root not in resolved:
+            resolved.append(root)
+    return resolved
 
-    The shipped demo data, $BRAINVQ_DATA, and every folder in $BRAINVQ_DATA_ROOTS (separated by
-    os.pathsep), resolved: a symlink or `..` cannot lead outside them. The command-line tools are not
-    limited: they run with the user's own rights in the user's own shell.
-    """
-    listed = [DEMO_DATA, os.environ.get("BRAINVQ_DATA")]
-    listed += os.environ.get("BRAINVQ_DATA_ROOTS", "").split(os.pathsep)
-    return [Path(p).expanduser().resolve() for p in listed if p]
 
-
-def check_data_folder(folder: str | Path) -> Path:
-    """The folder, resolved, when it lies under an allowed root; else OutsideDataRoots (saying nothing of it)."""
-    resolved = Path(str(folder).strip() or ".").expanduser().resolve()
-    if any(resolved == root or root in resolved.parents for root in allowed_data_roots()):
-        return resolved
-    raise OutsideDataRoots("That folder is outside the data folders this dashboard offers. Choose a "
-                           "folder under the demo data or $BRAINVQ_DATA, or ask whoever runs the "
-                           "dashboard to add its root to BRAINVQ_DATA_ROOTS.")
+def is_allowed_data_folder(path: str | Path) -> bool:
+    """Whether `path`, once symlinks and `..` are resolved, is an allowed root or lies inside one.
+    Compared by path components, so /data2 is not inside /data."""
+    if not str(path).strip():
+        return False  # an empty field would otherwise mean the server's working folder
+    resolved = Path(path).expanduser().resolve()
+    return any(resolved.is_relative_to(root) for root in allowed_data_roots())

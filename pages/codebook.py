@@ -5,14 +5,16 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core import codebook, data
-from ui import shared
+from ui import access, shared
+
+access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Codebook")
 bundle = shared.pick_checkpoint()
 config = bundle.vqvae.config
 
 left, middle, right = st.columns([3, 1, 1])
-data_folder = shared.data_folder_input(where=left)
+data_folder = shared.data_folder_input("Data folder", left)
 split = middle.selectbox("Split", data.SPLITS, index=2)
 limit = right.number_input("Slices (evenly spaced)", 1, 2000, 64)
 with shared.guard("Encoding the split"):

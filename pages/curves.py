@@ -4,7 +4,9 @@ import plotly.colors
 import streamlit as st
 
 from core import curves, runs
-from ui import shared
+from ui import access, shared
+
+access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Curves")
 root = shared.runs_root()

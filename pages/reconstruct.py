@@ -2,7 +2,9 @@
 import streamlit as st
 
 from core import images, jobs, uploads
-from ui import shared
+from ui import access, shared
+
+access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Reconstruct")
 bundle = shared.pick_checkpoint()
@@ -32,7 +34,7 @@ if source == "upload":
         st.info(notice)
     slices, names = decoded.images, decoded.names
 else:
-    data_folder = shared.data_folder_input()
+    data_folder = shared.data_folder_input("Data folder")
     with shared.guard("Listing the test split"):
         available = jobs.split_slice_names(data_folder, "test")
     names = st.multiselect("Test slices", available, default=available[:4], max_selections=64,

@@ -3,7 +3,9 @@ import streamlit as st
 
 from core import images, jobs, uploads
 from core.models.prior import num_levels
-from ui import shared
+from ui import access, shared
+
+access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Sample")
 bundle = shared.pick_checkpoint(need_prior=True)

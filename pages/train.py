@@ -4,7 +4,9 @@ import time
 import streamlit as st
 
 from core import launcher, runs
-from ui import shared
+from ui import access, shared
+
+access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Train")
 root, gpus = shared.runs_root(), shared.gpu_count()
@@ -17,8 +19,7 @@ st.session_state.setdefault("default_run_name", time.strftime("vqvae-%Y%m%d-%H%M
 
 with st.form("train_form"):
     name = st.text_input("Run name", st.session_state["default_run_name"])
-    data_folder = st.text_input("Data folder (OASIS keras_png_slices_data)",
-                                str(shared.default_data_folder()))
+    data_folder = shared.data_folder_input("Data folder (OASIS keras_png_slices_data)", stop=False)
     left, middle, right = st.columns(3)
     image_size = left.number_input("image_size", 16, 512, 256, step=16)
     code_grid = left.number_input("code grid (side)", 2, 256, 64, step=2)

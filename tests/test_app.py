@@ -76,7 +76,9 @@ def test_train_page_has_the_form_and_an_empty_run_list(app_env):
     assert any("No runs yet" in i.value for i in at.info)
 
 
-def test_train_refuses_a_folder_that_is_not_oasis_and_starts_nothing(app_env, tmp_path):
+def test_train_refuses_a_folder_that_is_not_oasis_and_starts_nothing(app_env, tmp_path,
+                                                                    monkeypatch):
+    monkeypatch.setenv("BRAINVQ_DATA_ROOTS", str(tmp_path))  # offered, so the OASIS check speaks
     at = open_page("pages/train.py")
     data_input = next(t for t in at.text_input if t.label.startswith("Data folder"))
     data_input.set_value(str(tmp_path))
@@ -359,23 +361,28 @@ def test_pages_render_with_the_demo_checkpoint(page, tmp_path, monkeypatch):
         assert any("mean SSIM" in m.value for m in at.markdown)
 
 
-def test_sample_quality_panel_measures_only_when_asked(app_env):
-    at = open_page("pages/sample.py")
-    assert "quality" not in at.session_state  # nothing computed on opening the page
-    next(n for n in at.number_input if n.label == "Samples to judge").set_value(6)
-    next(b for b in at.button if b.label == "Measure quality").click().run()
-    no_trouble(at)
-    path, report = at.session_state["quality"]
-    assert report["n"] == 6 and {"fd", "fd_real", "kid", "kid_real", "ms_ssim_samples", "ms_ssim_real"} <= set(report)
-    table = at.table[0].value
-    assert list(table.columns) == ["", "samples vs validate", "real train vs validate"]
-    assert table["samples vs validate"].iloc[0] == pytest.approx(report["fd"])
-
-
-def test_sample_quality_panel_shows_a_missing_reference_network_as_a_message(app_env, monkeypatch, tmp_path):
-    monkeypatch.setattr("core.sample_quality.REFERENCE_CHECKPOINT", tmp_path / "no-reference")
-    at = open_page("pages/sample.py")
-    next(n for n in at.number_input if n.label == "Samples to judge").set_value(4)
-    next(b for b in at.button if b.label == "Measure quality").click().run()
+@pytest.mark.parametrize("page, label", [("pages/train.py", "Data folder (OASIS keras_png_slices_data)"),
+                                         ("pages/codebook.py", "Data folder")])
+@pytest.mark.parametrize("outside", ["/", "/etc", "~"])
+def test_a_data_folder_outside_the_allowed_roots_shows_one_message_and_lists_nothing(
+        app_env, page, label, outside):
+    at = open_page(page)
+    next(t for t in at.text_input if t.label == label).set_value(outside)
+    (at.button[0].click() if page == "pages/train.py" else at).run()
     assert not at.exception
-    assert any("Measuring quality failed" in e.value and "make_reference_network" in e.value for e in at.error)
+    shown = " ".join(e.value for e in at.error)
+    assert "outside the data folders this server offers" in shown
+    assert "not an OASIS slice folder" not in shown and "Found:" not in shown  # no listing
+    assert not app_env.exists() or not any(app_env.iterdir())  # no run started
+
+
+def test_a_data_folder_under_brainvq_data_roots_is_accepted(app_env, oasis_tree, tmp_path,
+                                                              monkeypatch):
+    monkeypatch.setenv("BRAINVQ_DATA", str(tmp_path / "elsewhere"))
+    at = open_page("pages/codebook.py")
+    next(t for t in at.text_input if t.label == "Data folder").set_value(str(oasis_tree)).run()
+    assert any("outside the data folders" in e.value for e in at.error)
+    monkeypatch.setenv("BRAINVQ_DATA_ROOTS", str(oasis_tree.parent))
+    at.run()
+    no_trouble(at)
+    assert any(m.label == "Perplexity" for m in at.metric)

@@ -1,4 +1,4 @@
-"""core.paths: the runs folder and default data from the environment, and the data roots the dashboard may open."""
+"""Allowed data roots: a data folder inside BRAINVQ_DATA / demo data / BRAINVQ_DATA_ROOTS only, symlinks and `..` resolved."""
 from __future__ import annotations
 
 import os
@@ -10,41 +10,54 @@ from core import paths
 
 @pytest.fixture
 def roots(tmp_path, monkeypatch):
-    data, extra = tmp_path / "data", tmp_path / "lab"
-    for folder in (data / "oasis", extra / "scans", tmp_path / "data2", tmp_path / "secret"):
-        folder.mkdir(parents=True)
-    monkeypatch.setenv("BRAINVQ_DATA", str(data))
-    monkeypatch.setenv("BRAINVQ_DATA_ROOTS", str(extra))
+    """BRAINVQ_DATA = tmp/data, BRAINVQ_DATA_ROOTS = tmp/lab and tmp/more; tmp/data2 and tmp/secret stay outside."""
+    for name in ["data", "data2", "lab", "more", "secret"]:
+        (tmp_path / name / "inner").mkdir(parents=True)
+    monkeypatch.setenv("BRAINVQ_DATA", str(tmp_path / "data"))
+    monkeypatch.setenv("BRAINVQ_DATA_ROOTS", os.pathsep.join([str(tmp_path / "lab"), "",
+                                                              str(tmp_path / "more")]))
     return tmp_path
 
 
-def test_runs_root_and_default_data_follow_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv("BRAINVQ_RUNS", str(tmp_path / "r"))
-    monkeypatch.delenv("BRAINVQ_DATA", raising=False)
-    assert paths.runs_root() == tmp_path / "r"
-    assert paths.default_data_folder() == paths.DEMO_DATA
+def test_roots_are_brainvq_data_demo_data_and_the_listed_ones(roots):
+    assert paths.allowed_data_roots() == [roots / "data", paths.DEMO_DATA.resolve(), roots / "lab",
+                                          roots / "more"]
 
 
-def test_folders_under_a_root_are_allowed(roots):
-    assert paths.check_data_folder(roots / "data") == (roots / "data").resolve()
-    assert paths.check_data_folder(roots / "data" / "oasis") == (roots / "data" / "oasis").resolve()
-    assert paths.check_data_folder(roots / "lab" / "scans") == (roots / "lab" / "scans").resolve()
-    assert paths.check_data_folder(paths.DEMO_DATA) == paths.DEMO_DATA.resolve()
+def test_a_root_and_folders_inside_it_are_allowed(roots):
+    assert paths.is_allowed_data_folder(roots / "data")
+    assert paths.is_allowed_data_folder(roots / "lab" / "inner")
+    assert paths.is_allowed_data_folder(roots / "more" / "not-made-yet")
+    assert paths.is_allowed_data_folder(paths.DEMO_DATA / "keras_png_slices_data")
 
 
-@pytest.mark.parametrize("outside", ["/", "/etc", "~", "secret", "data2", "data/../secret", "lab/../../"])
-def test_folders_outside_every_root_are_refused_and_nothing_is_listed(roots, outside):
-    folder = outside if outside.startswith(("/", "~")) else str(roots / outside)
-    with pytest.raises(paths.OutsideDataRoots) as refused:
-        paths.check_data_folder(folder)
-    assert "secret" not in str(refused.value) and "etc" not in str(refused.value)
+@pytest.mark.parametrize("outside", ["/", "/etc", "~", "secret", "secret/inner", ""])
+def test_folders_outside_every_root_are_refused(roots, outside):
+    path = outside if outside in ("/", "/etc", "~", "") else str(roots / outside)
+    assert not paths.is_allowed_data_folder(path)
 
 
-def test_a_symlink_inside_a_root_cannot_lead_out_of_it(roots):
-    os.symlink(roots / "secret", roots / "data" / "shortcut")
-    with pytest.raises(paths.OutsideDataRoots):
-        paths.check_data_folder(roots / "data" / "shortcut")
+def test_a_sibling_sharing_a_prefix_is_not_inside(roots):
+    assert not paths.is_allowed_data_folder(roots / "data2")  # /data2 starts with "/data"
+    assert not paths.is_allowed_data_folder(str(roots / "data") + "2/inner")
 
 
-def test_a_refusal_is_a_value_error_the_pages_show_as_a_message():
-    assert issubclass(paths.OutsideDataRoots, ValueError)
+def test_dot_dot_cannot_climb_out_of_a_root(roots):
+    assert not paths.is_allowed_data_folder(f"{roots}/data/../secret")
+    assert not paths.is_allowed_data_folder(f"{roots}/data/inner/../../../")
+    assert paths.is_allowed_data_folder(f"{roots}/secret/../data/inner")
+
+
+def test_a_symlink_inside_a_root_cannot_point_outside(roots):
+    (roots / "data" / "escape").symlink_to(roots / "secret")
+    (roots / "data" / "root-link").symlink_to("/")
+    assert not paths.is_allowed_data_folder(roots / "data" / "escape")
+    assert not paths.is_allowed_data_folder(roots / "data" / "escape" / "inner")
+    assert not paths.is_allowed_data_folder(roots / "data" / "root-link" / "etc")
+
+
+def test_a_symlinked_root_is_followed_to_its_target(roots, monkeypatch):
+    (roots / "link-to-lab").symlink_to(roots / "lab")
+    monkeypatch.setenv("BRAINVQ_DATA_ROOTS", str(roots / "link-to-lab"))
+    assert paths.is_allowed_data_folder(roots / "lab" / "inner")
+    assert not paths.is_allowed_data_folder(roots / "more")

@@ -1,4 +1,4 @@
-"""Who may use the dashboard: nobody needs to log in on 127.0.0.1; served to a network, every visitor logs in first."""
+"""Who may use the app: nobody asked on localhost; served to a network, an OIDC login or a shared token first."""
 from __future__ import annotations
 
 import hmac
@@ -7,63 +7,99 @@ import os
 
 import streamlit as st
 
-SERVE_SWITCH = "BRAINVQ_SERVE"  # "lab": served to a network on purpose (scripts/serve_lab.sh)
-TOKEN_VARIABLE = "BRAINVQ_TOKEN"  # the shared token, when no OIDC provider is configured
-TOKEN_SECRET = "brainvq_token"  # the same, from .streamlit/secrets.toml
-_PASSED = "access_granted"
+SWITCH = "BRAINVQ_SERVE"  # BRAINVQ_SERVE=lab: served to a lab network, whatever the address says
+TOKEN = "BRAINVQ_TOKEN"
+SIGNED_IN_KEY = "brainvq_signed_in"  # in session_state: this browser session gave the right token
+SETUP_HELP = (
+    "This BrainVQ server is open to a network but has no login configured, so it shows nothing. "
+    "Set a shared token (`BRAINVQ_TOKEN=... streamlit run app.py`, or `BRAINVQ_TOKEN = \"...\"` in "
+    ".streamlit/secrets.toml), or an OIDC provider in an `[auth]` section of .streamlit/secrets.toml "
+    "(see README, \"Serving to a lab network\").")
 
 
-def served_to_network() -> bool:
-    """True unless the server listens on a loopback address only (and the lab switch is off)."""
-    if os.environ.get(SERVE_SWITCH, "").strip().lower() == "lab":
-        return True
-    address = (st.get_option("server.address") or "").strip()
-    if address == "localhost":
+def is_loopback(address: str | None) -> bool:
+    """Whether a server address listens on this machine only ('' and None mean every interface)."""
+    if not address:
         return False
+    if address.strip().lower() == "localhost":
+        return True
     try:
-        return not ipaddress.ip_address(address).is_loopback
+        return ipaddress.ip_address(address.strip().strip("[]")).is_loopback
     except ValueError:
-        return True  # empty (every interface) or a host name: assume others can reach it
+        return False  # a host name: it may resolve to a network interface
 
 
-def _secret(name: str):
+def served_to_network(address: str | None, switch: str | None) -> bool:
+    """Either sign is enough: the explicit switch, or a server address that is not a loopback one."""
+    return (switch or "").strip().lower() == "lab" or not is_loopback(address)
+
+
+def token_matches(given: str, expected: str) -> bool:
+    """Compared in constant time, so the answer's timing says nothing about the token."""
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def _secret(key: str):
     try:
-        return st.secrets.get(name)
-    except Exception:  # no secrets.toml at all: Streamlit raises rather than returning nothing
+        return st.secrets.get(key)
+    except FileNotFoundError:  # no secrets.toml at all (StreamlitSecretNotFoundError is one)
         return None
 
 
-def _shared_token() -> str | None:
-    token = os.environ.get(TOKEN_VARIABLE) or _secret(TOKEN_SECRET)
+def configured_token() -> str | None:
+    """$BRAINVQ_TOKEN, else BRAINVQ_TOKEN in secrets.toml; an empty one counts as none."""
+    token = os.environ.get(TOKEN) or _secret(TOKEN)
     return str(token) if token else None
 
 
-def require_login() -> None:
-    """Stop the page until the visitor is let in; returns at once when the app serves this machine only."""
-    if not served_to_network() or st.session_state.get(_PASSED):
-        return
-    if _secret("auth"):  # an OIDC provider in .streamlit/secrets.toml: Streamlit's own login
-        if st.user.is_logged_in:
-            st.sidebar.caption(f"Signed in as {st.user.get('email') or st.user.get('name') or 'you'}")
-            st.sidebar.button("Log out", on_click=st.logout)
-            return
-        st.title("BrainVQ")
-        st.info("This dashboard is served to a network: log in to use it.")
-        st.button("Log in", on_click=st.login, type="primary")
-        st.stop()
-    token = _shared_token()
+def oidc_configured() -> bool:
+    return bool(_secret("auth"))
+
+
+def sign_in_page() -> None:
+    """The one page a visitor sees before access: an OIDC login, a token field, or how to set one up."""
     st.title("BrainVQ")
+    if oidc_configured():
+        st.info("Log in to use BrainVQ.")
+        st.button("Log in", on_click=st.login, type="primary")
+        return
+    token = configured_token()
     if token is None:
-        st.error("This dashboard is served to a network but no login is configured, so it shows "
-                 f"nothing. Set {TOKEN_VARIABLE} (a shared token) or an [auth] OIDC provider in "
-                 ".streamlit/secrets.toml, then restart it (README: Serving to a lab network).")
+        st.error(SETUP_HELP)
+        return
+    given = st.text_input("Access token", type="password")
+    if not given:
+        st.info("Enter the access token of this BrainVQ server.")
+    elif token_matches(given, token):
+        st.session_state[SIGNED_IN_KEY] = True
+        st.rerun()
+    else:
+        st.error("Wrong access token.")
+
+
+def has_access() -> bool:
+    if not served_to_network(st.get_option("server.address"), os.environ.get(SWITCH)):
+        return True
+    if oidc_configured():
+        return bool(st.user.is_logged_in)
+    return configured_token() is not None and bool(st.session_state.get(SIGNED_IN_KEY))
+
+
+def require() -> None:
+    """Stop a page here unless this visitor has access. Each page calls it: on a fresh server,
+    Streamlit runs a file of pages/ asked for by URL on its own, before app.py ever calls
+    st.navigation (its pages-folder mode), so the gate in app.py alone can be walked around."""
+    if not has_access():
+        sign_in_page()
         st.stop()
-    with st.form("login"):
-        given = st.text_input("Access token", type="password")
-        submitted = st.form_submit_button("Enter", type="primary")
-    if submitted:
-        if hmac.compare_digest(given.encode(), token.encode()):
-            st.session_state[_PASSED] = True
-            st.rerun()
-        st.error("That token is not right.")
-    st.stop()
+
+
+def gate(pages: list) -> list:
+    """The pages this visitor may see: all of them, or only the sign-in page (navigation always runs,
+    so no page file can be reached around the gate)."""
+    if has_access():
+        if oidc_configured() and served_to_network(st.get_option("server.address"),
+                                                   os.environ.get(SWITCH)):
+            st.sidebar.button("Log out", on_click=st.logout)
+        return pages
+    return [st.Page(sign_in_page, title="Sign in", icon=":material/lock:", default=True)]

@@ -12,6 +12,8 @@ from core.uploads import UploadError
 
 USER_ERRORS = (UploadError, data.DataError, bundles.CheckpointError, runs.RunError, ValueError)
 CHECKPOINT_KEY = "checkpoint_path"  # kept outside the widget key, so it survives page changes
+OUTSIDE_ROOTS = ("That folder is outside the data folders this server offers (BRAINVQ_DATA, the demo "
+                 "data, BRAINVQ_DATA_ROOTS).")
 
 
 runs_root = paths.runs_root
@@ -32,6 +34,19 @@ def guard(doing: str, stop: bool = True):
         st.error(f"{doing} failed unexpectedly ({type(error).__name__}: {str(error)[:300]}).")
         if stop:
             st.stop()
+
+
+def data_folder_input(label: str = "Data folder", container=st, stop: bool = True) -> str | None:
+    """A data-folder text field limited to the allowed roots (core.paths): a folder outside gets one
+    message that names nothing inside it, then the page stops (`stop=False`, inside a form whose
+    submit button must still draw: the field's value is None instead)."""
+    folder = container.text_input(label, str(default_data_folder()))
+    if paths.is_allowed_data_folder(folder):
+        return folder
+    container.error(OUTSIDE_ROOTS)
+    if stop:
+        st.stop()
+    return None
 
 
 @st.cache_resource(show_spinner=False)
