@@ -104,18 +104,6 @@ def pick_checkpoint(need_prior: bool = False) -> bundles.Bundle:
     return bundle
 
 
-def data_folder_input(label: str = "Data folder", where=st, key: str | None = None) -> str:
-    """A data-folder field that only accepts folders under the allowed data roots (paths.check_data_folder).
-
-    A folder outside them stops the page with one message that lists nothing of the server's files.
-    """
-    folder = where.text_input(label, str(default_data_folder()), key=key,
-                              help="A folder under the demo data, $BRAINVQ_DATA or $BRAINVQ_DATA_ROOTS.")
-    with guard("Opening the data folder"):
-        paths.check_data_folder(folder)
-    return folder
-
-
 def uploaded_files(uploads) -> list[tuple[str, bytes]]:
     """st.file_uploader's value (None, one file or a list) -> (name, bytes) pairs, kept in memory."""
     if uploads is None:

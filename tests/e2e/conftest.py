@@ -129,7 +129,6 @@ def e2e_paths(tmp_path_factory):
 @pytest.fixture(scope="session")
 def app_url(chromium_path, e2e_paths):
     env = {"BRAINVQ_RUNS": str(e2e_paths["runs"]),
-           "BRAINVQ_DATA_ROOTS": str(e2e_paths["train_data"]),  # the tiny training tree, beside the demo
            "BRAINVQ_CHECKPOINT": None if e2e_paths["uses_demo"] else str(e2e_paths["bundle"]),
            "BRAINVQ_DATA": None if e2e_paths["uses_demo"] else str(e2e_paths["train_data"]),
            "BRAINVQ_DATA_ROOTS": str(e2e_paths["train_data"])}  # the Train test types this folder
