@@ -1,8 +1,10 @@
-"""OASIS `keras_png_slices_data` on disk -> validated slice lists -> tf.data pipelines of [0,1] float32."""
+"""OASIS `keras_png_slices_data` on disk -> validated slice lists -> the one decode path for a slice -> tf.data pipelines of [0,1] float32."""
 from __future__ import annotations
 
+import io
 import logging
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,11 +148,16 @@ def scan_split(root: str | Path, split: str, required: bool = True) -> SliceSet:
     converted = 0
     for path in paths:
         try:
-            with Image.open(path) as image:
-                image.verify()  # reads the whole file and checks CRCs: finds truncated files
-            with Image.open(path) as image:
-                size, mode = image.size, image.mode
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(path) as image:
+                    size, mode = image.size, image.mode
+                    _check_size(size, str(path))  # from the header: a bomb is never decompressed
+                    image.verify()  # reads the whole file and checks CRCs: finds truncated files
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
+                Image.DecompressionBombWarning) as error:
+            if isinstance(error, DataError):
+                raise
             raise DataError(f"{path} is not a readable PNG ({error}). Remove or replace it, "
                             f"then start again.") from error
         sizes.setdefault((size[1], size[0]), path)
@@ -167,22 +174,104 @@ def scan_split(root: str | Path, split: str, required: bool = True) -> SliceSet:
     return SliceSet(split, tuple(paths), height, width, converted)
 
 
-def decode_png(data: tf.Tensor) -> tf.Tensor:
-    """PNG bytes -> (H, W, 1) float32 in [0, 1]; RGB becomes luminance, 16-bit keeps its depth."""
-    # Decoding as uint16 maps 8-bit and 16-bit files to one range, so both scale by one constant.
-    image = tf.io.decode_png(data, channels=1, dtype=tf.uint16)
-    return tf.cast(image, tf.float32) / 65535.0
+# --- one decode path for a slice, whether uploaded or read from a split ------------------------------
+MAX_PIXELS = 4096 * 4096  # larger images are refused from their header, before any pixel is decoded
+MIN_SIDE = 8  # the smallest slice a VQ-VAE can encode (VQVAEConfig's smallest image_size)
+IMAGE_FORMATS = ("PNG", "JPEG")
+
+
+def _open(data: bytes, name: str) -> Image.Image:
+    """A PIL image whose header was checked (format, size) and whose pixels were all decoded."""
+    if not data:
+        raise DataError(f"{name} is empty (0 bytes). Expected a PNG or JPEG slice.")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
+        raise DataError(f"{name} claims to be enormous ({error}); refused as a possible "
+                        f"decompression bomb.") from error
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{name} is not an image: expected a PNG or JPEG slice.") from error
+    if image.format not in IMAGE_FORMATS:
+        raise DataError(f"{name} is a {image.format} image; expected PNG or JPEG.")
+    _check_size(image.size, name)
+    try:
+        image.load()  # decodes every pixel: a truncated or corrupt file fails here
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(f"{name} is damaged or truncated ({error}); use the complete file.") from error
+    return image
+
+
+def _check_size(size: tuple[int, int], name: str) -> None:
+    width, height = size
+    if width * height > MAX_PIXELS:
+        side = int(MAX_PIXELS ** 0.5)
+        raise DataError(f"{name} is {width}x{height} pixels; the limit is {side}x{side}. Refused as a "
+                        f"possible decompression bomb; downscale it first.")
+    if min(width, height) < MIN_SIDE:
+        raise DataError(f"{name} is {width}x{height} pixels; a slice needs at least {MIN_SIDE}x{MIN_SIDE}.")
+
+
+def _to_grey(image: Image.Image) -> tuple[np.ndarray, str | None]:
+    """A PIL image of any mode -> (H, W) float32 in [0, 1], and the conversion made (or None)."""
+    mode = image.mode
+    if mode == "L":
+        return np.asarray(image, np.float32) / 255.0, None
+    if mode.startswith("I;16"):
+        return np.asarray(image, np.float32) / 65535.0, "16-bit"
+    if mode == "I":  # 32-bit integers (some writers' 16-bit greyscale): scale by what the values need
+        array = np.asarray(image, np.float32)
+        top = 65535.0 if array.max(initial=0) > 255 else 255.0
+        return np.clip(array / top, 0, 1), "16-bit" if top > 255 else None
+    if mode == "F":
+        return np.clip(np.asarray(image, np.float32), 0, 1), "floating-point"
+    if mode == "1":
+        return np.asarray(image, np.float32), None
+    label = {"RGB": "RGB", "RGBA": "RGBA", "LA": "grey+alpha", "P": "palette"}.get(mode, mode)
+    return np.asarray(image.convert("L"), np.float32) / 255.0, label
+
+
+def decode_slice(data: bytes, name: str) -> tuple[np.ndarray, str | None]:
+    """PNG or JPEG bytes -> (H, W) float32 in [0, 1] (RGB to luminance, 16-bit keeps its depth), and the
+    conversion made (None for 8-bit greyscale). DataError naming the file when it cannot be used."""
+    return _to_grey(_open(data, name))
+
+
+def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
+    """(H, W) float32 -> (size, size): pad to a square with black (keeps the aspect), then resize."""
+    height, width = image.shape
+    if height != width:
+        side = max(height, width)
+        padded = np.zeros((side, side), np.float32)
+        top, left = (side - height) // 2, (side - width) // 2
+        padded[top:top + height, left:left + width] = image
+        image = padded
+    if image.shape[0] != size:
+        resample = Image.Resampling.LANCZOS if image.shape[0] > size else Image.Resampling.BICUBIC
+        image = np.asarray(Image.fromarray(image, mode="F").resize((size, size), resample))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def read_slice(path: str | Path, image_size: int | None = None) -> np.ndarray:
+    """One slice file -> (S, S) float32 in [0, 1] through the one decode path (its own size when None)."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error.strerror}).") from error
+    image, _ = decode_slice(data, str(path))
+    return image if image_size is None else fit_to_size(image, image_size)
 
 
 def load_images(paths, image_size: int | None = None) -> np.ndarray:
-    """Read slices into one (N, H, W, 1) float32 array (for fixed validation and test sets)."""
-    images = [decode_png(tf.io.read_file(str(p))) for p in paths]
+    """Read slices into one (N, S, S, 1) float32 array (for fixed validation and test sets).
+
+    Without `image_size` the slices keep their own size (they must share one)."""
+    images = [read_slice(p, image_size) for p in paths]
     if not images:
         return np.zeros((0, image_size or 0, image_size or 0, 1), np.float32)
-    batch = tf.stack(images)
-    if image_size is not None and batch.shape[1] != image_size:
-        batch = tf.image.resize(batch, (image_size, image_size), antialias=True)
-    return np.clip(batch.numpy(), 0.0, 1.0)
+    return np.stack(images)[..., None]
 
 
 def make_dataset(paths, *, batch_size: int, image_size: int, shuffle: bool, seed: int = 0,
@@ -197,11 +286,10 @@ def make_dataset(paths, *, batch_size: int, image_size: int, shuffle: bool, seed
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
 
     def load(path):
-        image = decode_png(tf.io.read_file(path))
-        if image.shape[0] != image_size:
-            image = tf.image.resize(image, (image_size, image_size), antialias=True)
-        image = tf.ensure_shape(tf.clip_by_value(image, 0.0, 1.0), (image_size, image_size, 1))
-        return image
+        # The same decode path as an upload or a validation slice (PIL inside tf.data): a slice
+        # trains exactly as it is scored and shown.
+        image = tf.numpy_function(lambda p: read_slice(p.decode(), image_size)[..., None], [path], tf.float32)
+        return tf.ensure_shape(image, (image_size, image_size, 1))
 
     images = files.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     if crop_size is not None and crop_size < image_size:

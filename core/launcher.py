@@ -16,7 +16,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from core import atomic, runs
+from core import atomic, data, runs, settings
+from core.models.vqvae import VQVAEConfig
+from core.training.loop import TrainConfig
+from core.training.vqvae_task import VQVAEData
 
 # {"pid", "pid_start", "started", "command", "console_offset"}: written by whoever started the run
 LAUNCHER_FILE = "launcher.json"
@@ -116,63 +119,34 @@ def launch_failure(run_dir: Path) -> str | None:
     return reason.removeprefix("error:").strip()[:300]
 
 
+def prior_run_name(vqvae_run_name: str) -> str:
+    """The run a VQ-VAE's prior trains into, beside it: the one place this name is made."""
+    return f"{vqvae_run_name}-prior"
+
+
 @dataclass(frozen=True)
-class TrainRequest:
-    """What the Train form asks for: a VQ-VAE run, and optionally its prior right after it."""
+class TrainJob:
+    """What the Train form starts, as the configs themselves: a VQ-VAE run, and optionally its prior after it."""
 
     name: str
-    data: str  # OASIS folder
-    image_size: int = 256
-    code_grid: int = 64
-    num_embeddings: int = 256
-    embedding_dim: int = 16
-    epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    steps_per_epoch: int | None = None  # None: one pass over the train split
-    device: str = "auto"
-    mixed_precision: bool = False
-    prior_epochs: int | None = None  # None: no prior; else train the prior when the VQ-VAE finishes
+    model: VQVAEConfig
+    train: TrainConfig
+    data: VQVAEData
+    prior_train: TrainConfig | None = None  # None: no prior; else how the prior trains once the VQ-VAE finished
 
-    @property
-    def prior_name(self) -> str:
-        return f"{self.name}-prior"
-
-    def _common_flags(self, epochs: int) -> list[str]:
-        flags = ["--epochs", str(epochs), "--batch-size", str(self.batch_size),
-                 "--device", self.device]
-        if self.steps_per_epoch:
-            flags += ["--steps-per-epoch", str(self.steps_per_epoch)]
-        if self.mixed_precision:
-            flags.append("--mixed-precision")
-        return flags
-
-    def vqvae_flags(self) -> list[str]:
-        return ["--data", str(Path(self.data).resolve()), "--image-size", str(self.image_size),
-                "--code-grid", str(self.code_grid), "--codebook-size", str(self.num_embeddings),
-                "--code-dim", str(self.embedding_dim), "--lr", repr(self.learning_rate),
-                *self._common_flags(self.epochs)]
-
-    def prior_flags(self) -> list[str]:
-        return self._common_flags(self.prior_epochs or self.epochs)
+    def vqvae_argv(self) -> list[str]:
+        """`core.train vqvae` flags derived from the configs (the CLI parses them back into the same configs)."""
+        data_settings = self.data.replace(data=str(Path(self.data.data).resolve()))
+        return [*settings.to_argv(data_settings), *settings.to_argv(self.model), *settings.to_argv(self.train)]
 
     def validate(self) -> None:
-        """Raise ValueError / DataError before anything starts: bad sizes, not an OASIS folder."""
-        from core import data
-        from core.models.vqvae import VQVAEConfig
-        from core.training.loop import TrainConfig
-
+        """Raise before anything starts: a bad name, a crop that does not fit, not an OASIS folder."""
         check_run_name(self.name)
-        if self.code_grid < 1 or self.image_size % self.code_grid:
-            raise ValueError(f"Expected a code grid that divides the image size. Received: code "
-                             f"grid {self.code_grid}, image size {self.image_size}.")
-        VQVAEConfig(image_size=self.image_size, downsample_factor=self.image_size // self.code_grid,
-                    num_embeddings=self.num_embeddings, embedding_dim=self.embedding_dim)
-        TrainConfig(epochs=self.epochs, batch_size=self.batch_size,
-                    learning_rate=self.learning_rate, device=self.device)
-        if self.prior_epochs is not None and self.prior_epochs < 1:
-            raise ValueError(f"Expected prior epochs >= 1. Received: {self.prior_epochs}")
-        root = data.find_data_root(self.data)
+        crop = self.data.crop_size
+        if crop is not None and (crop > self.model.image_size or crop % self.model.downsample_factor):
+            raise ValueError(f"Expected a crop size no larger than the image ({self.model.image_size}) and a "
+                             f"multiple of the downsample factor ({self.model.downsample_factor}). Received: {crop}")
+        root = data.find_data_root(self.data.data)
         data.scan_split(root, "train")
         data.scan_split(root, "validate")
 
@@ -205,32 +179,32 @@ def _launching(root: Path, gpus: int):
         yield
 
 
-def start(root: str | Path, request: TrainRequest, gpus: int) -> Path:
+def start(root: str | Path, job: TrainJob, gpus: int) -> Path:
     """Validate, refuse when busy, reserve the run folder(s), then launch detached.
 
-    With `prior_epochs` one `python -m core.pipeline` process runs the VQ-VAE, then the prior
+    With `prior_train` one `python -m core.pipeline` process runs the VQ-VAE, then the prior
     when (and only when) the VQ-VAE finished: the chain lives outside the app, so closing the
     browser or restarting the dashboard does not lose the second half.
     """
     root = Path(root)
-    request.validate()
+    job.validate()
     with _launching(root, gpus):
-        return _start_locked(root, request)
+        return _start_locked(root, job)
 
 
-def _start_locked(root: Path, request: TrainRequest) -> Path:
-    run_dir = reserve_run_dir(root, request.name)
-    if request.prior_epochs is None:
-        args = ["vqvae", "--run-dir", str(run_dir), *request.vqvae_flags()]
+def _start_locked(root: Path, job: TrainJob) -> Path:
+    run_dir = reserve_run_dir(root, job.name)
+    if job.prior_train is None:
+        args = ["vqvae", "--run-dir", str(run_dir), *job.vqvae_argv()]
         _write_launcher(run_dir, runs.launch(args, run_dir), args)
         return run_dir
     try:
-        prior_dir = reserve_run_dir(root, request.prior_name)
+        prior_dir = reserve_run_dir(root, prior_run_name(job.name))
     except runs.RunError:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
-    vqvae = ["--run-dir", str(run_dir), *request.vqvae_flags()]
-    prior = ["--run-dir", str(prior_dir), *request.prior_flags()]
+    vqvae = ["--run-dir", str(run_dir), *job.vqvae_argv()]
+    prior = ["--run-dir", str(prior_dir), *settings.to_argv(job.prior_train)]
     args = ["--vqvae-args", json.dumps(vqvae), "--prior-args", json.dumps(prior)]
     pid = runs.launch(args, run_dir, module="core.pipeline")  # outlives the dashboard
     for folder in (run_dir, prior_dir):
@@ -238,16 +212,14 @@ def _start_locked(root: Path, request: TrainRequest) -> Path:
     return run_dir
 
 
-def start_prior(root: str | Path, vqvae_run: Path, epochs: int, gpus: int,
-                batch_size: int = 16, device: str = "auto") -> Path:
-    """Train a prior on a finished VQ-VAE run's codes, into RUNS_ROOT/<run>-prior."""
+def start_prior(root: str | Path, vqvae_run: Path, train: TrainConfig, gpus: int) -> Path:
+    """Train a prior on a finished VQ-VAE run's codes, into the run named by prior_run_name."""
     root = Path(root)
     if runs.read_status(vqvae_run).get("state") != "finished":
         raise runs.RunError(f"Run {vqvae_run.name} has not finished; train its prior afterwards.")
     with _launching(root, gpus):
-        run_dir = reserve_run_dir(root, f"{vqvae_run.name}-prior")
-        args = ["prior", "--vqvae", str(vqvae_run), "--run-dir", str(run_dir), "--epochs",
-                str(epochs), "--batch-size", str(batch_size), "--device", device]
+        run_dir = reserve_run_dir(root, prior_run_name(vqvae_run.name))
+        args = ["prior", "--vqvae", str(vqvae_run), "--run-dir", str(run_dir), *settings.to_argv(train)]
         _write_launcher(run_dir, runs.launch(args, run_dir), args)
     return run_dir
 

@@ -1,20 +1,19 @@
 """`python -m core.pipeline`: a VQ-VAE, then its prior when (and only when) the VQ-VAE finished, as one detached job."""
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from core import runs
+from core import cli, runs
 from core.paths import REPO_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.pipeline",
-                                     description="Train a VQ-VAE, then a prior on its codes.")
+    parser = cli.Parser(prog="python -m core.pipeline",
+                        description="Train a VQ-VAE, then a prior on its codes.")
     parser.add_argument("--vqvae-args", required=True,
                         help="JSON list of `core.train vqvae` flags, --run-dir included")
     parser.add_argument("--prior-args", required=True,

@@ -1,65 +1,67 @@
 """`python -m core.sample`: generate new brains (or complete one) from a prior checkpoint into PNG files."""
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 from pathlib import Path
 
-from core import cli, data, images, jobs
-from core.bundles import CheckpointError, load_bundle
+from core import cli, data, images, jobs, settings
+from core.bundles import load_bundle
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m core.sample",
-                                     description="Sample new brain slices from a PixelCNN prior.",
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+def build_parser() -> cli.Parser:
+    parser = cli.Parser(prog="python -m core.sample", description="Sample new brain slices from a PixelCNN prior.")
     parser.add_argument("--checkpoint", required=True,
                         help="prior run directory (its best checkpoint) or bundle folder")
-    parser.add_argument("--n", type=int, default=16, help="how many slices")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--temperature", type=float, default=1.0)
-    parser.add_argument("--top-k", type=int, default=None)
+    parser.add_argument("--n", type=settings.number(int, "n", minimum=1, maximum=4096), default=16,
+                        help="how many slices")
+    parser.add_argument("--seed", type=settings.number(int, "seed", minimum=0, maximum=2**31 - 1), default=0)
+    parser.add_argument("--temperature", type=settings.number(float, "temperature", minimum=0.0, maximum=100.0),
+                        default=1.0, help="divides the logits; 0 always takes the most likely code")
+    parser.add_argument("--top-k", type=settings.number(int, "top_k", minimum=1), default=None,
+                        help="sample among the k most likely codes only (default: all)")
     parser.add_argument("--complete", help="a PNG slice whose top code rows are kept")
-    parser.add_argument("--keep-rows", type=int, default=None,
+    parser.add_argument("--keep-rows", type=settings.number(int, "keep_rows", minimum=0), default=None,
                         help="code rows kept from --complete (default: half the grid)")
-    parser.add_argument("--level", type=int, default=None,
+    parser.add_argument("--level", type=settings.number(int, "level", minimum=0), default=None,
                         help="slice level, 0 = base of the brain (level-conditioned priors); default: "
                              "drawn as often as in training; for --complete, the level in the file's "
                              "name (case_441_slice_12 -> 12), else drawn given the kept rows")
-    parser.add_argument("--out", default="samples", help="folder for the PNG files")
-    args = parser.parse_args(argv)
+    parser.add_argument("--out", default="samples", help="folder for the PNG files (made if missing)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    out = Path(args.out)
     try:
+        if out.exists() and not out.is_dir():  # found now, not after the samples are made
+            raise ValueError(f"--out {out} is a file; give a folder for the PNG files.")
         bundle = load_bundle(args.checkpoint)
-        if bundle.prior is None:
-            raise CheckpointError(f"{bundle.path} holds no prior.keras: train one with "
-                                  f"`python -m core.train prior --vqvae {args.checkpoint}`.")
+        prior = bundle.require_prior()
         started = time.perf_counter()
         if args.complete:
             image = data.load_images([args.complete], bundle.image_size)[0]
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
-            level = args.level if args.level is not None else jobs.level_from_name(bundle.prior, args.complete)
-            brains = jobs.complete_brain(bundle.vqvae, bundle.prior, image, keep_rows, args.n,
-                                              seed=args.seed, temperature=args.temperature,
-                                              top_k=args.top_k, level=level)
+            level = args.level if args.level is not None else jobs.level_from_name(prior, args.complete)
+            brains = jobs.complete_brain(bundle.vqvae, prior, image, keep_rows, args.n, seed=args.seed,
+                                         temperature=args.temperature, top_k=args.top_k, level=level)
         else:
-            brains = jobs.generate_brains(bundle.vqvae, bundle.prior, args.n, seed=args.seed,
-                                               temperature=args.temperature, top_k=args.top_k,
-                                               level=args.level)
+            brains = jobs.generate_brains(bundle.vqvae, prior, args.n, seed=args.seed,
+                                          temperature=args.temperature, top_k=args.top_k, level=args.level)
         seconds = time.perf_counter() - started
+        out.mkdir(parents=True, exist_ok=True)
+        stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
+        files = []
+        for image, name in zip(brains.images, brains.names(stem)):
+            path = out / f"{name}.png"
+            path.write_bytes(images.png_bytes(image))
+            files.append(str(path))
+        grid = out / f"{stem}_grid.png"
+        grid.write_bytes(images.png_bytes(images.mosaic(brains.images, columns=4)))
     except cli.user_error_types() as error:
         return cli.report(error)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
-    files = []
-    for image, name in zip(brains.images, brains.names(stem)):
-        path = out / f"{name}.png"
-        path.write_bytes(images.png_bytes(image))
-        files.append(str(path))
-    grid = out / f"{stem}_grid.png"
-    grid.write_bytes(images.png_bytes(images.mosaic(brains.images, columns=4)))
     print(json.dumps({"n": len(brains.images), "seconds": round(seconds, 3), "grid": str(grid),
                       "files": files, "levels": None if brains.levels is None else brains.levels.tolist(),
                       "checkpoint": str(bundle.path)}))

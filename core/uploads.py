@@ -1,18 +1,16 @@
 """User uploads (PNG/JPEG slices, NIfTI volumes) as bytes -> (N, H, W, 1) float32 in [0, 1], with notices."""
 from __future__ import annotations
 
-import gzip
 import io
-import warnings
+import zlib
 from dataclasses import dataclass, field
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+
+from core.data import DataError, decode_slice, fit_to_size
 
 MAX_FILES = 64  # slices per upload
-MAX_PIXELS = 4096 * 4096  # larger images are refused before their pixels are decoded
-MAX_NIFTI_BYTES = 512 * 2**20  # a decompressed volume larger than this is refused (gzip bomb)
-IMAGE_FORMATS = ("PNG", "JPEG")
+MAX_NIFTI_BYTES = 256 * 2**20  # a volume whose voxels take more is refused, from its header (a 256^3 float32 volume is 64 MiB)
 NIFTI_SUFFIXES = (".nii", ".nii.gz")
 
 
@@ -33,73 +31,13 @@ def is_nifti(name: str) -> bool:
     return name.lower().endswith(NIFTI_SUFFIXES)
 
 
-# --- PNG / JPEG ---------------------------------------------------------------------------------
-def _open_image(data: bytes, name: str) -> Image.Image:
-    if not data:
-        raise UploadError(f"{name} is empty (0 bytes). Upload a PNG or JPEG slice.")
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as error:
-        raise UploadError(f"{name} claims to be enormous ({error}); refused as a possible "
-                          f"decompression bomb.") from error
-    except UnidentifiedImageError as error:
-        raise UploadError(f"{name} is not an image: expected a PNG or JPEG slice (or a .nii / "
-                          f".nii.gz volume).") from error
-    if image.format not in IMAGE_FORMATS:
-        raise UploadError(f"{name} is a {image.format} image; expected PNG or JPEG.")
-    width, height = image.size
-    if width * height > MAX_PIXELS:
-        raise UploadError(f"{name} is {width}x{height} pixels; the limit is "
-                          f"{int(MAX_PIXELS ** 0.5)}x{int(MAX_PIXELS ** 0.5)}. Refused as a "
-                          f"possible decompression bomb; downscale it first.")
-    try:
-        image.load()  # decodes every pixel: a truncated or corrupt file fails here
-    except (OSError, SyntaxError, ValueError) as error:
-        raise UploadError(f"{name} is damaged or truncated ({error}); upload the complete "
-                          f"file.") from error
-    return image
-
-
-def _image_to_grey(image: Image.Image) -> tuple[np.ndarray, str | None]:
-    """A PIL image of any mode -> (H, W) float32 in [0, 1], and the conversion made (or None)."""
-    mode = image.mode
-    if mode == "L":
-        return np.asarray(image, np.float32) / 255.0, None
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N"):
-        return np.asarray(image, np.float32) / 65535.0, "16-bit"
-    if mode == "I":  # PIL opens 16-bit greyscale PNGs as 32-bit integer images
-        array = np.asarray(image, np.float32)
-        top = 65535.0 if array.max(initial=0) > 255 else 255.0
-        return np.clip(array / top, 0, 1), "16-bit" if top > 255 else None
-    if mode == "F":
-        return np.clip(np.asarray(image, np.float32), 0, 1), "floating-point"
-    if mode == "1":
-        return np.asarray(image, np.float32), None
-    label = {"RGB": "RGB", "RGBA": "RGBA", "LA": "grey+alpha", "P": "palette"}.get(mode, mode)
-    return np.asarray(image.convert("L"), np.float32) / 255.0, label
-
-
-def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
-    """(H, W) float32 -> (size, size): pad to a square with black (keeps the aspect), then resize."""
-    height, width = image.shape
-    if height != width:
-        side = max(height, width)
-        padded = np.zeros((side, side), np.float32)
-        top, left = (side - height) // 2, (side - width) // 2
-        padded[top:top + height, left:left + width] = image
-        image = padded
-    if image.shape[0] != size:
-        resample = Image.Resampling.LANCZOS if image.shape[0] > size else Image.Resampling.BICUBIC
-        image = np.asarray(Image.fromarray(image, mode="F").resize((size, size), resample))
-    return np.clip(image, 0.0, 1.0).astype(np.float32)
-
-
+# --- PNG / JPEG: the one decode path of core.data ----------------------------------------------------
 def decode_image(data: bytes, name: str, image_size: int) -> tuple[np.ndarray, list[str]]:
     """PNG or JPEG bytes -> (S, S) float32 in [0, 1] and notices about what was converted."""
-    image = _open_image(data, name)
-    grey, converted = _image_to_grey(image)
+    try:
+        grey, converted = decode_slice(data, name)
+    except DataError as error:
+        raise UploadError(str(error)) from error
     notices = []
     if converted:
         notices.append(f"{name}: {converted} image converted to 8-bit-equivalent greyscale.")
@@ -111,25 +49,54 @@ def decode_image(data: bytes, name: str, image_size: int) -> tuple[np.ndarray, l
 
 
 # --- NIfTI --------------------------------------------------------------------------------------
+def _gunzip(data: bytes, name: str) -> bytes:
+    """Decompress in chunks, refusing as soon as the output passes the cap (a gzip bomb never fills memory)."""
+    decompressor, parts, size = zlib.decompressobj(wbits=31), [], 0
+    try:
+        source = io.BytesIO(data)
+        while chunk := source.read(1 << 16):
+            while chunk:
+                part = decompressor.decompress(chunk, 1 << 20)
+                size += len(part)
+                if size > MAX_NIFTI_BYTES + 2**16:
+                    raise UploadError(f"{name} decompresses to more than {MAX_NIFTI_BYTES // 2**20} MiB; refused.")
+                parts.append(part)
+                chunk = decompressor.unconsumed_tail
+        if not decompressor.eof:
+            raise UploadError(f"{name} is a damaged or truncated .gz file (it ends early).")
+    except zlib.error as error:
+        raise UploadError(f"{name} is a damaged or truncated .gz file ({error}).") from error
+    return b"".join(parts)
+
+
+def _check_declared_size(image, data: bytes, name: str) -> None:
+    """Refuse, from the header alone, a volume too large for memory or larger than the file holding it."""
+    header = image.header
+    shape = tuple(int(s) for s in header.get_data_shape())
+    needed = int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    if needed > MAX_NIFTI_BYTES:
+        raise UploadError(f"{name} declares a {'x'.join(map(str, shape))} volume of {needed / 2**20:.0f} MiB; "
+                          f"the limit is {MAX_NIFTI_BYTES // 2**20} MiB. Refused before reading its voxels.")
+    available = len(data) - int(header.get_data_offset())
+    if needed > available:
+        raise UploadError(f"{name}: its header promises {needed} bytes of voxels but the file holds "
+                          f"{max(available, 0)}; the file is truncated or its header is wrong.")
+
+
 def _nifti_image(data: bytes, name: str):
     import nibabel as nib
 
     if not data:
         raise UploadError(f"{name} is empty (0 bytes). Upload a .nii or .nii.gz volume.")
     if data[:2] == b"\x1f\x8b":  # gzip magic, whatever the file is called
-        try:
-            with gzip.GzipFile(fileobj=io.BytesIO(data)) as handle:
-                data = handle.read(MAX_NIFTI_BYTES + 1)
-        except (OSError, EOFError) as error:
-            raise UploadError(f"{name} is a damaged or truncated .gz file ({error}).") from error
-        if len(data) > MAX_NIFTI_BYTES:
-            raise UploadError(f"{name} decompresses to more than {MAX_NIFTI_BYTES // 2**20} MiB; "
-                              f"refused.")
+        data = _gunzip(data, name)
     for kind in (nib.Nifti1Image, nib.Nifti2Image):
         try:
-            return kind.from_bytes(data)
+            image = kind.from_bytes(data)
         except Exception:  # nibabel raises several types for "not this format"
             continue
+        _check_declared_size(image, data, name)
+        return image
     raise UploadError(f"{name} is not a NIfTI volume: expected a .nii or .nii.gz file with a "
                       f"NIfTI-1 or NIfTI-2 header.")
 

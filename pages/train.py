@@ -4,7 +4,11 @@ import time
 import streamlit as st
 
 from core import launcher, runs
-from ui import access, shared
+from core.models.vqvae import VQVAEConfig
+from core.training import prior_task, vqvae_task
+from core.training.loop import TrainConfig
+from core.training.vqvae_task import VQVAEData
+from ui import access, forms, shared
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
@@ -17,36 +21,41 @@ st.caption(f"Runs live in `{root}`. TensorFlow sees "
 # finds its folder exists; any other start is refused while a job runs.
 st.session_state.setdefault("default_run_name", time.strftime("vqvae-%Y%m%d-%H%M%S"))
 
+MODEL_FIELDS = ("image_size", "downsample_factor", "num_embeddings", "embedding_dim")
+TRAIN_FIELDS = ("epochs", "batch_size", "learning_rate", "steps_per_epoch", "device", "mixed_precision")
+train_defaults = TrainConfig(mixed_precision=bool(gpus))
+devices = {"device": ("auto", "gpu", "cpu") if gpus else ("cpu",)}
+
 with st.form("train_form"):
     name = st.text_input("Run name", st.session_state["default_run_name"])
     data_folder = shared.data_folder_input("Data folder (OASIS keras_png_slices_data)", stop=False)
-    left, middle, right = st.columns(3)
-    image_size = left.number_input("image_size", 16, 512, 256, step=16)
-    code_grid = left.number_input("code grid (side)", 2, 256, 64, step=2)
-    num_embeddings = middle.number_input("num_embeddings (codebook size)", 2, 4096, 256)
-    embedding_dim = middle.number_input("embedding_dim (code dim)", 1, 256, 16)
-    epochs = right.number_input("epochs", 1, 1000, 30)
-    batch_size = right.number_input("batch size", 1, 512, 16)
-    learning_rate = left.number_input("learning rate", 1e-6, 1.0, 2e-3, step=1e-4, format="%.5f")
-    steps_per_epoch = middle.number_input("steps per epoch (0 = whole split)", 0, 100000, 0)
-    device = right.selectbox("device", ["gpu", "cpu"] if gpus else ["cpu"],
-                             help="GPU when TensorFlow sees one, else CPU.")
-    mixed_precision = left.checkbox("mixed precision", value=bool(gpus))
-    with_prior = middle.checkbox("then train the prior", value=False,
-                                 help="Starts the prior on this VQ-VAE's codes when it finishes.")
-    prior_epochs = right.number_input("prior epochs", 1, 1000, 30)
+    st.markdown("**Model**")
+    model_values = forms.config_inputs(VQVAEConfig, MODEL_FIELDS, st.columns(4))
+    st.markdown("**Training**")
+    columns = st.columns(4)
+    train_values = forms.config_inputs(TrainConfig, TRAIN_FIELDS, columns, train_defaults, choices=devices)
+    crop = forms.config_inputs(VQVAEData, ("crop_size",), columns[2:], vqvae_task.FAST_RECIPE)
+    st.markdown("**Prior** (a PixelCNN over this VQ-VAE's codes, trained when it finishes)")
+    left, right = st.columns(2)
+    with_prior = left.checkbox("Then train the prior", value=False,
+                               help="Starts the prior on this VQ-VAE's codes when it finishes.")
+    prior_epochs = right.number_input("Prior epochs", 1, 100000, prior_task.TRAIN_DEFAULTS.epochs,
+                                      help="epochs of the prior run (flag --epochs of `core.train prior`)")
     submitted = st.form_submit_button("Start", type="primary")
 
-if submitted:
-    request = launcher.TrainRequest(
-        name=name.strip(), data=data_folder, image_size=int(image_size), code_grid=int(code_grid),
-        num_embeddings=int(num_embeddings), embedding_dim=int(embedding_dim), epochs=int(epochs),
-        batch_size=int(batch_size), learning_rate=float(learning_rate),
-        steps_per_epoch=int(steps_per_epoch) or None, device=device,
-        mixed_precision=mixed_precision, prior_epochs=int(prior_epochs) if with_prior else None)
+
+def prior_train(epochs: int) -> TrainConfig:
+    """The prior's training settings: its own defaults, with this form's batch, device and precision."""
+    shared_values = {k: train_values[k] for k in ("batch_size", "steps_per_epoch", "device", "mixed_precision")}
+    return prior_task.TRAIN_DEFAULTS.replace(epochs=int(epochs), **shared_values)
+
+
+if submitted and data_folder is not None:
     with shared.guard("Starting the run", stop=False):  # the run list below still shows
-        run_dir = launcher.start(root, request, gpus)
-        st.success(f"Started {run_dir.name}" + (f", then {request.prior_name}." if with_prior else "."))
+        job = launcher.TrainJob(name.strip(), VQVAEConfig(**model_values), TrainConfig(**train_values),
+                                VQVAEData(data=data_folder, **crop), prior_train(prior_epochs) if with_prior else None)
+        run_dir = launcher.start(root, job, gpus)
+        st.success(f"Started {run_dir.name}" + (f", then {launcher.prior_run_name(job.name)}." if with_prior else "."))
         st.session_state["default_run_name"] = time.strftime("vqvae-%Y%m%d-%H%M%S-2")
 
 
@@ -69,11 +78,11 @@ def run_actions(summary: runs.RunSummary, column) -> None:
             launcher.resume(root, summary.path, gpus)
             column.success("Resumed.")
     if (summary.kind == "vqvae" and summary.state == "finished"
-            and not (root / f"{key}-prior").exists()
+            and not (root / launcher.prior_run_name(key)).exists()
             and column.button("Train prior", key=f"prior-{key}")):
         with shared.guard(f"Starting the prior of {key}", stop=False):
-            launcher.start_prior(root, summary.path, int(prior_epochs), gpus, int(batch_size), device)
-            column.success(f"Started {key}-prior.")
+            prior_dir = launcher.start_prior(root, summary.path, prior_train(prior_epochs), gpus)
+            column.success(f"Started {prior_dir.name}.")
 
 
 @st.fragment(run_every=3)

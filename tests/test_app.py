@@ -67,11 +67,15 @@ def test_every_page_renders_without_exception(app_env, page):
 def test_train_page_has_the_form_and_an_empty_run_list(app_env):
     at = open_page("pages/train.py")
     assert {"Run name", "Data folder (OASIS keras_png_slices_data)"} <= set(labels(at.text_input))
-    assert {"image_size", "code grid (side)", "num_embeddings (codebook size)",
-            "embedding_dim (code dim)", "epochs", "batch size", "learning rate"} <= set(
-        labels(at.number_input))
-    assert "device" in labels(at.selectbox)
-    assert {"mixed precision", "then train the prior"} <= set(labels(at.checkbox))
+    numbers = {n.label: n for n in at.number_input}
+    assert {"Image size (pixels)", "Codebook size (codes)", "Code size (values per code)", "Epochs",
+            "Batch size", "Learning rate", "Crop size (pixels) (0 = whole slices)", "Prior epochs"} <= set(numbers)
+    # Defaults come from the config dataclasses; the crop from the benchmark recipe.
+    assert numbers["Epochs"].value == 30 and numbers["Learning rate"].value == pytest.approx(2e-3)
+    assert numbers["Crop size (pixels) (0 = whole slices)"].value == 128
+    assert {"Downsample factor (image / code grid)", "Device"} <= set(labels(at.selectbox))
+    assert all("--" in n.help for n in numbers.values())  # each names its flag
+    assert {"Mixed precision", "Then train the prior"} <= set(labels(at.checkbox))
     assert "Start" in labels(at.button)
     assert any("No runs yet" in i.value for i in at.info)
 
@@ -91,13 +95,13 @@ def test_train_refuses_a_folder_that_is_not_oasis_and_starts_nothing(app_env, tm
 def test_train_starts_one_detached_run_refuses_a_second_and_curves_follow(app_env):
     at = open_page("pages/train.py")
     form = {t.label: t for t in at.number_input}
-    form["image_size"].set_value(32)
-    form["code grid (side)"].set_value(8)
-    form["num_embeddings (codebook size)"].set_value(16)
-    form["embedding_dim (code dim)"].set_value(4)
-    form["epochs"].set_value(2)
-    form["batch size"].set_value(4)
-    form["steps per epoch (0 = whole split)"].set_value(2)
+    form["Image size (pixels)"].set_value(32)
+    form["Codebook size (codes)"].set_value(16)
+    form["Code size (values per code)"].set_value(4)
+    form["Epochs"].set_value(2)
+    form["Batch size"].set_value(4)
+    form["Steps per epoch (0 = one pass over the train split)"].set_value(2)
+    form["Crop size (pixels) (0 = whole slices)"].set_value(0)
     next(t for t in at.text_input if t.label == "Run name").set_value("first")
     at.button[0].click().run()
     no_trouble(at)

@@ -178,17 +178,17 @@ def test_rgb_and_16_bit_slices_are_converted_with_a_warning(tmp_path, caplog):
 
 
 def test_16_bit_mid_grey_keeps_its_depth(tmp_path):
-    path = write_png(tmp_path / "deep.png", np.array([[0, 1, 32768, 65535]], np.uint16))
-    decoded = data.decode_png(tf.io.read_file(str(path))).numpy()
-    np.testing.assert_allclose(decoded[0, :, 0], [0, 1 / 65535, 32768 / 65535, 1], rtol=1e-6, atol=0)
+    path = write_png(tmp_path / "deep.png", np.tile(np.array([[0, 1, 32768, 65535]], np.uint16), (8, 2)))
+    decoded, converted = data.decode_slice(path.read_bytes(), path.name)
+    assert converted == "16-bit"
+    np.testing.assert_allclose(decoded[0, :4], [0, 1 / 65535, 32768 / 65535, 1], rtol=1e-6, atol=0)
 
 
 # --- decoding and streaming ---------------------------------------------------------------------
 def test_decode_gives_one_channel_float32_with_exact_values(tmp_path):
-    pixels = np.array([[0, 255, 128], [1, 254, 64]], np.uint8)
-    decoded = data.decode_png(tf.io.read_file(str(write_png(tmp_path / "a.png", pixels))))
-    assert decoded.shape == (2, 3, 1) and decoded.dtype == tf.float32
-    values = decoded.numpy()[..., 0]
+    pixels = np.tile(np.array([[0, 255, 128], [1, 254, 64]], np.uint8), (4, 4))
+    values, converted = data.decode_slice(write_png(tmp_path / "a.png", pixels).read_bytes(), "a.png")
+    assert values.shape == (8, 12) and values.dtype == np.float32 and converted is None
     assert values[0, 0] == 0.0 and values[0, 1] == 1.0
     np.testing.assert_allclose(values, pixels / 255.0, rtol=0, atol=1e-6)
     assert values.min() >= 0.0 and values.max() <= 1.0

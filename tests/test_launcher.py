@@ -1,4 +1,4 @@
-"""core.pipeline: atomic run reservation, one job at a time, form validation, and the VQ-VAE -> prior chain."""
+"""core.launcher (and core.pipeline's chain): atomic run reservation, one job at a time, job validation, the VQ-VAE -> prior chain."""
 from __future__ import annotations
 
 import json
@@ -11,12 +11,17 @@ import pytest
 
 from core import atomic, launcher, pipeline, runs
 from core.data import DataError
+from core.models.vqvae import VQVAEConfig
+from core.training.loop import TrainConfig
+from core.training.vqvae_task import VQVAEData
 
 
-def request(name, data, **overrides) -> launcher.TrainRequest:
-    values = dict(image_size=32, code_grid=8, num_embeddings=16, embedding_dim=4, epochs=2,
-                  batch_size=4, steps_per_epoch=2, device="cpu")
-    return launcher.TrainRequest(name=name, data=str(data), **{**values, **overrides})
+def request(name, data, prior_epochs=None, crop_size=None, **model) -> launcher.TrainJob:
+    train = TrainConfig(epochs=2, batch_size=4, steps_per_epoch=2, device="cpu")
+    return launcher.TrainJob(name, VQVAEConfig(**{**dict(image_size=32, downsample_factor=4, num_embeddings=16,
+                                                        embedding_dim=4), **model}),
+                             train, VQVAEData(data=str(data), crop_size=crop_size),
+                             train.replace(epochs=prior_epochs) if prior_epochs else None)
 
 
 def wait_until_done(run_dir, timeout_s=240) -> str:
@@ -40,10 +45,12 @@ def test_reserving_a_run_dir_is_atomic_and_names_are_checked(tmp_path):
 
 def test_validation_refuses_bad_sizes_and_non_oasis_folders(tmp_path, oasis_tree):
     request("ok", oasis_tree).validate()
-    with pytest.raises(ValueError, match="divides"):
-        request("a", oasis_tree, code_grid=7).validate()
-    with pytest.raises(ValueError, match="batch_size"):
-        request("a", oasis_tree, batch_size=0).validate()
+    with pytest.raises(ValueError, match="divisible"):  # the config refuses it as the form builds it
+        request("a", oasis_tree, image_size=36, downsample_factor=8)
+    with pytest.raises(ValueError, match="crop size"):
+        request("a", oasis_tree, crop_size=12, downsample_factor=8).validate()
+    with pytest.raises(ValueError, match="not usable"):
+        request("../a", oasis_tree).validate()
     with pytest.raises(DataError, match="not an OASIS"):
         request("a", tmp_path).validate()
     with pytest.raises(DataError, match="does not exist"):
@@ -163,3 +170,18 @@ def test_the_chain_skips_the_prior_when_the_vqvae_fails_and_frees_its_name(tmp_p
                           "--prior-args", json.dumps(["--run-dir", str(prior_dir)])])
     assert code != 0
     assert not prior_dir.exists()
+
+
+def test_a_job_starts_the_trainer_with_flags_that_rebuild_its_configs(oasis_tree):
+    from core.train import build_parser
+    from core.training import vqvae_task
+
+    job = request("flags", oasis_tree, crop_size=16, num_embeddings=32)
+    args = build_parser().parse_args(["vqvae", "--run-dir", "x", *job.vqvae_argv()])
+    model, data_settings = vqvae_task.new_settings(args)
+    assert model == job.model and data_settings.crop_size == 16
+    assert data_settings.data == str(oasis_tree.resolve())
+
+
+def test_the_prior_run_name_is_made_in_one_place():
+    assert launcher.prior_run_name("vq-1") == "vq-1-prior"

@@ -405,3 +405,44 @@ def test_xla_compiled_step_runs(oasis_tree, tmp_path):
     assert runs.read_config(run_dir)["train"]["xla"] is True
     assert_finite_losses(run_dir)
     assert_complete_history(run_dir, epochs=1, steps_per_epoch=2)
+
+
+def test_a_mixed_precision_run_resumes_as_it_was_started(oasis_tree, tmp_path):
+    # Before: --resume took mixed_precision from the command line (False), so the saved optimizer
+    # (with the loss scale's variables) no longer fitted: "optimizer.npz holds 29 ... needs 25".
+    run_dir = tmp_path / "run"
+    first = run_main(tmp_path, "--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY, "--epochs", "1",
+                     "--steps-per-epoch", "2", "--log-every", "1", "--mixed-precision",
+                     "--checkpoint-every-s", "7")
+    assert final_state(first) == "finished"
+    again = run_main(tmp_path, "--run-dir", str(run_dir), "--resume", "--epochs", "2")
+    assert final_state(again) == "finished"
+    assert "dtype policy: mixed_bfloat16" in again.stderr
+    saved = runs.read_config(run_dir)["train"]
+    assert saved["mixed_precision"] is True and saved["epochs"] == 2
+    assert saved["checkpoint_every_s"] == 7.0  # not reset to the default on resume
+    assert_complete_history(run_dir, epochs=2, steps_per_epoch=2)
+
+
+def test_resume_refuses_a_flag_that_would_change_what_is_learned(finished_run, tmp_path):
+    run_dir, before = finished_run, (finished_run / "config.json").read_text()
+    for flag in (["--lr", "0.1"], ["--mixed-precision"], ["--codebook-size", "32"], ["--crop-size", "16"]):
+        result = train("--run-dir", str(run_dir), "--resume", *flag)
+        assert result.returncode == 2, flag
+        assert python_messages(result.stderr) == [python_messages(result.stderr)[0]]
+        assert python_messages(result.stderr)[0].startswith(f"error: {flag[0]} cannot change on --resume")
+    assert (run_dir / "config.json").read_text() == before
+
+
+@pytest.mark.parametrize("flags", [["--lr", "nan"], ["--commitment-cost", "nan"], ["--epochs", "0"],
+                                   ["--code-grid", "0"], ["--crop-size", "7"], ["--crop-size", "0"],
+                                   ["--crop-size", "40"], ["--val-limit", "0"], ["--batch-size", "0"],
+                                   ["--code-grid", "5"], ["--downsample-factor", "4", "--code-grid", "8"]])
+def test_bad_settings_are_one_error_line_before_any_folder_is_made(oasis_tree, tmp_path, flags):
+    run_dir = tmp_path / "run"
+    tiny = [t for t in TINY if t not in ("--code-grid", "8")] if "--code-grid" in flags else TINY
+    result = train("--data", str(oasis_tree), "--run-dir", str(run_dir), *tiny, *flags, timeout=120)
+    assert result.returncode == 2
+    messages = python_messages(result.stderr)
+    assert len(messages) == 1 and messages[0].startswith("error:"), messages
+    assert not run_dir.exists()

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 from dataclasses import dataclass
 
@@ -11,61 +9,37 @@ import keras
 import numpy as np
 from keras import ops
 
+from core.settings import Config, setting
+
 
 @dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(Config):
     """Hyperparameters of the gated PixelCNN prior; the only way to rebuild a saved prior."""
 
-    num_embeddings: int  # K: codebook size of the VQ-VAE, number of logits per position
-    grid_height: int  # H: rows of the code grid
-    grid_width: int  # W: columns of the code grid
-    filters: int = 64  # channels of each stack (each gate has 2 * filters pre-activations)
-    num_layers: int = 8  # gated layers; the receptive field reaches num_layers * (kernel_size // 2) columns
-    kernel_size: int = 3  # odd; the vertical kernel is (k // 2 + 1, k), the horizontal one (1, k // 2 + 1)
-    embedding_dim: int = 32  # size of the learned embedding of each code index
-    head_filters: int = 128  # hidden width of the 1x1 output head
-    position_embedding: bool = True  # add a learned embedding of (row, column) to each code's
+    num_embeddings: int = setting(help="K: codebook size of the VQ-VAE, logits per position", minimum=2)
+    grid_height: int = setting(help="H: rows of the code grid", minimum=1)
+    grid_width: int = setting(help="W: columns of the code grid", minimum=1)
+    filters: int = setting(64, help="channels of each stack (each gate has 2 * filters pre-activations)",
+                           flag="--filters", minimum=1, maximum=4096)
+    num_layers: int = setting(8, help="gated layers (receptive field: layers * (kernel // 2) + 1 rows)",
+                              flag="--num-layers", minimum=1, maximum=256)
+    kernel_size: int = setting(3, help="odd kernel size k: vertical kernel (k // 2 + 1, k), horizontal (1, k // 2 + 1)",
+                               flag="--kernel-size", minimum=3, maximum=63)
+    embedding_dim: int = setting(32, help="size of the learned embedding of each code",
+                                 flag="--prior-embedding-dim", minimum=1, maximum=4096)
+    head_filters: int = setting(128, help="hidden width of the 1x1 output head", flag="--head-filters",
+                                minimum=1, maximum=8192)
+    position_embedding: bool = setting(True, help="add a learned embedding of (row, column) to each code's")
     # Slice levels the prior is conditioned on (0: unconditional). OASIS names 32 levels per case,
     # base (0) to vertex (31); a level decides most of a slice's size and shape, which a few code
     # rows of context cannot (van den Oord et al. 2016, section 2.3: conditional PixelCNN).
-    num_levels: int = 0
-    level_map_size: int = 8  # side of each level's learned map, upsampled to the grid
+    num_levels: int = setting(0, help="slice levels the prior is conditioned on (0: unconditional)", minimum=0)
+    level_map_size: int = setting(8, help="side of each level's learned map, upsampled to the code grid",
+                                  flag="--level-map-size", minimum=1, maximum=256)
 
-    def __post_init__(self):
-        if not isinstance(self.position_embedding, bool):
-            raise ValueError(f"Expected position_embedding a bool. Received: {self.position_embedding!r}")
-        for name in ("num_embeddings", "grid_height", "grid_width", "filters", "num_layers",
-                     "kernel_size", "embedding_dim", "head_filters", "level_map_size"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ValueError(f"Expected {name} to be a positive integer. Received: {name}={value!r}")
-        if isinstance(self.num_levels, bool) or not isinstance(self.num_levels, (int, np.integer)) \
-                or self.num_levels < 0:
-            raise ValueError(f"Expected num_levels to be an integer >= 0. Received: num_levels={self.num_levels!r}")
-        if self.num_embeddings < 2:
-            raise ValueError(f"Expected num_embeddings >= 2. Received: num_embeddings={self.num_embeddings}")
-        if self.kernel_size % 2 == 0 or self.kernel_size < 3:
+    def check(self):
+        if self.kernel_size % 2 == 0:
             raise ValueError(f"Expected an odd kernel_size >= 3. Received: kernel_size={self.kernel_size}")
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict) -> "PriorConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"Expected PriorConfig keys {sorted(known)}. Received unknown keys: {sorted(unknown)}")
-        return cls(**data)
-
-    def to_json(self, path) -> None:
-        with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_dict(), f, indent=2)
-
-    @classmethod
-    def from_json(cls, path) -> "PriorConfig":
-        with open(path, encoding="utf-8") as f:
-            return cls.from_dict(json.load(f))
 
 
 def gate(x):

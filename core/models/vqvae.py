@@ -1,50 +1,49 @@
 """VQ-VAE (van den Oord et al. 2017): residual conv encoder -> vector quantizer -> decoder, with an index API."""
 from __future__ import annotations
 
-import json
 import math
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass
 
 import keras
 import numpy as np
 from keras import layers, ops
 
-from core.models.quantizer import VectorQuantizer, check_quantizer_settings
+from core.models.quantizer import VectorQuantizer
+from core.settings import Config, setting
 
 
 @dataclass(frozen=True)
-class VQVAEConfig:
+class VQVAEConfig(Config):
     """Everything needed to rebuild a VQ-VAE; saved as JSON beside its weights."""
 
-    image_size: int = 256  # square input slices, pixels
-    downsample_factor: int = 4  # image side / code grid side; a power of two (256 -> 64x64 codes)
-    num_embeddings: int = 256  # K, codebook size
-    embedding_dim: int = 16  # D, size of one code vector
-    hidden_channels: int = 64  # width of the residual trunk at code-grid resolution
-    num_residual_blocks: int = 2  # residual blocks in the encoder and in the decoder
-    commitment_cost: float = 0.25  # beta of eq. 4
-    use_ema: bool = True  # EMA codebook updates instead of a codebook loss
-    ema_decay: float = 0.99
-    dead_code_threshold: float = 1.0  # EMA assignments per step under which a code restarts
+    image_size: int = setting(256, help="slices are fitted to this square side, pixels", flag="--image-size",
+                              label="Image size (pixels)", minimum=8, maximum=4096)
+    downsample_factor: int = setting(4, help="image side / code-grid side, a power of two (256 -> 64x64 codes)",
+                                     flag="--downsample-factor", label="Downsample factor (image / code grid)",
+                                     choices=(2, 4, 8, 16, 32, 64))
+    num_embeddings: int = setting(256, help="K, codes in the codebook", flag="--codebook-size",
+                                  aliases=("--num-embeddings",), label="Codebook size (codes)", minimum=2,
+                                  maximum=65536)
+    embedding_dim: int = setting(16, help="D, size of one code vector", flag="--code-dim",
+                                 aliases=("--embedding-dim",), label="Code size (values per code)",
+                                 minimum=1, maximum=1024)
+    hidden_channels: int = setting(64, help="width of the residual trunk at code-grid resolution",
+                                   flag="--hidden-channels", minimum=1, maximum=2048)
+    num_residual_blocks: int = setting(2, help="residual blocks in the encoder and in the decoder",
+                                       flag="--residual-blocks", minimum=0, maximum=64)
+    commitment_cost: float = setting(0.25, help="beta of the commitment loss (eq. 4; best kept in 0.25..2)",
+                                     flag="--commitment-cost", minimum=0.0)
+    use_ema: bool = setting(True, help="learn the codebook by EMA updates (--no-ema: by gradient)",
+                            flag="--ema")
+    ema_decay: float = setting(0.99, help="decay of the EMA codebook updates", flag="--ema-decay",
+                               above=0.0, below=1.0)
+    dead_code_threshold: float = setting(1.0, help="EMA assignments per step under which a code restarts",
+                                         minimum=0.0)
 
-    def __post_init__(self):
-        if self.image_size < 8:
-            raise ValueError(f"Expected image_size >= 8. Received: image_size={self.image_size}")
-        factor = self.downsample_factor
-        if factor < 2 or factor & (factor - 1):
-            raise ValueError(f"Expected downsample_factor a power of two >= 2. "
-                             f"Received: downsample_factor={factor}")
-        if self.image_size % factor:
+    def check(self):
+        if self.image_size % self.downsample_factor:
             raise ValueError(f"Expected image_size divisible by downsample_factor. Received: "
-                             f"image_size={self.image_size}, downsample_factor={factor}")
-        for name in ("num_embeddings", "embedding_dim", "hidden_channels"):
-            if getattr(self, name) < (2 if name == "num_embeddings" else 1):
-                raise ValueError(f"Expected a positive {name}. Received: {name}={getattr(self, name)}")
-        if self.num_residual_blocks < 0:
-            raise ValueError(f"Expected num_residual_blocks >= 0. "
-                             f"Received: num_residual_blocks={self.num_residual_blocks}")
-        check_quantizer_settings(self.commitment_cost, self.ema_decay, self.dead_code_threshold)
+                             f"image_size={self.image_size}, downsample_factor={self.downsample_factor}")
 
     @property
     def code_grid(self) -> int:
@@ -53,21 +52,6 @@ class VQVAEConfig:
     @property
     def num_downsamplings(self) -> int:
         return int(math.log2(self.downsample_factor))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "VQVAEConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
-
-    def to_json(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2))
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "VQVAEConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
 
 
 @keras.saving.register_keras_serializable(package="brainvq")

@@ -8,7 +8,7 @@ import math
 import os
 import threading
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -16,47 +16,43 @@ import numpy as np
 import tensorflow as tf
 
 from core import devices, runs
+from core.settings import Config, setting
 
 log = logging.getLogger("brainvq.train")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(Config):
     """How to train (not what): saved in the run's config.json beside the model config."""
 
-    epochs: int = 30
-    batch_size: int = 16
-    learning_rate: float = 2e-3
-    lr_schedule: str = "cosine"  # "cosine" (decay to 1% over all epochs) or "constant"
-    seed: int = 0
-    steps_per_epoch: int | None = None  # None: one pass over the train split
-    log_every: int = 10  # steps between metric lines
-    checkpoint_every_s: float = 120.0  # also checkpoint mid-epoch this often (kill -9 safety)
-    mixed_precision: bool = False
-    xla: bool = False
-    strategy: str = "default"  # "default" (one device) or "mirrored" (all visible GPUs)
-    device: str = "auto"  # "auto" (GPU when present), "cpu" or "gpu"
+    epochs: int = setting(30, help="epochs in all (on --resume: more epochs continue the run)", flag="--epochs",
+                          label="Epochs", minimum=1, maximum=100000)
+    batch_size: int = setting(16, help="slices per step", flag="--batch-size", label="Batch size",
+                              minimum=1, maximum=4096)
+    learning_rate: float = setting(2e-3, help="Adam's learning rate", flag="--lr", aliases=("--learning-rate",),
+                                   label="Learning rate", above=0.0, maximum=10.0)
+    lr_schedule: str = setting("cosine", help="cosine decays the rate to 1% of --lr over all epochs",
+                               flag="--lr-schedule", choices=("cosine", "constant"))
+    seed: int = setting(0, help="data order and crops", flag="--seed", minimum=0, maximum=2**31 - 1)
+    steps_per_epoch: int | None = setting(None, help="cap the steps of one epoch", flag="--steps-per-epoch",
+                                          label="Steps per epoch", minimum=1,
+                                          none_means="one pass over the train split")
+    log_every: int = setting(10, help="steps between metric lines", flag="--log-every", minimum=1)
+    checkpoint_every_s: float = setting(120.0, help="also checkpoint this often within an epoch (kill -9 safety)",
+                                        flag="--checkpoint-every-s", minimum=0.0)
+    mixed_precision: bool = setting(False, help="float16 on GPU (bfloat16 on CPU) with float32 weights",
+                                    flag="--mixed-precision", label="Mixed precision")
+    xla: bool = setting(False, help="compile the train step with XLA", flag="--xla")
+    strategy: str = setting("default", help="'mirrored': data-parallel over all visible GPUs (tf.distribute)",
+                            flag="--strategy", choices=("default", "mirrored"))
+    device: str = setting("auto", help="auto: the GPU when TensorFlow sees one, else the CPU", flag="--device",
+                          label="Device", choices=("auto", "cpu", "gpu"))
 
-    def __post_init__(self):
-        for name in ("epochs", "batch_size", "log_every"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Expected {name} >= 1. Received: {name}={getattr(self, name)}")
-        if self.learning_rate <= 0:
-            raise ValueError(f"Expected learning_rate > 0. Received: learning_rate={self.learning_rate}")
-        if self.lr_schedule not in ("cosine", "constant"):
-            raise ValueError(f"Expected lr_schedule 'cosine' or 'constant'. Received: {self.lr_schedule!r}")
-        if self.strategy not in ("default", "mirrored"):
-            raise ValueError(f"Expected strategy 'default' or 'mirrored'. Received: {self.strategy!r}")
-        if self.device not in ("auto", "cpu", "gpu"):
-            raise ValueError(f"Expected device 'auto', 'cpu' or 'gpu'. Received: {self.device!r}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> "TrainConfig":
-        known = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in values.items() if k in known})
+# What a resumed run may be given anew: more epochs, another machine's device, how often it
+# checkpoints and logs. Everything else decides what is learned, or how the saved optimizer
+# state is laid out (mixed precision adds the loss scale's variables), so it stays as started.
+RESUMABLE = ("epochs", "device", "checkpoint_every_s", "log_every")
 
 
 def make_optimizer(train: TrainConfig, steps_per_epoch: int):

@@ -1,16 +1,17 @@
 """`python -m core.train prior`: the prior task the training loop runs, on the train split's cached VQ-VAE codes."""
 from __future__ import annotations
 
-import argparse
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from core import atomic, bundles, data, images, runs
+from core import atomic, bundles, data, images, runs, settings
 from core.models.prior import PriorConfig, build_prior, prior_loss, set_level_frequency
 from core.models.sampler import sample_codes
+from core.settings import Config, setting
 from core.training import loop
 from core.training.loop import TrainConfig
 
@@ -128,54 +129,65 @@ class PriorTask(loop.KerasTask):
 
 
 
-def add_parser(kinds, train_defaults: TrainConfig, add_train_flags) -> None:
-    parser = kinds.add_parser("prior", help="train the PixelCNN prior over a VQ-VAE's codes",
-                              formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--vqvae", help="VQ-VAE run directory (its best checkpoint) or bundle folder")
-    parser.add_argument("--data", help="OASIS folder (default: the one the VQ-VAE run trained on)")
-    defaults = PriorConfig(num_embeddings=2, grid_height=1, grid_width=1)
-    model = parser.add_argument_group("prior model")
-    model.add_argument("--filters", type=int, default=defaults.filters,
-                       help="channels of each stack")
-    model.add_argument("--num-layers", type=int, default=defaults.num_layers,
-                       help="gated layers (receptive field: layers * (kernel // 2) + 1 rows)")
-    model.add_argument("--kernel-size", type=int, default=defaults.kernel_size, help="odd")
-    model.add_argument("--prior-embedding-dim", type=int, default=defaults.embedding_dim,
-                       help="size of the learned embedding of each code")
-    model.add_argument("--head-filters", type=int, default=defaults.head_filters,
-                       help="hidden width of the output head")
-    model.add_argument("--levels", choices=("auto", "off"), default="auto",
-                       help="condition on the slice level in the file names (case_001_slice_12 -> 12); "
-                            "auto: when every train slice's name has one")
-    model.add_argument("--level-map-size", type=int, default=defaults.level_map_size,
-                       help="side of each level's learned map of where things are, upsampled to the code grid")
-    add_train_flags(parser, train_defaults)
-    parser.set_defaults(learning_rate=1e-3)
+# --- settings: flags, a new run's configs, a resumed run's -------------------------------------------
+@dataclass(frozen=True)
+class PriorData(Config):
+    """Which VQ-VAE and data a prior run learns from: config.json's "data_settings"."""
+
+    vqvae: str | None = setting(None, help="VQ-VAE run directory (its best checkpoint) or bundle folder",
+                                flag="--vqvae")
+    data: str | None = setting(None, help="OASIS folder (default: the one the VQ-VAE run trained on)",
+                               flag="--data")
+    levels: str = setting("auto", help="condition on the slice level in the file names (case_001_slice_12 -> "
+                          "12); auto: when every train slice's name has one", flag="--levels",
+                          choices=("auto", "off"))
 
 
-def make_task(args, saved: dict | None, train: TrainConfig, strategy):
-    run_dir = Path(args.run_dir)
-    if saved is None:
-        if not args.vqvae:
-            raise runs.RunError("--vqvae is required for a new prior run: the VQ-VAE run or bundle.")
-        source = str(Path(args.vqvae).resolve())
-        data_path = args.data or _vqvae_data(source)
-        vqvae_config = bundles.load_bundle(source).vqvae.config
-        model_config = PriorConfig(num_levels=_level_count(data_path, args.levels),
-            num_embeddings=vqvae_config.num_embeddings, grid_height=vqvae_config.code_grid,
-            grid_width=vqvae_config.code_grid, filters=args.filters, num_layers=args.num_layers,
-            kernel_size=args.kernel_size, embedding_dim=args.prior_embedding_dim,
-            head_filters=args.head_filters, level_map_size=args.level_map_size)
-        settings = {"vqvae": source, "data": str(Path(data_path).resolve())}
-    else:
-        model_config = PriorConfig.from_dict(saved["model"])
-        settings = dict(saved["data_settings"])
-        if args.data:
-            settings["data"] = str(Path(args.data).resolve())
-    task = PriorTask(run_dir, settings["vqvae"], settings["data"], model_config, train, strategy)
-    config = {"kind": "prior", "model": model_config.to_dict(), "train": train.to_dict(),
-              "data_settings": settings}
-    return task, config
+# The prior's own default rate: the one the demo prior was trained with (checkpoints/demo/README.md).
+TRAIN_DEFAULTS = TrainConfig(learning_rate=1e-3)
+MODEL_CONFIG, DATA_SETTINGS = PriorConfig, PriorData  # what the CLI derives this command's flags from
+# Flags of PriorConfig's fields that come from the VQ-VAE (codes, grid) or the data (levels) have none.
+_PLACEHOLDER_GRID = dict(num_embeddings=2, grid_height=1, grid_width=1)
+
+
+def add_flags(parser) -> None:
+    """The prior command's own flags: its VQ-VAE and data, and its model (training flags are shared)."""
+    settings.add_flags(parser.add_argument_group("data"), PriorData)
+    settings.add_flags(parser.add_argument_group("prior model"), PriorConfig)
+
+
+def new_settings(args) -> tuple[dict, PriorData]:
+    """The prior's model flags typed (checked now, with a placeholder grid) and its data settings."""
+    chosen = settings.given(PriorConfig, args)
+    PriorConfig.from_dict({**_PLACEHOLDER_GRID, **chosen})  # every rule between flags, before any file
+    data_settings = PriorData.from_dict(settings.given(PriorData, args))
+    if data_settings.vqvae is None:
+        raise runs.RunError("--vqvae is required for a new prior run: the VQ-VAE run or bundle.")
+    source = str(Path(data_settings.vqvae).resolve())
+    data_path = data_settings.data or _vqvae_data(source)
+    return chosen, data_settings.replace(vqvae=source, data=str(Path(data_path).resolve()))
+
+
+def resumed_settings(saved: dict, args) -> tuple[PriorConfig, PriorData]:
+    """A resumed run's configs: as saved, with the data folder moved when --data says so."""
+    data_settings = PriorData.from_dict(saved["data_settings"])
+    if hasattr(args, "data"):
+        data_settings = data_settings.replace(data=str(Path(args.data).resolve()))
+    return PriorConfig.from_dict(saved["model"]), data_settings
+
+
+def make_task(model: PriorConfig | dict, data_settings: PriorData, train: TrainConfig, strategy,
+              run_dir: Path) -> tuple[PriorTask, dict]:
+    """The task, and the run's config.json. A new run's model flags (a dict) meet its VQ-VAE's grid here."""
+    if isinstance(model, dict):
+        vqvae_config = bundles.load_bundle(data_settings.vqvae).vqvae.config
+        model = PriorConfig.from_dict({
+            **model, "num_levels": _level_count(data_settings.data, data_settings.levels),
+            "num_embeddings": vqvae_config.num_embeddings, "grid_height": vqvae_config.code_grid,
+            "grid_width": vqvae_config.code_grid})
+    task = PriorTask(run_dir, data_settings.vqvae, data_settings.data, model, train, strategy)
+    return task, {"kind": "prior", "model": model.to_dict(), "train": train.to_dict(),
+                  "data_settings": data_settings.to_dict()}
 
 
 def _level_count(data_path: str, mode: str) -> int:

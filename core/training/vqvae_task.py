@@ -1,14 +1,17 @@
 """`python -m core.train vqvae`: the VQ-VAE task the training loop runs (data, step, validation, pictures, bundle)."""
 from __future__ import annotations
 
+import argparse
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
-from core import bundles, data, images, scoring
+from core import bundles, data, images, scoring, settings
 from core.models.vqvae import VQVAEConfig, build_vqvae
 from core.training import loop
+from core.settings import Config, setting
 from core.training.loop import TrainConfig
 
 SAMPLE_SLICES = 8
@@ -81,29 +84,72 @@ class VQVAETask(loop.KerasTask):
         bundles.save_bundle(folder, self.model)
 
 
-def make_task(args, saved, train, strategy):
-    if saved is None:
-        if not args.data:
-            raise data.DataError("--data is required for a new run: the OASIS folder to train on.")
-        factor = args.downsample_factor or (args.image_size // args.code_grid if args.code_grid
-                                            else VQVAEConfig().downsample_factor)
-        if args.code_grid and args.image_size % args.code_grid:
-            raise ValueError(f"--code-grid must divide --image-size. Received: "
-                             f"{args.code_grid} and {args.image_size}")
-        model_config = VQVAEConfig(
-            image_size=args.image_size, downsample_factor=factor,
-            num_embeddings=args.num_embeddings, embedding_dim=args.embedding_dim,
-            hidden_channels=args.hidden_channels, num_residual_blocks=args.num_residual_blocks,
-            commitment_cost=args.commitment_cost, use_ema=args.use_ema, ema_decay=args.ema_decay)
-        extra = {"data": str(Path(args.data).resolve()), "crop_size": args.crop_size,
-                 "val_limit": args.val_limit}
-    else:
-        model_config = VQVAEConfig.from_dict(saved["model"])
-        extra = saved["data_settings"]
-        if args.data:
-            extra = {**extra, "data": str(Path(args.data).resolve())}  # the data moved
-    task = VQVAETask(model_config, train, extra["data"], strategy, crop_size=extra["crop_size"],
-                     val_limit=extra["val_limit"])
-    config = {"kind": "vqvae", "model": model_config.to_dict(), "train": train.to_dict(),
-              "data_settings": extra}
-    return task, config
+# --- settings: flags, a new run's configs, a resumed run's -------------------------------------------
+@dataclass(frozen=True)
+class VQVAEData(Config):
+    """Which data a VQ-VAE run trains on, and how it is cut: config.json's "data_settings"."""
+
+    data: str | None = setting(None, help="OASIS folder (holds keras_png_slices_data/, or is it)", flag="--data")
+    crop_size: int | None = setting(None, help="train on random square crops of this side (validation uses "
+                                    "whole slices); 128 trains about 4x faster on 256x256 slices",
+                                    flag="--crop-size", label="Crop size (pixels)", minimum=8, maximum=4096,
+                                    none_means="whole slices")
+    val_limit: int = setting(256, help="validation slices scored each epoch (evenly spaced)", flag="--val-limit",
+                             minimum=1, maximum=100000)
+
+
+TRAIN_DEFAULTS = TrainConfig()
+# The benchmark recipe's crops (BENCHMARKS.md: 184 images/s on 128x128 crops, 44 on whole 256x256 slices):
+# what the Train page offers first. The CLI's default stays whole slices.
+FAST_RECIPE = VQVAEData(crop_size=128)
+MODEL_CONFIG, DATA_SETTINGS = VQVAEConfig, VQVAEData  # what the CLI derives this command's flags from
+
+
+def add_flags(parser) -> None:
+    """The VQ-VAE command's own flags: its data and its model (training flags are shared)."""
+    settings.add_flags(parser.add_argument_group("data"), VQVAEData)
+    model = parser.add_argument_group("model")
+    settings.add_flags(model, VQVAEConfig)
+    model.add_argument("--code-grid", type=settings.number(int, "code_grid", minimum=1),
+                       default=argparse.SUPPRESS,
+                       help="code-grid side instead of --downsample-factor, e.g. 64 for 64x64 codes of a "
+                            "256x256 image")
+
+
+def new_settings(args) -> tuple[VQVAEConfig, VQVAEData]:
+    """A new run's configs from the flags typed; every rule between flags is checked here, before any file."""
+    chosen = settings.given(VQVAEConfig, args)
+    if hasattr(args, "code_grid"):
+        if "downsample_factor" in chosen:
+            raise ValueError("Give --code-grid or --downsample-factor, not both.")
+        size = chosen.get("image_size", VQVAEConfig().image_size)
+        if size % args.code_grid:
+            raise ValueError(f"Expected a --code-grid that divides --image-size. Received: "
+                             f"{args.code_grid} and {size}")
+        chosen["downsample_factor"] = size // args.code_grid
+    model = VQVAEConfig.from_dict(chosen)
+    data_settings = VQVAEData.from_dict(settings.given(VQVAEData, args))
+    if data_settings.data is None:
+        raise data.DataError("--data is required for a new run: the OASIS folder to train on.")
+    crop = data_settings.crop_size
+    if crop is not None and (crop > model.image_size or crop % model.downsample_factor):
+        raise ValueError(f"Expected a --crop-size no larger than the image ({model.image_size}) and a multiple "
+                         f"of the downsample factor ({model.downsample_factor}). Received: {crop}")
+    return model, data_settings.replace(data=str(Path(data_settings.data).resolve()))
+
+
+def resumed_settings(saved: dict, args) -> tuple[VQVAEConfig, VQVAEData]:
+    """A resumed run's configs: as saved, with the data folder moved when --data says so."""
+    data_settings = VQVAEData.from_dict(saved["data_settings"])
+    if hasattr(args, "data"):
+        data_settings = data_settings.replace(data=str(Path(args.data).resolve()))
+    return VQVAEConfig.from_dict(saved["model"]), data_settings
+
+
+def make_task(model: VQVAEConfig, data_settings: VQVAEData, train: TrainConfig, strategy,
+              run_dir: Path) -> tuple[VQVAETask, dict]:
+    """The task, and the run's config.json that says how it was made."""
+    task = VQVAETask(model, train, data_settings.data, strategy, crop_size=data_settings.crop_size,
+                     val_limit=data_settings.val_limit)
+    return task, {"kind": "vqvae", "model": model.to_dict(), "train": train.to_dict(),
+                  "data_settings": data_settings.to_dict()}

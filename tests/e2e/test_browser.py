@@ -109,9 +109,10 @@ def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, 
     runs_root = e2e_paths["runs"]
     page.get_by_label("Run name").fill("e2e-run")
     page.get_by_label("Data folder (OASIS keras_png_slices_data)").fill(str(e2e_paths["train_data"]))
-    for label, value in [("image_size", 32), ("code grid (side)", 8),
-                         ("num_embeddings (codebook size)", 16), ("embedding_dim (code dim)", 4),
-                         ("epochs", 500), ("batch size", 2), ("steps per epoch (0 = whole split)", 0)]:
+    for label, value in [("Image size (pixels)", 32), ("Codebook size (codes)", 16),
+                         ("Code size (values per code)", 4), ("Epochs", 500), ("Batch size", 2),
+                         ("Steps per epoch (0 = one pass over the train split)", 0),
+                         ("Crop size (pixels) (0 = whole slices)", 0)]:
         page.get_by_label(label, exact=True).fill(str(value))
     page.get_by_role("button", name="Start").click()
     page.get_by_text("Started e2e-run").wait_for()
