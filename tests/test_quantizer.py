@@ -51,8 +51,9 @@ def test_chosen_codes_match_numpy_nearest_neighbour(shape):
     indices = np.asarray(layer.indices(inputs))
     assert indices.shape == shape[:-1] and indices.dtype == np.int32
     np.testing.assert_array_equal(indices, numpy_nearest(inputs, codebook))
-    quantized = np.asarray(layer(inputs, training=False))
-    np.testing.assert_allclose(quantized, codebook[indices], atol=1e-6)
+    quantized, call_indices = layer(inputs, training=False)
+    np.testing.assert_allclose(np.asarray(quantized), codebook[indices], atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(call_indices), indices)  # the call's own indices, one pass
     np.testing.assert_allclose(np.asarray(layer.lookup(indices)), codebook[indices], atol=0)
 
 
@@ -68,7 +69,7 @@ def test_straight_through_gradient_is_identity():
     inputs = tf.constant(np.random.default_rng(2).normal(size=(3, 5, D)).astype(np.float32))
     with tf.GradientTape() as tape:
         tape.watch(inputs)
-        total = tf.reduce_sum(layer(inputs, training=False))
+        total = tf.reduce_sum(layer(inputs, training=False)[0])
     np.testing.assert_array_equal(tape.gradient(total, inputs).numpy(), np.ones((3, 5, D), np.float32))
 
 
@@ -230,8 +231,8 @@ def test_zero_size_batch_gives_empty_output_zero_loss_and_no_update(training):
     layer = make_quantizer()
     spread_codebook(layer)
     before = state(layer)
-    out = layer(np.zeros((0, 3, 3, D), np.float32), training=training)
-    assert tuple(out.shape) == (0, 3, 3, D)
+    out, indices = layer(np.zeros((0, 3, 3, D), np.float32), training=training)
+    assert tuple(out.shape) == (0, 3, 3, D) and tuple(indices.shape) == (0, 3, 3)
     assert float(layer.losses[0]) == 0.0
     for name, value in state(layer).items():
         np.testing.assert_array_equal(value, before[name], err_msg=name)
@@ -241,7 +242,7 @@ def test_zero_size_batch_inside_a_traced_function():
     layer = make_quantizer()
     spread_codebook(layer)
     before = state(layer)
-    step = tf.function(lambda x: layer(x, training=True),
+    step = tf.function(lambda x: layer(x, training=True)[0],
                        input_signature=[tf.TensorSpec((None, D), tf.float32)])
     assert tuple(step(tf.zeros((0, D))).shape) == (0, D)
     for name, value in state(layer).items():
@@ -322,7 +323,7 @@ with strategy.scope():
     layer.build((None, 2))
 inputs = np.random.default_rng(0).normal(size=(16, 2)).astype(np.float32)
 batches = strategy.experimental_distribute_dataset(tf.data.Dataset.from_tensor_slices(inputs).batch(16))
-step = tf.function(lambda x: layer(x, training=True))
+step = tf.function(lambda x: layer(x, training=True)[0])
 for batch in batches:
     strategy.run(step, args=(batch,))
 copies = [c.numpy() for c in layer.codebook.value.values]
@@ -338,3 +339,24 @@ def test_ema_codebook_stays_identical_across_mirrored_replicas(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replicas 2 agree" in result.stdout, result.stdout  # the probe itself ran
     assert "replicas 2 agree True" in result.stdout, result.stdout
+
+
+def test_the_training_steps_usage_metrics_are_codebook_usage_of_the_same_indices():
+    from core.models.quantizer import code_counts, codebook_usage, codes_used, perplexity
+
+    indices = np.random.default_rng(5).integers(0, 5, size=(4, 6, 6))
+    counts = code_counts(tf.constant(indices, tf.int32), 8)  # as the graph-mode step computes them
+    usage = codebook_usage(indices, 8)
+    np.testing.assert_array_equal(np.asarray(counts), usage.counts)
+    assert float(perplexity(counts)) == pytest.approx(usage.perplexity, rel=1e-6)
+    assert int(codes_used(counts)) == usage.codes_used == 5
+
+
+def test_perplexity_by_hand():
+    from core.models.quantizer import perplexity
+
+    assert float(perplexity(np.array([2, 2, 0, 0]))) == pytest.approx(2.0)  # two codes equally
+    assert float(perplexity(np.array([4, 0, 0]))) == pytest.approx(1.0)
+    assert float(perplexity(np.array([0, 0]))) == 0.0  # no codes at all
+    p = np.array([1, 3]) / 4
+    assert float(perplexity(np.array([1, 3]))) == pytest.approx(np.exp(-(p * np.log(p)).sum()), rel=1e-6)

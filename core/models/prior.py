@@ -296,16 +296,31 @@ def set_level_frequency(prior_model: keras.Model, levels) -> None:
     layer.frequency.assign((counts / counts.sum()).astype("float32"))
 
 
+def _level_count(prior_model: keras.Model, levels_given: bool) -> int:
+    """The rule for levels, in one place: an unconditional prior takes none, a conditioned one needs them."""
+    count = num_levels(prior_model)
+    if not count and levels_given:
+        raise ValueError("This prior is not conditioned on slice levels; it takes no levels.")
+    if count and not levels_given:
+        raise ValueError(f"This prior is conditioned on slice levels (0..{count - 1}); pass levels.")
+    return count
+
+
+def check_levels(prior_model: keras.Model, n: int, levels) -> np.ndarray | None:
+    """(n,) int32 levels (one level is repeated n times) for a conditioned prior, None for an
+    unconditional one; a ValueError for levels the prior cannot take or does not know."""
+    count = _level_count(prior_model, levels is not None)
+    if not count:
+        return None
+    levels = np.broadcast_to(np.asarray(levels), (n,)).astype(np.int64)
+    if levels.min() < 0 or levels.max() >= count:
+        raise ValueError(f"Expected slice levels in [0, {count}). Received values in [{levels.min()}, {levels.max()}]")
+    return levels.astype(np.int32)
+
+
 def prior_inputs(prior_model: keras.Model, codes, levels=None):
     """What to call the prior with: codes alone, or [codes, levels] for a level-conditioned prior."""
-    count = num_levels(prior_model)
-    if not count:
-        if levels is not None:
-            raise ValueError("This prior is not conditioned on slice levels; it takes no levels.")
-        return codes
-    if levels is None:
-        raise ValueError(f"This prior is conditioned on slice levels (0..{count - 1}); pass levels.")
-    return [codes, levels]
+    return [codes, levels] if _level_count(prior_model, levels is not None) else codes
 
 
 def prior_loss(codes, logits):

@@ -109,7 +109,8 @@ class VectorQuantizer(keras.layers.Layer):
         ema_decay: gamma of the EMA update.
         dead_code_threshold: EMA of assignments per step below which a code is dead and restarted.
 
-    Input shape: (..., D) float. Output shape: the same, quantized.
+    Input shape: (..., D) float. Output: (quantized, indices): the same shape quantized, and the
+    (...) int32 index of each vector's code, both from one computation of the distances.
     """
 
     def __init__(self, num_embeddings: int, embedding_dim: int, commitment_cost: float = 0.25,
@@ -184,7 +185,8 @@ class VectorQuantizer(keras.layers.Layer):
             loss = loss + _mean((ops.stop_gradient(inputs32) - quantized) ** 2)
         self.add_loss(loss)
         quantized = inputs32 + ops.stop_gradient(quantized - inputs32)  # straight-through
-        return ops.cast(quantized, inputs.dtype)
+        # The indices come from the same distances: training never computes them twice.
+        return ops.cast(quantized, inputs.dtype), ops.reshape(indices, ops.shape(inputs)[:-1])
 
     def _update_codebook(self, flat, one_hot):
         decay = self.ema_decay
@@ -216,7 +218,7 @@ class VectorQuantizer(keras.layers.Layer):
                                                cluster_size))
 
     def compute_output_shape(self, input_shape):
-        return input_shape
+        return input_shape, tuple(input_shape[:-1])
 
     def get_config(self):
         config = super().get_config()

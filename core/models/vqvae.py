@@ -140,8 +140,8 @@ class VQVAE(keras.Model):
         self.built = True
 
     def call(self, images, training=False):
-        return self.decoder(self.quantizer(self.encoder(images, training=training), training=training),
-                            training=training)
+        quantized, _ = self.quantizer(self.encoder(images, training=training), training=training)
+        return self.decoder(quantized, training=training)
 
     # --- index API (NumPy in, NumPy out; batched so any number of slices fits in memory) ---
     def encode_to_indices(self, images, batch_size: int = 32) -> np.ndarray:

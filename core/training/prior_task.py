@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import atomic, bundles, data, images, runs, settings
-from core.models.prior import PriorConfig, build_prior, prior_loss, set_level_frequency
+from core.models.prior import PriorConfig, build_prior, prior_inputs, prior_loss, set_level_frequency
 from core.models.sampler import sample_codes
 from core.settings import Config, setting
 from core.training import loop
@@ -82,7 +82,7 @@ class PriorTask(loop.KerasTask):
         return model
 
     def _logits(self, codes, levels, training: bool):
-        inputs = [codes, levels] if self.config.num_levels else codes
+        inputs = prior_inputs(self.model, codes, levels if self.config.num_levels else None)
         return tf.cast(self.model(inputs, training=training), tf.float32)
 
     def steps_per_epoch(self) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import bundles, data, images, scoring, settings
+from core.models.quantizer import code_counts, codes_used, perplexity
 from core.models.vqvae import VQVAEConfig, build_vqvae
 from core.training import loop
 from core.settings import Config, setting
@@ -54,8 +55,7 @@ class VQVAETask(loop.KerasTask):
         replicas = self.strategy.num_replicas_in_sync
         with tf.GradientTape() as tape:
             latents = model.encoder(images, training=True)
-            indices = quantizer.indices(latents)
-            quantized = quantizer(latents, training=True)
+            quantized, indices = quantizer(latents, training=True)
             reconstruction = model.decoder(quantized, training=True)
             reconstruction_loss = tf.reduce_mean(tf.square(tf.cast(reconstruction, tf.float32) - images))
             vq_loss = tf.add_n(quantizer.losses)
@@ -63,12 +63,9 @@ class VQVAETask(loop.KerasTask):
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = model.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        counts = tf.math.unsorted_segment_sum(tf.ones_like(tf.reshape(indices, [-1]), tf.float32),
-                                              tf.reshape(indices, [-1]), self.config.num_embeddings)
-        probabilities = counts / tf.reduce_sum(counts)
-        perplexity = tf.exp(-tf.reduce_sum(probabilities * tf.math.log(probabilities + 1e-10)))
+        counts = code_counts(indices, self.config.num_embeddings)  # the one definition of usage
         return {"loss": loss, "reconstruction_loss": reconstruction_loss, "vq_loss": vq_loss,
-                "perplexity": perplexity, "codes_used": tf.reduce_sum(tf.cast(counts > 0, tf.float32))}
+                "perplexity": perplexity(counts), "codes_used": tf.cast(codes_used(counts), tf.float32)}
 
     def validate(self) -> dict:
         scores = scoring.evaluate_images(self.model, self.val_images)
