@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import typing
 from dataclasses import dataclass
 
 import keras
@@ -206,6 +207,44 @@ class GatedPixelCNNLayer(keras.layers.Layer):
         v_shape = input_shape[0]
         return tuple(v_shape[:-1]) + (self.filters,), tuple(v_shape[:-1]) + (self.filters,)
 
+    # --- one step at a time (the fast sampler): the same maths as `call`, on cached rows and columns ---
+    def step_weights(self) -> dict:
+        """This layer's weights as the step functions below take them (tensors, so one trace serves any prior)."""
+        h_kernel = ops.convert_to_tensor(self.h_kernel)  # (1, r + 1, C, 2F)
+        f2 = self.v_bias.shape[0]
+        return dict(v_kernel=ops.convert_to_tensor(self.v_kernel), v_bias=ops.convert_to_tensor(self.v_bias),
+                    h_kernel=ops.reshape(h_kernel, (-1, h_kernel.shape[-1])),  # ((r + 1) * C, 2F), tap-major
+                    h_bias=ops.convert_to_tensor(self.h_bias), link_kernel=ops.convert_to_tensor(self.link_kernel),
+                    out_kernel=ops.convert_to_tensor(self.out_kernel), out_bias=ops.convert_to_tensor(self.out_bias),
+                    # (0, 2F) without a condition: a condition map with no channels adds nothing.
+                    v_condition_kernel=(ops.convert_to_tensor(self.v_condition_kernel) if self.conditioned
+                                        else ops.zeros((0, f2))),
+                    h_condition_kernel=(ops.convert_to_tensor(self.h_condition_kernel) if self.conditioned
+                                        else ops.zeros((0, f2))))
+
+    @staticmethod
+    def vertical_row(weights: dict, window, condition):
+        """The vertical stack for one whole row from its cached rows above.
+
+        window (n, r + 1, W + 2r, C): the r rows above and this row's input, padded by r on both sides;
+        condition (n, W, D). Returns this row's vertical output (n, W, F) and its link into the
+        horizontal stack (n, W, 2F), as `call` computes them.
+        """
+        v_pre = ops.conv(window, weights["v_kernel"], padding="valid")[:, 0] + weights["v_bias"]
+        # As in `call`: the link reads v_pre before the condition is added.
+        link = (ops.matmul(v_pre, weights["link_kernel"]) + weights["h_bias"]
+                + ops.matmul(condition, weights["h_condition_kernel"]))
+        return gate(v_pre + ops.matmul(condition, weights["v_condition_kernel"])), link
+
+    @staticmethod
+    def horizontal_pixel(weights: dict, window, link, h, residual: bool):
+        """The horizontal stack at one position: window (n, r + 1, C) of the r columns on the left and
+        this one, link (n, 2F) from vertical_row, h (n, C) this position's input. Returns (n, F)."""
+        n = ops.shape(window)[0]
+        h_pre = ops.matmul(ops.reshape(window, (n, -1)), weights["h_kernel"]) + link
+        out = ops.matmul(gate(h_pre), weights["out_kernel"]) + weights["out_bias"]
+        return out + h if residual else out
+
     def get_config(self):
         return {**super().get_config(), "filters": self.filters, "kernel_size": self.kernel_size,
                 "residual": self.residual}
@@ -230,8 +269,18 @@ class LogitsHead(keras.layers.Layer):
         self.logits_bias = self.add_weight(name="logits_bias", shape=(self.num_embeddings,), initializer="zeros")
 
     def call(self, h):
-        x = ops.relu(ops.matmul(ops.relu(h), self.hidden_kernel) + self.hidden_bias)
-        return ops.matmul(x, self.logits_kernel) + self.logits_bias
+        return self.logits(self.step_weights(), h)
+
+    def step_weights(self) -> list:
+        return [ops.convert_to_tensor(w) for w in (self.hidden_kernel, self.hidden_bias, self.logits_kernel,
+                                                    self.logits_bias)]
+
+    @staticmethod
+    def logits(weights: list, h):
+        """(..., C) -> (..., K): the head's maths, for a whole map (call) or one position (the sampler)."""
+        hidden_kernel, hidden_bias, logits_kernel, logits_bias = weights
+        x = ops.relu(ops.matmul(ops.relu(h), hidden_kernel) + hidden_bias)
+        return ops.matmul(x, logits_kernel) + logits_bias
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape[:-1]) + (self.num_embeddings,)
@@ -265,6 +314,33 @@ def build_prior(config: PriorConfig) -> keras.Model:
                                   name=f"gated_{layer}")([v, h, *condition])
     logits = LogitsHead(config.head_filters, config.num_embeddings, name="head")(h)  # (B, H, W, K)
     return keras.Model(inputs, logits, name="gated_pixelcnn_prior")
+
+
+@dataclass(frozen=True)
+class PriorParts:
+    """What stepping through a prior needs, named: the code embedding table, the position table, the
+    gated layers in order and the head (the level layer is `level_layer`)."""
+
+    embedding: typing.Any  # (K, E)
+    position: typing.Any  # (H, W, E), zeros for a prior without position embedding
+    gated: list
+    head: "LogitsHead"
+
+
+def prior_parts(prior_model: keras.Model) -> PriorParts:
+    """The parts of a prior made by build_prior; a ValueError for any other model."""
+    embeddings = [l for l in prior_model.layers if isinstance(l, keras.layers.Embedding)]
+    gated = [l for l in prior_model.layers if isinstance(l, GatedPixelCNNLayer)]
+    heads = [l for l in prior_model.layers if isinstance(l, LogitsHead)]
+    if len(embeddings) != 1 or not gated or len(heads) != 1:
+        raise ValueError("Expected a prior from core.models.prior.build_prior (one Embedding, gated layers, "
+                         f"one LogitsHead). Received layers: {[type(l).__name__ for l in prior_model.layers]}")
+    embedding = ops.convert_to_tensor(embeddings[0].embeddings)
+    positions = [l for l in prior_model.layers if isinstance(l, PositionEmbedding)]
+    _, height, width = prior_model.inputs[0].shape
+    position = (ops.convert_to_tensor(positions[0].table) if positions
+                else ops.zeros((height, width, embedding.shape[-1])))
+    return PriorParts(embedding, position, gated, heads[0])
 
 
 def level_layer(prior_model: keras.Model) -> SliceLevelEmbedding | None:

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.models.prior import (GatedPixelCNNLayer, LogitsHead, PositionEmbedding, check_levels, gate,
-                               level_frequency, level_layer, num_levels, prior_inputs)
+from core.models.prior import (GatedPixelCNNLayer, LogitsHead, check_levels, level_frequency, level_layer,
+                               num_levels, prior_inputs, prior_parts)
 
 # Measured with bench/sampling.py on the 2-core CPU (64x64, K=256, n=16, 8 layers): the plain graph
 # ran in 1.23 s after a 1.7 s warm-up, XLA (jit_compile=True on the row step) in 1.34 s after a 3.0 s
@@ -33,45 +33,11 @@ class _Static:
 
 
 def _prior_weights(prior_model: keras.Model):
-    """Reads the weights the fast path needs from a model made by core.models.prior.build_prior."""
-    embeddings = [l for l in prior_model.layers if isinstance(l, keras.layers.Embedding)]
-    gated = [l for l in prior_model.layers if isinstance(l, GatedPixelCNNLayer)]
-    heads = [l for l in prior_model.layers if isinstance(l, LogitsHead)]
-    if len(embeddings) != 1 or not gated or len(heads) != 1:
-        raise ValueError("Expected a prior from core.models.prior.build_prior (one Embedding, gated layers, one "
-                         f"LogitsHead). Received layers: {[type(l).__name__ for l in prior_model.layers]}")
-    layers = []
-    for layer in gated:
-        h_kernel = tf.convert_to_tensor(layer.h_kernel)  # (1, r + 1, C, 2F)
-        layers.append(dict(
-            v_kernel=tf.convert_to_tensor(layer.v_kernel),  # (r + 1, k, C, 2F)
-            v_bias=tf.convert_to_tensor(layer.v_bias),
-            h_kernel=tf.reshape(h_kernel, (-1, h_kernel.shape[-1])),  # ((r + 1) * C, 2F), tap-major
-            h_bias=tf.convert_to_tensor(layer.h_bias),
-            link_kernel=tf.convert_to_tensor(layer.link_kernel),
-            out_kernel=tf.convert_to_tensor(layer.out_kernel),
-            out_bias=tf.convert_to_tensor(layer.out_bias),
-            # (D, 2F) maps of the level's condition map; (0, 2F) for an unconditional prior, whose
-            # condition map has no channels, so one graph serves both.
-            v_condition_kernel=(tf.convert_to_tensor(layer.v_condition_kernel) if layer.conditioned
-                                else tf.zeros([0, layer.v_bias.shape[0]])),
-            h_condition_kernel=(tf.convert_to_tensor(layer.h_condition_kernel) if layer.conditioned
-                                else tf.zeros([0, layer.h_bias.shape[0]])),
-        ))
-    head = heads[0]
-    positions = [l for l in prior_model.layers if isinstance(l, PositionEmbedding)]
-    _, height, width = prior_model.inputs[0].shape
-    embedding = tf.convert_to_tensor(embeddings[0].embeddings)
-    weights = dict(
-        embedding=embedding,
-        # (H, W, E), added to every embedded code; zeros for a prior without position embedding.
-        position=(tf.convert_to_tensor(positions[0].table) if positions
-                  else tf.zeros([height, width, embedding.shape[-1]])),
-        layers=layers,
-        head=[tf.convert_to_tensor(w) for w in (head.hidden_kernel, head.hidden_bias,
-                                                 head.logits_kernel, head.logits_bias)],
-    )
-    return weights, tuple(l.reach for l in gated), tuple(l.residual for l in gated)
+    """The weights the fast path needs, each layer handing over its own (core.models.prior.prior_parts)."""
+    parts = prior_parts(prior_model)
+    weights = dict(embedding=parts.embedding, position=parts.position,
+                   layers=[layer.step_weights() for layer in parts.gated], head=parts.head.step_weights())
+    return weights, tuple(l.reach for l in parts.gated), tuple(l.residual for l in parts.gated)
 
 
 def _choose(logits, gumbel, inv_temperature, top_k):
@@ -80,11 +46,6 @@ def _choose(logits, gumbel, inv_temperature, top_k):
         kth = tf.math.top_k(logits, k=top_k).values[..., -1:]
         logits = tf.where(logits < kth, tf.constant(-np.inf, logits.dtype), logits)
     return tf.argmax(logits * inv_temperature + gumbel, axis=-1, output_type=tf.int32)
-
-
-def _head(weights, h):
-    w1, b1, w2, b2 = weights["head"]
-    return tf.matmul(tf.nn.relu(tf.matmul(tf.nn.relu(h), w1) + b1), w2) + b2
 
 
 def _condition_map(prior_model, n, height, width, levels) -> tf.Tensor:
@@ -112,12 +73,9 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
     for layer, buffer, r in zip(weights["layers"], v_buffers, static.reaches):
         row = tf.pad(v, [[0, 0], [r, r], [0, 0]])[:, None]  # (n, 1, W + 2r, C)
         window = tf.concat([buffer, row], axis=1)  # (n, r + 1, W + 2r, C)
-        v_pre = tf.nn.conv2d(window, layer["v_kernel"], 1, "VALID")[:, 0] + layer["v_bias"]  # (n, W, 2F)
-        # As in GatedPixelCNNLayer: the link reads v_pre before the level term is added.
-        links.append(tf.matmul(v_pre, layer["link_kernel"]) + layer["h_bias"]
-                     + tf.matmul(condition, layer["h_condition_kernel"]))  # (n, W, 2F)
+        v, link = GatedPixelCNNLayer.vertical_row(layer, window, condition)  # (n, W, F), (n, W, 2F)
+        links.append(link)
         new_buffers.append(window[:, 1:])
-        v = gate(v_pre + tf.matmul(condition, layer["v_condition_kernel"]))
     links = tf.transpose(tf.stack(links), [2, 0, 1, 3])  # (W, L, n, 2F): one slice per pixel
     gumbel_t = tf.transpose(gumbel, [1, 0, 2])  # (W, n, K)
     keep_t, init_t = tf.transpose(keep), tf.transpose(init)  # (W, n)
@@ -135,11 +93,9 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
         for layer, buffer, r, residual, link in zip(weights["layers"], h_buffers, static.reaches,
                                                     static.residuals, tf.unstack(links[j])):
             window = tf.concat([buffer, h[:, None]], axis=1)  # (n, r + 1, C)
-            h_pre = tf.matmul(tf.reshape(window, [n, -1]), layer["h_kernel"]) + link  # (n, 2F)
-            h_out = tf.matmul(gate(h_pre), layer["out_kernel"]) + layer["out_bias"]
             new_h_buffers.append(window[:, 1:])
-            h = h_out + h if residual else h_out
-        logits = _head(weights, h)  # (n, K)
+            h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (n, F)
+        logits = LogitsHead.logits(weights["head"], h)  # (n, K)
         code = tf.where(keep_t[j], init_t[j], _choose(logits, gumbel_t[j], inv_temperature, static.top_k))
         codes_ta = codes_ta.write(j, code)
         if static.return_logits:
