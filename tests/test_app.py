@@ -379,3 +379,78 @@ def test_sample_quality_panel_shows_a_missing_reference_network_as_a_message(app
     next(b for b in at.button if b.label == "Measure quality").click().run()
     assert not at.exception
     assert any("Measuring quality failed" in e.value and "make_reference_network" in e.value for e in at.error)
+
+
+def test_reconstruct_window_level_auto_full_and_manual(app_env):
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("one.png", png_bytes(brain()), "image/png")).run()
+    no_trouble(at)
+    mode = next(r for r in at.radio if r.label == "Window / level")
+    assert mode.value.startswith("auto")
+    assert len(at.get("plotly_chart")) == 1  # the linked views
+    caption = lambda: " ".join(c.value for c in at.caption)
+    assert "window 0.00-0.67" in caption()  # 0.1-99.9 percentiles of a 0 / 170 brain
+    mode.set_value("full range").run()
+    no_trouble(at)
+    assert "window 0.00-1.00" in caption()
+    next(r for r in at.radio if r.label == "Window / level").set_value("manual").run()
+    no_trouble(at)
+    window = next(s for s in at.slider if s.label == "Window (black, white)")
+    window.set_value((0.2, 0.5)).run()
+    no_trouble(at)
+    assert "window 0.20-0.50" in caption()
+
+
+def test_reconstruct_linked_views_show_difference_and_ssim_map_on_shared_axes(app_env):
+    import json
+
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("one.png", png_bytes(brain()), "image/png")).run()
+    no_trouble(at)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    titles = [a["text"] for a in figure["layout"]["annotations"]]
+    assert titles[:2] == ["original", "reconstruction"] and "difference" in titles[2] and "SSIM" in titles[3]
+    assert len(figure["data"]) == 4 and figure["layout"]["xaxis2"]["matches"] == "x"
+    assert figure["data"][3]["x0"] == 5  # the SSIM map sits at the centre of its first window
+
+
+def test_reconstruct_wipe_and_flicker_comparisons(app_env):
+    import json
+
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("one.png", png_bytes(brain()), "image/png")).run()
+    next(r for r in at.radio if r.label == "Compare").set_value("wipe").run()
+    no_trouble(at)
+    next(s for s in at.slider if s.label.startswith("Wipe")).set_value(30).run()
+    no_trouble(at)
+    titles = lambda: [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]]
+    assert titles() == ["original | reconstruction"]
+    next(r for r in at.radio if r.label == "Compare").set_value("flicker").run()
+    assert titles() == ["original"]
+    at.toggle(key="flicker").set_value(True).run()
+    no_trouble(at)
+    assert titles() == ["reconstruction"]
+
+
+def test_reconstruct_surprise_map_gives_bits_and_a_rank(app_env):
+    at = open_page("pages/reconstruct.py")
+    at.radio[0].set_value("test split").run()
+    at.toggle(key="surprise").set_value(True).run()
+    no_trouble(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "bits**" in text and "more surprising than" in text and "validation slices of level" in text
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_reconstruct_nifti_ssim_strip_across_the_volume(app_env):
+    import json
+    import nibabel as nib
+
+    volume = np.random.default_rng(2).normal(100, 20, (24, 24, 12)).astype(np.float32)
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("vol.nii", nib.Nifti1Image(volume, np.eye(4)).to_bytes(),
+                                   "application/octet-stream")).run()
+    at.toggle(key="volume_strip").set_value(True).run()
+    no_trouble(at)
+    strip = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(strip["data"][0]["y"]) == 12 and "SSIM per slice" in strip["layout"]["title"]["text"]
