@@ -454,3 +454,22 @@ def test_reconstruct_nifti_ssim_strip_across_the_volume(app_env):
     no_trouble(at)
     strip = json.loads(at.get("plotly_chart")[0].proto.spec)
     assert len(strip["data"][0]["y"]) == 12 and "SSIM per slice" in strip["layout"]["title"]["text"]
+
+
+def test_codebook_usage_log_scale_toggle(app_env):
+    import json
+
+    at = open_page("pages/codebook.py")
+    layout = lambda: json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout()["yaxis"].get("type", "linear") == "linear"
+    at.toggle(key="usage_log").set_value(True).run()
+    no_trouble(at)
+    assert layout()["yaxis"]["type"] == "log" and "log" in layout()["yaxis"]["title"]["text"]
+
+
+def test_codebook_surprise_map_of_the_shown_slice(app_env):
+    at = open_page("pages/codebook.py")
+    at.toggle(key="codebook_surprise").set_value(True).run()
+    no_trouble(at)
+    assert any("bits**" in m.value and "more surprising than" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 4
