@@ -75,6 +75,22 @@ def sample_images(run_dir: str | Path) -> list[Path]:
     return sorted((Path(run_dir) / "samples").glob("epoch_*.png"))
 
 
+def sample_epochs(run_dir: str | Path) -> dict[int, Path]:
+    """{epoch: picture} of a run's per-epoch reconstructions (names not epoch_<number>.png are skipped)."""
+    found = {}
+    for path in sample_images(run_dir):
+        number = path.stem.split("_", 1)[1]
+        if number.isdigit():
+            found[int(number)] = path
+    return found
+
+
+def picture_at(pictures: dict[int, Path], epoch: int) -> tuple[int, Path] | None:
+    """The picture of `epoch`, else of the latest epoch before it (a run that stopped earlier); None if none."""
+    earlier = [e for e in pictures if e <= epoch]
+    return (max(earlier), pictures[max(earlier)]) if earlier else None
+
+
 def flatten_settings(config: dict, prefix: str = "") -> dict:
     """A run's nested config.json -> {"model.num_embeddings": 256, "train.lr": 0.001, ...}."""
     flat = {}
@@ -144,6 +160,7 @@ def comparison_table(summaries: list, chosen: list[str], all_settings: bool = Fa
     compared = {name: settings[name] for name in chosen if name in settings}
     shown = (list(dict.fromkeys(n for flat in settings.values() for n in flat)) if all_settings
              else differing_settings(compared) if len(compared) > 1 else [])
+    shown = [name for name in shown if name != "kind"]  # already a column of its own (broken runs: "?")
     rows = []
     for summary in summaries:
         row = {"run": summary.name, "kind": summary.kind, "state": summary.state,

@@ -473,3 +473,55 @@ def test_codebook_surprise_map_of_the_shown_slice(app_env):
     no_trouble(at)
     assert any("bits**" in m.value and "more surprising than" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 4
+
+
+def run_with_pictures(runs_root: Path, name: str, epochs: list[int], num_embeddings: int) -> Path:
+    """A finished run with per-epoch pictures and validation SSIM, as the trainer leaves them."""
+    from core import atomic, runs
+
+    run_dir = runs_root / name
+    runs.create_run(run_dir, {"kind": "vqvae", "model": {"num_embeddings": num_embeddings},
+                              "train": {"epochs": max(epochs), "batch_size": 8}})
+    runs.append_metrics(run_dir, [{"kind": "epoch", "step": e, "epoch": e, "val_ssim": 0.5 + e / 100}
+                                  for e in epochs])
+    for e in epochs:
+        Image.fromarray(np.full((8, 16), 40 * e, np.uint8)).save(
+            (run_dir / "samples").mkdir(exist_ok=True) or run_dir / "samples" / f"epoch_{e:03d}.png")
+    atomic.write_json(run_dir / "status.json", {"state": "finished", "step": max(epochs),
+                                                "epoch": max(epochs), "elapsed_s": 90.0})
+    return run_dir
+
+
+def test_curves_table_compares_every_run_and_survives_a_broken_one(app_env):
+    run_with_pictures(app_env, "small", [1, 2], 64)
+    run_with_pictures(app_env, "large", [1, 2, 3], 256)
+    broken_run(app_env)
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"small", "large", "broken-run"}
+    assert table.set_index("run").loc["large", "best val_ssim"] == pytest.approx(0.53)
+    assert table.set_index("run").loc["broken-run", "state"] == "broken"
+    at.multiselect[0].set_value(["small", "large"]).run()
+    no_trouble(at)
+    assert "model.num_embeddings" in at.dataframe[0].value.columns
+    assert "train.epochs" in at.dataframe[0].value.columns
+    assert "train.batch_size" not in at.dataframe[0].value.columns  # the same in both chosen runs
+    at.toggle(key="all_settings").set_value(True).run()
+    no_trouble(at)
+    assert "train.batch_size" in at.dataframe[0].value.columns
+
+
+def test_curves_epoch_slider_shows_the_chosen_runs_side_by_side(app_env):
+    run_with_pictures(app_env, "small", [1, 2], 64)
+    run_with_pictures(app_env, "large", [1, 2, 3], 256)
+    at = open_page("pages/curves.py")
+    at.multiselect[0].set_value(["small", "large"]).run()
+    no_trouble(at)
+    slider = at.select_slider(key="samples_epoch")
+    assert list(slider.options) == ["1", "2", "3"] and slider.value == 3
+    captions = lambda: sorted(i.proto.imgs[0].caption.split(":")[0] for i in at.get("image"))
+    assert captions() == ["large, epoch 3", "small, epoch 2"]  # small stopped at 2: its latest
+    slider.set_value(1).run()
+    no_trouble(at)
+    assert captions() == ["large, epoch 1", "small, epoch 1"]

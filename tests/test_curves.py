@@ -86,5 +86,17 @@ def test_comparison_table_figures_settings_and_a_broken_run(tmp_path):
     # Only what differs between the chosen runs, unless every setting is asked for.
     assert "model.num_embeddings" in rows["small"] and "train.lr" not in rows["small"]
     everything = curves.comparison_table(summaries, ["small", "large"], all_settings=True)
-    assert all("train.lr" in row and "kind" in row for row in everything)
+    assert all("train.lr" in row for row in everything)
+    assert {row["run"]: row["kind"] for row in everything}["broken"] == "?"
     assert curves.comparison_table(summaries, ["small", "prior"])[0].keys() >= {"train.lr", "model.num_embeddings"}
+
+
+def test_sample_epochs_and_the_picture_at_or_before_an_epoch(tmp_path):
+    (tmp_path / "samples").mkdir()
+    for name in ("epoch_001.png", "epoch_003.png", "epoch_latest.png"):
+        (tmp_path / "samples" / name).write_bytes(b"")
+    pictures = curves.sample_epochs(tmp_path)
+    assert sorted(pictures) == [1, 3]
+    assert curves.picture_at(pictures, 2) == (1, tmp_path / "samples" / "epoch_001.png")
+    assert curves.picture_at(pictures, 5)[0] == 3
+    assert curves.picture_at(pictures, 0) is None and curves.sample_epochs(tmp_path / "none") == {}
