@@ -62,7 +62,7 @@ shown = st.selectbox("Show slice", range(len(report.names)), format_func=lambda 
 original, reconstruction = report.originals[shown], report.reconstructions[shown]
 window = viewer.window_controls(original, key="reconstruct")
 compare = st.radio("Compare", viewer.COMPARE_MODES, horizontal=True, key="compare")
-st.caption(f"{report.names[shown]}: SSIM {report.ssim[shown]:.4f} · PSNR {report.psnr[shown]:.2f} dB · "
+st.caption(f"{report.names[shown]}: reconstruction · SSIM {report.ssim[shown]:.4f} · PSNR {report.psnr[shown]:.2f} dB · "
            f"window {window[0]:.2f}-{window[1]:.2f} · drag to pan, scroll or box to zoom (all panels follow)")
 if compare == "side by side":
     ssim_map = metrics.local_ssim(original[None], reconstruction[None])[0]
