@@ -23,7 +23,8 @@ if not summaries:
 names = [s.name for s in summaries]
 CHOSEN = "runs_chosen"  # the multiselect's key: the table's row selection writes it too
 if CHOSEN not in st.session_state:
-    st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or names[:1]
+    readable = [s.name for s in summaries if s.state != "broken"]  # a broken newest run has no curves
+    st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or (readable or names)[:1]
 else:  # a run removed from disk leaves the choice
     st.session_state[CHOSEN] = [n for n in st.session_state[CHOSEN] if n in names]
 

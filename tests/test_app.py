@@ -525,3 +525,13 @@ def test_curves_epoch_slider_shows_the_chosen_runs_side_by_side(app_env):
     slider.set_value(1).run()
     no_trouble(at)
     assert captions() == ["large, epoch 1", "small, epoch 1"]
+
+
+def test_curves_first_choice_skips_a_newest_broken_run(app_env):
+    run_with_pictures(app_env, "good", [1], 64)
+    time.sleep(0.05)
+    broken_run(app_env)  # newest: listed first
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    assert at.multiselect[0].value == ["good"]
+    assert len(at.get("plotly_chart")) >= 1
