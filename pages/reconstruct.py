@@ -1,5 +1,4 @@
 """Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original, reconstruction, difference and SSIM map, linked zoom, surprise map."""
-import plotly.graph_objects as go
 import streamlit as st
 
 from core import images, jobs, metrics, paths, surprise, uploads
@@ -30,11 +29,8 @@ if source == "upload":
         if st.toggle("SSIM of every slice along this axis", key="volume_strip"):
             with shared.guard("Scoring the volume", stop=False):
                 strip = shared.volume_ssim(bundle, shared.bundle_key(bundle), volume_bytes, volume_name, axis)
-                chart = go.Figure(go.Scatter(y=strip.tolist(), mode="lines+markers", name="SSIM"))
-                chart.add_vline(x=index, line_color="crimson")
-                chart.update_layout(height=180, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="slice",
-                                    title=f"SSIM per slice along axis {axis} (red: the slice shown)")
-                st.plotly_chart(chart, key="volume_strip_chart")
+                st.plotly_chart(viewer.strip_figure(strip, index, f"SSIM per slice along axis {axis} "
+                                                                   f"(red: the slice shown)"), key="volume_strip_chart")
     with shared.guard("Reading the upload"):
         decoded = uploads.decode_uploads(files, size, axis=axis, slice_index=index)
     for notice in decoded.notices:
@@ -62,7 +58,8 @@ shown = st.selectbox("Show slice", range(len(report.names)), format_func=lambda 
 original, reconstruction = report.originals[shown], report.reconstructions[shown]
 window = viewer.window_controls(original, key="reconstruct")
 compare = st.radio("Compare", viewer.COMPARE_MODES, horizontal=True, key="compare")
-st.caption(f"{report.names[shown]}: reconstruction · SSIM {report.ssim[shown]:.4f} · PSNR {report.psnr[shown]:.2f} dB · "
+st.caption(f"{report.names[shown]}: reconstruction · SSIM {report.ssim[shown]:.4f} · "
+           f"PSNR {report.psnr[shown]:.2f} dB · "
            f"window {window[0]:.2f}-{window[1]:.2f} · drag to pan, scroll or box to zoom (all panels follow)")
 if compare == "side by side":
     ssim_map = metrics.local_ssim(original[None], reconstruction[None])[0]

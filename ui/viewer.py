@@ -98,6 +98,14 @@ def overlay_figure(image: np.ndarray, values: np.ndarray, title: str, unit: str,
     return fig
 
 
+def strip_figure(values: np.ndarray, current: int, title: str) -> go.Figure:
+    """One value per slice of a volume as a line, the slice shown marked in red."""
+    fig = go.Figure(go.Scatter(y=np.asarray(values).tolist(), mode="lines+markers", name="SSIM"))
+    fig.add_vline(x=current, line_color="crimson")
+    fig.update_layout(height=180, margin=dict(l=10, r=10, t=30, b=10), xaxis_title="slice", title=title)
+    return fig
+
+
 def window_controls(image: np.ndarray, key: str, where=st) -> tuple[float, float]:
     """The window/level controls: automatic percentile stretch, the full [0, 1] range, or manual."""
     left, right = where.columns([2, 3])
