@@ -1,4 +1,7 @@
-"""Training curves from metrics.jsonl: follow a growing file, pick a metric against an axis, smooth it as TensorBoard does; compare runs in one table."""
+"""Training curves from metrics.jsonl: follow a growing file, pick a metric against an axis, smooth it as TensorBoard does.
+
+Also the run-comparison table: one row per run with its figures and the settings that differ.
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,7 @@
-"""`python -m core.evaluate [samples|surprise]`: score a checkpoint's reconstructions, its samples against real slices, or each slice's surprise under its prior; prints ONE JSON object."""
+"""`python -m core.evaluate [samples]`: score a checkpoint's reconstructions on slices, or its samples against real slices; prints ONE JSON object.
+
+`surprise` prints each slice's bits under the prior (core.surprise) and can write the bits maps.
+"""
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,7 @@
-"""Codebook page: code-index maps, usage histogram (linear or log) with dead codes, perplexity, where a code occurs, a 2-D projection, a surprise map."""
+"""Codebook page: code-index maps, usage histogram with dead codes, perplexity, where a code occurs, a 2-D projection.
+
+Also a log-scale usage toggle and the shown slice's surprise map.
+"""
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go

@@ -1,4 +1,7 @@
-"""Curves page: a sortable table comparing every run (rows pick the curves), live curves of the chosen runs, their per-epoch reconstructions side by side."""
+"""Curves page: live loss and validation curves of several runs (read from metrics.jsonl), and per-epoch reconstructions.
+
+Also a sortable run table whose selected rows pick the runs, and one epoch slider for all of them.
+"""
 import plotly.graph_objects as go
 import plotly.colors
 import streamlit as st

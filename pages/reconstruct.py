@@ -1,4 +1,7 @@
-"""Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original, reconstruction, difference and SSIM map, linked zoom, surprise map."""
+"""Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original, reconstruction and difference, SSIM, PSNR.
+
+Also window/level, linked zoom, wipe and flicker, the local SSIM map, a volume's SSIM strip and the surprise map.
+"""
 import streamlit as st
 
 from core import images, jobs, metrics, paths, surprise, uploads
