@@ -56,6 +56,21 @@ def covered(bits: np.ndarray, mask: np.ndarray, factor: int) -> bool:
     return bool((top & patches).any())
 
 
+def coverage_by_chance(mask: np.ndarray, factor: int, grid: int) -> float:
+    """P(some lesion code is in the top decile) were the decile drawn at random: 1 - C(n-m, k) / C(n, k)."""
+    m = int(mask.reshape(grid, factor, grid, factor).any(axis=(1, 3)).sum())
+    n, k = grid * grid, int(np.ceil(0.1 * grid * grid))
+    miss = np.prod([(n - m - i) / (n - i) for i in range(k)]) if n - m >= k else 0.0
+    return float(1.0 - miss)
+
+
+def share_in_top_decile(bits: np.ndarray, mask: np.ndarray, factor: int) -> float:
+    """The fraction of the lesion's codes that are in the slice's top decile of bits."""
+    grid = bits.shape[0]
+    patches = mask.reshape(grid, factor, grid, factor).any(axis=(1, 3))
+    return float((bits[patches] >= np.quantile(bits, 0.9)).mean())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "demo"))
@@ -110,7 +125,16 @@ def main() -> None:
     print(f"AUROC of max code bits (pooled): {auroc(after.max_bits, before.max_bits):.3f}")
     top_k = lambda bits: np.sort(bits.reshape(len(bits), -1), axis=1)[:, -16:].sum(axis=1)
     print(f"AUROC of the 16 largest code bits summed (pooled): {auroc(top_k(after.bits), top_k(before.bits)):.3f}")
-    print(f"top decile of the map covers the lesion: {np.mean(hits):.1%} of {len(hits)} lesion slices")
+    from scipy import ndimage
+
+    peak_3x3 = lambda bits: np.array([ndimage.uniform_filter(b, 3).max() for b in bits])  # a lesion spans codes
+    print(f"AUROC of the largest 3x3-code mean of bits (pooled): "
+          f"{auroc(peak_3x3(after.bits), peak_3x3(before.bits)):.3f}")
+    grid = before.bits.shape[1]
+    print(f"top decile of the map covers the lesion: {np.mean(hits):.1%} of {len(hits)} lesion slices "
+          f"(a random decile would: {np.mean([coverage_by_chance(m, factor, grid) for m in masks]):.1%})")
+    print(f"share of the lesion's codes in the top decile: median "
+          f"{np.median([share_in_top_decile(b, m, factor) for b, m in zip(after.bits, masks)]):.1%} (random: 10%)")
 
 
 if __name__ == "__main__":
