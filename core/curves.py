@@ -1,4 +1,7 @@
-"""Training curves from metrics.jsonl: follow a growing file, pick a metric against an axis, smooth it as TensorBoard does."""
+"""Training curves from metrics.jsonl: follow a growing file, pick a metric against an axis, smooth it as TensorBoard does.
+
+Also the run-comparison table: one row per run with its figures and the settings that differ.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -73,3 +76,98 @@ def metric_names(records: list[dict], kind: str) -> list[str]:
 def sample_images(run_dir: str | Path) -> list[Path]:
     """A run's per-epoch reconstruction pictures (samples/epoch_NNN.png), in epoch order."""
     return sorted((Path(run_dir) / "samples").glob("epoch_*.png"))
+
+
+def sample_epochs(run_dir: str | Path) -> dict[int, Path]:
+    """{epoch: picture} of a run's per-epoch reconstructions (names not epoch_<number>.png are skipped)."""
+    found = {}
+    for path in sample_images(run_dir):
+        number = path.stem.split("_", 1)[1]
+        if number.isdigit():
+            found[int(number)] = path
+    return found
+
+
+def picture_at(pictures: dict[int, Path], epoch: int) -> tuple[int, Path] | None:
+    """The picture of `epoch`, else of the latest epoch before it (a run that stopped earlier); None if none."""
+    earlier = [e for e in pictures if e <= epoch]
+    return (max(earlier), pictures[max(earlier)]) if earlier else None
+
+
+def flatten_settings(config: dict, prefix: str = "") -> dict:
+    """A run's nested config.json -> {"model.num_embeddings": 256, "train.lr": 0.001, ...}."""
+    flat = {}
+    for key, value in config.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten_settings(value, f"{name}."))
+        else:
+            flat[name] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
+    return flat
+
+
+def differing_settings(settings: dict[str, dict]) -> list[str]:
+    """The setting names whose values are not the same in every run (a missing one counts as different)."""
+    names = list(dict.fromkeys(name for flat in settings.values() for name in flat))
+    missing = object()
+    return [name for name in names
+            if len({repr(flat.get(name, missing)) for flat in settings.values()}) > 1]
+
+
+_SUMMARY_CACHE: dict = {}  # (path, size, mtime_ns) -> figures: the table re-reads only runs that changed
+
+
+def run_figures(run_dir: str | Path) -> dict:
+    """Best and final validation SSIM, final bits per code (priors), codes used, from metrics.jsonl.
+
+    Missing figures are None: a run that has not finished an epoch, or a broken one, still has a row.
+    """
+    path = Path(run_dir) / "metrics.jsonl"
+    try:
+        stat = path.stat()
+    except OSError:
+        return {"best val_ssim": None, "final val_ssim": None, "bits per code": None, "codes used": None}
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in _SUMMARY_CACHE:
+        records, _ = runs.read_metrics(run_dir)
+        epochs = [r for r in records if r.get("kind") == "epoch"]
+        steps = [r for r in records if r.get("kind") == "step"]
+
+        def values(rows, metric):
+            return [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
+
+        ssim, bits = values(epochs, "val_ssim"), values(epochs, "val_bits_per_code")
+        codes = values(epochs, "val_codes_used") or values(steps, "codes_used")
+        _SUMMARY_CACHE[key] = {"best val_ssim": max(ssim) if ssim else None,
+                               "final val_ssim": ssim[-1] if ssim else None,
+                               "bits per code": bits[-1] if bits else None,
+                               "codes used": int(codes[-1]) if codes else None}
+    return dict(_SUMMARY_CACHE[key])
+
+
+def run_settings(run_dir: str | Path) -> dict:
+    """A run's flattened config.json; {} when it cannot be read (a broken run)."""
+    try:
+        return flatten_settings(runs.read_config(run_dir))
+    except (runs.RunError, OSError):
+        return {}
+
+
+def comparison_table(summaries: list, chosen: list[str], all_settings: bool = False) -> list[dict]:
+    """One row per run: name, kind, state, the figures, wall time, then its settings.
+
+    The settings shown are those that differ between the chosen runs (every setting when
+    `all_settings`); a broken run has a row with its state and no figures.
+    """
+    settings = {s.name: run_settings(s.path) for s in summaries}
+    compared = {name: settings[name] for name in chosen if name in settings}
+    shown = (list(dict.fromkeys(n for flat in settings.values() for n in flat)) if all_settings
+             else differing_settings(compared) if len(compared) > 1 else [])
+    shown = [name for name in shown if name != "kind"]  # already a column of its own (broken runs: "?")
+    rows = []
+    for summary in summaries:
+        row = {"run": summary.name, "kind": summary.kind, "state": summary.state,
+               **run_figures(summary.path),
+               "wall time (min)": round(summary.elapsed_s / 60.0, 2)}
+        rows.append({**row, **{name: settings[summary.name].get(name) for name in shown}})
+    return rows

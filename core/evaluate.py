@@ -1,4 +1,7 @@
-"""`python -m core.evaluate [samples]`: score a checkpoint's reconstructions on slices, or its samples against real slices; prints ONE JSON object."""
+"""`python -m core.evaluate [samples]`: score a checkpoint's reconstructions on slices, or its samples against real slices; prints ONE JSON object.
+
+`surprise` prints each slice's bits under the prior (core.surprise) and can write the bits maps.
+"""
 from __future__ import annotations
 
 import argparse
@@ -51,6 +54,41 @@ def build_samples_parser() -> cli.Parser:
     return parser
 
 
+def build_surprise_parser() -> cli.Parser:
+    parser = cli.Parser(prog="python -m core.evaluate surprise",
+                        description="Bits of every code of each slice under a prior checkpoint (one "
+                                    "teacher-forced pass): prints {\"slices\": [{name, bits, max_bits, "
+                                    "level}]}; level null: no level in the name, marginalised over p(level).")
+    parser.add_argument("--checkpoint", required=True, help="a prior run directory or bundle folder")
+    parser.add_argument("--data", required=True, help=DATA_HELP)
+    parser.add_argument("--split", choices=data.SPLITS, default="validate")
+    parser.add_argument("--limit", type=positive_int, default=None, help="score N evenly spaced slices")
+    parser.add_argument("--out", default=None,
+                        help="write OUT/<slice name>.npy: each slice's code grid of bits per code")
+    return parser
+
+
+def score_surprise(args) -> dict:
+    from pathlib import Path
+
+    import numpy as np
+
+    from core import surprise
+    from core.bundles import CheckpointError, load_bundle
+
+    bundle = load_bundle(args.checkpoint)
+    if bundle.prior is None:
+        raise CheckpointError(f"{bundle.path} holds no prior.keras: train one with "
+                              f"`python -m core.train prior --vqvae {args.checkpoint}`.")
+    result = surprise.folder_surprise(bundle.vqvae, bundle.prior, args.data, args.split, args.limit)
+    if args.out is not None:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for name, bits in zip(result.names, result.bits):
+            np.save(out / f"{name}.npy", bits.astype(np.float32))
+    return {"slices": result.rows()}
+
+
 def score_reconstructions(args) -> dict:
     from core import scoring
     from core.bundles import load_bundle
@@ -77,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["samples"]:
         args, command = build_samples_parser().parse_args(argv[1:]), score_samples
+    elif argv[:1] == ["surprise"]:
+        args, command = build_surprise_parser().parse_args(argv[1:]), score_surprise
     else:
         args, command = build_parser().parse_args(argv), score_reconstructions
     try:

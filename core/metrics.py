@@ -81,6 +81,19 @@ def ssim_map(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     return luminance * contrast_structure
 
 
+def local_ssim(originals, reconstructions) -> np.ndarray:
+    """SSIM map of each image pair before averaging: (N, H-10, W-10), pixel (i, j) is the 11x11 window
+    whose top-left corner is (i, j); its mean is `ssim`."""
+    a, b = as_image_pair(originals, reconstructions)
+    check_size(a)
+    return _ssim_map_graph(a, b).numpy()[..., 0]
+
+
+@tf.function(reduce_retracing=True)
+def _ssim_map_graph(a, b):
+    return ssim_map(a, b)
+
+
 def check_size(a) -> None:
     """SSIM needs images at least as large as its window: a ValueError, not a TensorFlow error, when not."""
     if a.shape[1] is not None and (a.shape[1] < SSIM_WINDOW or a.shape[2] < SSIM_WINDOW):

@@ -1,11 +1,14 @@
-"""Codebook page: code-index maps, usage histogram with dead codes, perplexity, where a code occurs, a 2-D projection."""
+"""Codebook page: code-index maps, usage histogram with dead codes, perplexity, where a code occurs, a 2-D projection.
+
+Also a log-scale usage toggle and the shown slice's surprise map.
+"""
 import numpy as np
 import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import codebook, data
-from ui import access, shared
+from core import codebook, data, surprise
+from ui import access, shared, viewer
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
@@ -29,13 +32,17 @@ b.metric("Codes used", f"{stats.codes_used} / {stats.num_embeddings}")
 c.metric("Dead codes", len(stats.dead_codes), help="codes no position of these slices chose")
 
 dead = stats.dead_codes
-usage = go.Figure(go.Bar(x=np.arange(stats.num_embeddings), y=stats.counts, name="uses",
-                         hovertemplate="code %{x}: %{y} uses<extra></extra>"))
-usage.add_trace(go.Scatter(x=dead, y=np.zeros(len(dead)), mode="markers", name="dead code",
+log_usage = st.toggle("Log scale (when one code dominates)", key="usage_log")
+# A log axis cannot show 0: on it each bar is uses + 1, so a dead code still sits on the axis.
+shift = 1 if log_usage else 0
+usage = go.Figure(go.Bar(x=np.arange(stats.num_embeddings), y=stats.counts + shift, name="uses",
+                         customdata=stats.counts, hovertemplate="code %{x}: %{customdata} uses<extra></extra>"))
+usage.add_trace(go.Scatter(x=dead, y=np.full(len(dead), shift), mode="markers", name="dead code",
                            marker=dict(symbol="x", color="crimson", size=7),
                            hovertemplate="code %{x}: dead<extra></extra>"))
 usage.update_layout(title=f"Code usage over {len(report.names)} {split} slices", height=300,
-                    xaxis_title="code", yaxis_title="uses", margin=dict(l=10, r=10, t=40, b=10))
+                    xaxis_title="code", yaxis_title="uses + 1 (log)" if log_usage else "uses",
+                    yaxis_type="log" if log_usage else "linear", margin=dict(l=10, r=10, t=40, b=10))
 st.plotly_chart(usage, key="usage_chart")
 
 map_column, projection_column = st.columns(2)
@@ -49,6 +56,17 @@ code_map.add_trace(go.Heatmap(z=report.indices[shown], x0=(scale - 1) / 2, dx=sc
 code_map.update_layout(title="Code-index map (hover shows the code)", height=420,
                        coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
 map_column.plotly_chart(code_map, key="code_map")
+if bundle.prior is not None and map_column.toggle("Surprise map of this slice (prior)", key="codebook_surprise"):
+    with shared.guard("Scoring the slice under the prior", stop=False):
+        scored = shared.slice_surprise(bundle, shared.bundle_key(bundle), report.images[shown][None],
+                                       [report.names[shown]])
+        reference = shared.reference_surprise(bundle, shared.bundle_key(bundle), data_folder, 64)
+        fraction, compared = surprise.rank(float(scored.total_bits[0]), scored.levels[0], reference)
+        map_column.markdown(f"**{scored.total_bits[0]:.0f} bits** · more surprising than "
+                            f"**{fraction:.0%}** of {compared} validation slices")
+        map_column.plotly_chart(viewer.overlay_figure(report.images[shown], scored.bits[0],
+                                                      "Surprise: -log2 p(code | codes before it)", "bits"),
+                                key="codebook_surprise_map")
 
 projection = px.scatter(x=report.projection[:, 0], y=report.projection[:, 1],
                         color=np.log10(stats.counts + 1), color_continuous_scale="Viridis",

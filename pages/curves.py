@@ -1,4 +1,7 @@
-"""Curves page: live loss and validation curves of several runs (read from metrics.jsonl), and per-epoch reconstructions."""
+"""Curves page: live loss and validation curves of several runs (read from metrics.jsonl), and per-epoch reconstructions.
+
+Also a sortable run table whose selected rows pick the runs, and one epoch slider for all of them.
+"""
 import plotly.graph_objects as go
 import plotly.colors
 import streamlit as st
@@ -23,8 +26,29 @@ if not summaries:
     st.stop()
 
 names = [s.name for s in summaries]
-default = [s.name for s in summaries if s.state == "running"] or names[:1]
-chosen = st.multiselect("Runs", names, default=default)
+CHOSEN = "runs_chosen"  # the multiselect's key: the table's row selection writes it too
+if CHOSEN not in st.session_state:
+    readable = [s.name for s in summaries if s.state != "broken"]  # a broken newest run has no curves
+    st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or (readable or names)[:1]
+else:  # a run removed from disk leaves the choice
+    st.session_state[CHOSEN] = [n for n in st.session_state[CHOSEN] if n in names]
+
+
+def choose_table_rows() -> None:
+    """Selected rows (positions in `names`, whatever the sort) become the chosen runs."""
+    rows = st.session_state["run_table"].selection.rows
+    if rows:
+        st.session_state[CHOSEN] = [names[i] for i in rows]
+
+
+all_settings = st.toggle("Show every setting (not only those that differ between the chosen runs)",
+                         key="all_settings")
+with shared.guard("Comparing runs", stop=False):
+    st.dataframe(curves.comparison_table(summaries, st.session_state[CHOSEN], all_settings),
+                 key="run_table", on_select=choose_table_rows, selection_mode="multi-row", hide_index=True,
+                 column_config={"wall time (min)": st.column_config.NumberColumn(format="%.1f")})
+st.caption("Click a column header to sort; tick rows to draw those runs' curves.")
+chosen = st.multiselect("Runs", names, key=CHOSEN)
 left, middle, right = st.columns(3)
 x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True)
 smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01)
@@ -81,13 +105,18 @@ def live_curves() -> None:
 live_curves()
 
 st.subheader("Reconstructions per epoch")
-run_name = st.selectbox("Run", chosen or names, key="samples_run")
-pictures = curves.sample_images(root / run_name)
-if not pictures:
+pictures = {name: curves.sample_epochs(root / name) for name in chosen}
+epochs = sorted({e for found in pictures.values() for e in found})
+if not epochs:
     st.info("No reconstruction pictures yet: one is written at the end of each epoch.")
-else:
-    epoch = st.select_slider("Epoch", [int(p.stem.split("_")[1]) for p in pictures],
-                             value=int(pictures[-1].stem.split("_")[1]))
-    st.image(str(root / run_name / "samples" / f"epoch_{epoch:03d}.png"),
-             caption=f"{run_name}, epoch {epoch}: validation slices (top) and their "
-                     f"reconstructions (bottom)", width="stretch")
+    st.stop()
+epoch = epochs[0] if len(epochs) == 1 else st.select_slider("Epoch", epochs, value=epochs[-1], key="samples_epoch")
+columns = st.columns(min(len(chosen), 3))
+for i, name in enumerate(chosen):
+    shown = curves.picture_at(pictures[name], epoch)
+    column = columns[i % len(columns)]
+    if shown is None:
+        column.info(f"{name}: no picture at or before epoch {epoch}.")
+    else:
+        column.image(str(shown[1]), width="stretch",
+                     caption=f"{name}, epoch {shown[0]}: validation slices (top), reconstructions (bottom)")

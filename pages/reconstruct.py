@@ -1,8 +1,11 @@
-"""Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original, reconstruction and difference, SSIM, PSNR."""
+"""Reconstruct page: uploaded slices (PNG/JPEG/NIfTI) or test-split slices -> original, reconstruction and difference, SSIM, PSNR.
+
+Also window/level, linked zoom, wipe and flicker, the local SSIM map, a volume's SSIM strip and the surprise map.
+"""
 import streamlit as st
 
-from core import images, jobs, uploads
-from ui import access, shared
+from core import images, jobs, metrics, paths, surprise, uploads
+from ui import access, shared, viewer
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
@@ -28,6 +31,11 @@ if source == "upload":
         left, right = st.columns(2)
         axis = left.radio("Slice axis", [0, 1, 2], index=2, horizontal=True)
         index = right.slider("Slice", 0, shape[axis] - 1, shape[axis] // 2)
+        if st.toggle("SSIM of every slice along this axis", key="volume_strip"):
+            with shared.guard("Scoring the volume", stop=False):
+                strip = shared.volume_ssim(bundle, shared.bundle_key(bundle), volume_bytes, volume_name, axis)
+                st.plotly_chart(viewer.strip_figure(strip, index, f"SSIM per slice along axis {axis} "
+                                                                   f"(red: the slice shown)"), key="volume_strip_chart")
     with shared.guard("Reading the upload"):
         decoded = uploads.decode_uploads(files, size, axis=axis, slice_index=index)
     for notice in decoded.notices:
@@ -52,14 +60,44 @@ mean_ssim, mean_psnr = float(report.ssim.mean()), float(report.psnr.mean())
 st.markdown(f"**{len(report.names)} slice(s)** · mean SSIM **{mean_ssim:.4f}** · "
             f"mean PSNR **{mean_psnr:.2f} dB**")
 shown = st.selectbox("Show slice", range(len(report.names)), format_func=lambda i: report.names[i])
-original, reconstruction, difference = st.columns(3)
-original.image(report.originals[shown], caption="original", clamp=True, width="stretch")
-reconstruction.image(report.reconstructions[shown], clamp=True, width="stretch",
-                     caption=f"reconstruction · SSIM {report.ssim[shown]:.4f} · "
-                             f"PSNR {report.psnr[shown]:.2f} dB")
-difference.image(images.diverging_rgb(report.differences[shown], limit=0.5), width="stretch",
-                 caption="difference (reconstruction - original): blue below, red above, "
-                         "white equal; full colour at ±0.5")
+original, reconstruction = report.originals[shown], report.reconstructions[shown]
+window = viewer.window_controls(original, key="reconstruct")
+compare = st.radio("Compare", viewer.COMPARE_MODES, horizontal=True, key="compare")
+st.caption(f"{report.names[shown]}: reconstruction · SSIM {report.ssim[shown]:.4f} · "
+           f"PSNR {report.psnr[shown]:.2f} dB · "
+           f"window {window[0]:.2f}-{window[1]:.2f} · drag to pan, scroll or box to zoom (all panels follow)")
+if compare == "side by side":
+    ssim_map = metrics.local_ssim(original[None], reconstruction[None])[0]
+    panels = [("original", viewer.apply_window(original, window)),
+              ("reconstruction", viewer.apply_window(reconstruction, window)),
+              ("difference (blue below, red above, ±0.5)",
+               images.diverging_rgb(report.differences[shown], limit=0.5)),
+              ("local SSIM (dark: low)", viewer.colour_map(ssim_map, "Viridis", 0.0, 1.0), 5)]
+elif compare == "wipe":
+    position = st.slider("Wipe: original left, reconstruction right", 0, 100, 50, key="wipe")
+    panels = [("original | reconstruction", viewer.apply_window(
+        viewer.wipe(original, reconstruction, position / 100), window))]
+else:
+    flipped = st.toggle("Show the reconstruction (flip back and forth)", key="flicker")
+    panels = [("reconstruction" if flipped else "original",
+               viewer.apply_window(reconstruction if flipped else original, window))]
+st.plotly_chart(viewer.linked_views(panels), key="linked_views")
+
+if bundle.prior is not None and st.toggle("Surprise map: bits of each code under the prior", key="surprise"):
+    reference_folder = data_folder if source == "test split" else str(paths.default_data_folder())
+    with shared.guard("Scoring the slice under the prior", stop=False):
+        scored = shared.slice_surprise(bundle, shared.bundle_key(bundle), original[None],
+                                       [report.names[shown]])
+        total, level = float(scored.total_bits[0]), scored.levels[0]
+        reference = shared.reference_surprise(bundle, shared.bundle_key(bundle), reference_folder, 64)
+        fraction, compared = surprise.rank(total, level, reference)
+        against = (f"validation slices of level {level}" if level in reference.levels and level is not None
+                   else "validation slices")
+        st.markdown(f"**{total:.0f} bits** ({'level ' + str(level) if level is not None else 'level marginalised'})"
+                    f" · more surprising than **{fraction:.0%}** of {compared} {against}")
+        st.plotly_chart(viewer.overlay_figure(viewer.apply_window(original, window), scored.bits[0],
+                                              "Surprise: -log2 p(code | codes before it)", "bits"),
+                        key="surprise_map")
 st.dataframe(report.rows(), hide_index=True)
 st.download_button("Download reconstructions (zip of PNGs)",
                    images.zip_of_pngs(report.reconstructions, report.names),

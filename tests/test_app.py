@@ -390,3 +390,181 @@ def test_a_data_folder_under_brainvq_data_roots_is_accepted(app_env, oasis_tree,
     at.run()
     no_trouble(at)
     assert any(m.label == "Perplexity" for m in at.metric)
+
+
+def test_sample_quality_panel_measures_only_when_asked(app_env):
+    at = open_page("pages/sample.py")
+    assert "quality" not in at.session_state  # nothing computed on opening the page
+    next(n for n in at.number_input if n.label == "Samples to judge").set_value(6)
+    next(b for b in at.button if b.label == "Measure quality").click().run()
+    no_trouble(at)
+    path, report = at.session_state["quality"]
+    assert report["n"] == 6 and {"fd", "fd_real", "kid", "kid_real", "ms_ssim_samples", "ms_ssim_real"} <= set(report)
+    table = at.table[0].value
+    assert list(table.columns) == ["", "samples vs validate", "real train vs validate"]
+    assert table["samples vs validate"].iloc[0] == pytest.approx(report["fd"])
+
+
+def test_sample_quality_panel_shows_a_missing_reference_network_as_a_message(app_env, monkeypatch, tmp_path):
+    monkeypatch.setattr("core.sample_quality.REFERENCE_CHECKPOINT", tmp_path / "no-reference")
+    at = open_page("pages/sample.py")
+    next(n for n in at.number_input if n.label == "Samples to judge").set_value(4)
+    next(b for b in at.button if b.label == "Measure quality").click().run()
+    assert not at.exception
+    assert any("Measuring quality failed" in e.value and "make_reference_network" in e.value for e in at.error)
+
+
+def test_reconstruct_window_level_auto_full_and_manual(app_env):
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("one.png", png_bytes(brain()), "image/png")).run()
+    no_trouble(at)
+    mode = next(r for r in at.radio if r.label == "Window / level")
+    assert mode.value.startswith("auto")
+    assert len(at.get("plotly_chart")) == 1  # the linked views
+    caption = lambda: " ".join(c.value for c in at.caption)
+    assert "window 0.00-0.67" in caption()  # 0.1-99.9 percentiles of a 0 / 170 brain
+    mode.set_value("full range").run()
+    no_trouble(at)
+    assert "window 0.00-1.00" in caption()
+    next(r for r in at.radio if r.label == "Window / level").set_value("manual").run()
+    no_trouble(at)
+    window = next(s for s in at.slider if s.label == "Window (black, white)")
+    window.set_value((0.2, 0.5)).run()
+    no_trouble(at)
+    assert "window 0.20-0.50" in caption()
+
+
+def test_reconstruct_linked_views_show_difference_and_ssim_map_on_shared_axes(app_env):
+    import json
+
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("one.png", png_bytes(brain()), "image/png")).run()
+    no_trouble(at)
+    figure = json.loads(at.get("plotly_chart")[0].proto.spec)
+    titles = [a["text"] for a in figure["layout"]["annotations"]]
+    assert titles[:2] == ["original", "reconstruction"] and "difference" in titles[2] and "SSIM" in titles[3]
+    assert len(figure["data"]) == 4 and figure["layout"]["xaxis2"]["matches"] == "x"
+    assert figure["data"][3]["x0"] == 5  # the SSIM map sits at the centre of its first window
+
+
+def test_reconstruct_wipe_and_flicker_comparisons(app_env):
+    import json
+
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("one.png", png_bytes(brain()), "image/png")).run()
+    next(r for r in at.radio if r.label == "Compare").set_value("wipe").run()
+    no_trouble(at)
+    next(s for s in at.slider if s.label.startswith("Wipe")).set_value(30).run()
+    no_trouble(at)
+    titles = lambda: [a["text"] for a in json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]["annotations"]]
+    assert titles() == ["original | reconstruction"]
+    next(r for r in at.radio if r.label == "Compare").set_value("flicker").run()
+    assert titles() == ["original"]
+    at.toggle(key="flicker").set_value(True).run()
+    no_trouble(at)
+    assert titles() == ["reconstruction"]
+
+
+def test_reconstruct_surprise_map_gives_bits_and_a_rank(app_env):
+    at = open_page("pages/reconstruct.py")
+    at.radio[0].set_value("test split").run()
+    at.toggle(key="surprise").set_value(True).run()
+    no_trouble(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "bits**" in text and "more surprising than" in text and "validation slices of level" in text
+    assert len(at.get("plotly_chart")) == 2
+
+
+def test_reconstruct_nifti_ssim_strip_across_the_volume(app_env):
+    import json
+    import nibabel as nib
+
+    volume = np.random.default_rng(2).normal(100, 20, (24, 24, 12)).astype(np.float32)
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("vol.nii", nib.Nifti1Image(volume, np.eye(4)).to_bytes(),
+                                   "application/octet-stream")).run()
+    at.toggle(key="volume_strip").set_value(True).run()
+    no_trouble(at)
+    strip = json.loads(at.get("plotly_chart")[0].proto.spec)
+    assert len(strip["data"][0]["y"]) == 12 and "SSIM per slice" in strip["layout"]["title"]["text"]
+
+
+def test_codebook_usage_log_scale_toggle(app_env):
+    import json
+
+    at = open_page("pages/codebook.py")
+    layout = lambda: json.loads(at.get("plotly_chart")[0].proto.spec)["layout"]
+    assert layout()["yaxis"].get("type", "linear") == "linear"
+    at.toggle(key="usage_log").set_value(True).run()
+    no_trouble(at)
+    assert layout()["yaxis"]["type"] == "log" and "log" in layout()["yaxis"]["title"]["text"]
+
+
+def test_codebook_surprise_map_of_the_shown_slice(app_env):
+    at = open_page("pages/codebook.py")
+    at.toggle(key="codebook_surprise").set_value(True).run()
+    no_trouble(at)
+    assert any("bits**" in m.value and "more surprising than" in m.value for m in at.markdown)
+    assert len(at.get("plotly_chart")) == 4
+
+
+def run_with_pictures(runs_root: Path, name: str, epochs: list[int], num_embeddings: int) -> Path:
+    """A finished run with per-epoch pictures and validation SSIM, as the trainer leaves them."""
+    from core import atomic, runs
+
+    run_dir = runs_root / name
+    runs.create_run(run_dir, {"kind": "vqvae", "model": {"num_embeddings": num_embeddings},
+                              "train": {"epochs": max(epochs), "batch_size": 8}})
+    runs.append_metrics(run_dir, [{"kind": "epoch", "step": e, "epoch": e, "val_ssim": 0.5 + e / 100}
+                                  for e in epochs])
+    for e in epochs:
+        Image.fromarray(np.full((8, 16), 40 * e, np.uint8)).save(
+            (run_dir / "samples").mkdir(exist_ok=True) or run_dir / "samples" / f"epoch_{e:03d}.png")
+    atomic.write_json(run_dir / "status.json", {"state": "finished", "step": max(epochs),
+                                                "epoch": max(epochs), "elapsed_s": 90.0})
+    return run_dir
+
+
+def test_curves_table_compares_every_run_and_survives_a_broken_one(app_env):
+    run_with_pictures(app_env, "small", [1, 2], 64)
+    run_with_pictures(app_env, "large", [1, 2, 3], 256)
+    broken_run(app_env)
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    table = at.dataframe[0].value
+    assert set(table["run"]) == {"small", "large", "broken-run"}
+    assert table.set_index("run").loc["large", "best val_ssim"] == pytest.approx(0.53)
+    assert table.set_index("run").loc["broken-run", "state"] == "broken"
+    at.multiselect[0].set_value(["small", "large"]).run()
+    no_trouble(at)
+    assert "model.num_embeddings" in at.dataframe[0].value.columns
+    assert "train.epochs" in at.dataframe[0].value.columns
+    assert "train.batch_size" not in at.dataframe[0].value.columns  # the same in both chosen runs
+    at.toggle(key="all_settings").set_value(True).run()
+    no_trouble(at)
+    assert "train.batch_size" in at.dataframe[0].value.columns
+
+
+def test_curves_epoch_slider_shows_the_chosen_runs_side_by_side(app_env):
+    run_with_pictures(app_env, "small", [1, 2], 64)
+    run_with_pictures(app_env, "large", [1, 2, 3], 256)
+    at = open_page("pages/curves.py")
+    at.multiselect[0].set_value(["small", "large"]).run()
+    no_trouble(at)
+    slider = at.select_slider(key="samples_epoch")
+    assert list(slider.options) == ["1", "2", "3"] and slider.value == 3
+    captions = lambda: sorted(i.proto.imgs[0].caption.split(":")[0] for i in at.get("image"))
+    assert captions() == ["large, epoch 3", "small, epoch 2"]  # small stopped at 2: its latest
+    slider.set_value(1).run()
+    no_trouble(at)
+    assert captions() == ["large, epoch 1", "small, epoch 1"]
+
+
+def test_curves_first_choice_skips_a_newest_broken_run(app_env):
+    run_with_pictures(app_env, "good", [1], 64)
+    time.sleep(0.05)
+    broken_run(app_env)  # newest: listed first
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    assert at.multiselect[0].value == ["good"]
+    assert len(at.get("plotly_chart")) >= 1

@@ -40,3 +40,63 @@ def test_curve_by_step_epoch_and_wall_time():
     assert curves.curve(records, "step", "loss", "wall time (min)", 0.0)[0].tolist() == [1, 2, 3, 4]
     assert curves.curve(records, "epoch", "val_ssim", "epoch", 0.0)[1].tolist() == [0.5, 0.6]
     assert curves.metric_names(records, "step") == ["loss"]
+
+
+def test_flatten_and_differing_settings():
+    a = curves.flatten_settings({"kind": "vqvae", "model": {"num_embeddings": 256, "beta": 0.25},
+                                 "train": {"lr": 1e-3, "size": [1, 2]}})
+    assert a == {"kind": "vqvae", "model.num_embeddings": 256, "model.beta": 0.25, "train.lr": 1e-3,
+                 "train.size": "[1, 2]"}
+    b = {**a, "model.num_embeddings": 512}
+    c = {k: v for k, v in a.items() if k != "train.lr"}
+    assert curves.differing_settings({"a": a, "b": b}) == ["model.num_embeddings"]
+    assert curves.differing_settings({"a": a, "c": c}) == ["train.lr"]
+    assert curves.differing_settings({"a": a}) == []
+
+
+def make_run(root, name, config, records, state="finished", elapsed_s=120.0):
+    from core import atomic
+
+    run_dir = root / name
+    runs.create_run(run_dir, config)
+    runs.append_metrics(run_dir, records)
+    atomic.write_json(run_dir / "status.json", {"state": state, "step": 4, "epoch": 2, "elapsed_s": elapsed_s})
+    return run_dir
+
+
+def test_comparison_table_figures_settings_and_a_broken_run(tmp_path):
+    make_run(tmp_path, "small", {"kind": "vqvae", "model": {"num_embeddings": 64}, "train": {"lr": 1e-3}},
+             [{"kind": "step", "step": 2, "codes_used": 40}, {"kind": "epoch", "step": 2, "val_ssim": 0.7},
+              {"kind": "epoch", "step": 4, "val_ssim": 0.65, "val_codes_used": 50}])
+    make_run(tmp_path, "large", {"kind": "vqvae", "model": {"num_embeddings": 256}, "train": {"lr": 1e-3}},
+             [{"kind": "step", "step": 2, "codes_used": 200}], state="stopped", elapsed_s=30.0)
+    make_run(tmp_path, "prior", {"kind": "prior", "model": {"num_embeddings": 256}, "train": {"lr": 3e-4}},
+             [{"kind": "epoch", "step": 4, "val_bits_per_code": 3.0},
+              {"kind": "epoch", "step": 8, "val_bits_per_code": 2.5}])
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "config.json").write_text("{not json")
+    summaries = runs.list_runs(tmp_path)
+    rows = {r["run"]: r for r in curves.comparison_table(summaries, ["small", "large"])}
+    assert set(rows) == {"small", "large", "prior", "broken"}
+    assert rows["small"]["best val_ssim"] == 0.7 and rows["small"]["final val_ssim"] == 0.65
+    assert rows["small"]["codes used"] == 50 and rows["large"]["codes used"] == 200
+    assert rows["prior"]["bits per code"] == 2.5 and rows["small"]["bits per code"] is None
+    assert rows["large"]["state"] == "stopped" and rows["large"]["wall time (min)"] == 0.5
+    assert rows["broken"]["state"] == "broken" and rows["broken"]["best val_ssim"] is None
+    # Only what differs between the chosen runs, unless every setting is asked for.
+    assert "model.num_embeddings" in rows["small"] and "train.lr" not in rows["small"]
+    everything = curves.comparison_table(summaries, ["small", "large"], all_settings=True)
+    assert all("train.lr" in row for row in everything)
+    assert {row["run"]: row["kind"] for row in everything}["broken"] == "?"
+    assert curves.comparison_table(summaries, ["small", "prior"])[0].keys() >= {"train.lr", "model.num_embeddings"}
+
+
+def test_sample_epochs_and_the_picture_at_or_before_an_epoch(tmp_path):
+    (tmp_path / "samples").mkdir()
+    for name in ("epoch_001.png", "epoch_003.png", "epoch_latest.png"):
+        (tmp_path / "samples" / name).write_bytes(b"")
+    pictures = curves.sample_epochs(tmp_path)
+    assert sorted(pictures) == [1, 3]
+    assert curves.picture_at(pictures, 2) == (1, tmp_path / "samples" / "epoch_001.png")
+    assert curves.picture_at(pictures, 5)[0] == 3
+    assert curves.picture_at(pictures, 0) is None and curves.sample_epochs(tmp_path / "none") == {}

@@ -73,3 +73,42 @@ def test_samples_of_a_checkpoint_without_a_prior_is_one_error_line(capsys, tmp_p
 def test_samples_refuses_n_below_one(capsys, bundle, oasis_tree):
     code, _, err = run(capsys, "samples", "--checkpoint", str(bundle), "--data", str(oasis_tree), "--n", "0")
     assert code == 2 and err.startswith("error:") and "--n" in err
+
+
+def test_surprise_prints_one_row_per_slice_and_writes_each_bits_map(capsys, bundle, oasis_tree, tmp_path):
+    import numpy as np
+
+    folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(bundle), "--data", str(folder),
+                         "--out", str(tmp_path / "maps"))
+    assert code == 0, err
+    result = json.loads(out)
+    assert list(result) == ["slices"] and len(result["slices"]) == 8
+    for row in result["slices"]:
+        assert set(row) == {"name", "bits", "max_bits", "level"}
+        assert row["level"] == int(row["name"].split("_slice_")[1].split(".")[0])  # levels 0-3 from the names
+        bits = np.load(tmp_path / "maps" / f"{row['name']}.npy")
+        assert bits.shape == (8, 8)  # the tiny bundle's code grid
+        assert bits.sum() == pytest.approx(row["bits"], abs=1e-2)
+        assert bits.max() == pytest.approx(row["max_bits"], abs=1e-3)
+
+
+def test_surprise_marginalises_a_slice_whose_name_has_no_level(capsys, bundle, tmp_path):
+    from oasis_fixtures import brain_slice, write_png
+
+    write_png(tmp_path / "slices" / "upload.png", brain_slice(3))
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(bundle), "--data", str(tmp_path / "slices"))
+    assert code == 0, err
+    [row] = json.loads(out)["slices"]
+    assert row["name"] == "upload.png" and row["level"] is None and row["bits"] > 0
+
+
+def test_surprise_of_a_checkpoint_without_a_prior_is_one_error_line(capsys, tmp_path, oasis_tree):
+    vqvae_only = make_tiny_bundle(tmp_path / "vqvae", with_prior=False)
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(vqvae_only), "--data", str(oasis_tree))
+    assert code == 2 and out == "" and "prior" in err and len(err.strip().splitlines()) == 1
+
+
+def test_surprise_of_a_folder_without_slices_is_one_error_line(capsys, bundle, tmp_path):
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(bundle), "--data", str(tmp_path))
+    assert code == 2 and out == "" and err.startswith("error:") and len(err.strip().splitlines()) == 1

@@ -90,3 +90,15 @@ def test_ssim_of_images_smaller_than_the_window_is_a_clear_error():
     x = np.zeros((1, 10, 10, 1), np.float32)
     with pytest.raises(ValueError, match="Expected images of at least 11x11"):
         metrics.ssim(x, x)
+
+
+def test_local_ssim_is_the_map_that_ssim_averages():
+    rng = np.random.default_rng(4)
+    a = rng.uniform(size=(2, 24, 20)).astype(np.float32)
+    b = np.clip(a + rng.normal(0, 0.1, a.shape), 0, 1).astype(np.float32)
+    b[1, :8, :8] = 0.0  # damage one corner: the map must be lowest there
+    maps = metrics.local_ssim(a, b)
+    assert maps.shape == (2, 14, 10)
+    np.testing.assert_allclose(maps.mean(axis=(1, 2)), metrics.ssim(a, b), rtol=1e-5)
+    assert maps[1, 0, 0] < maps[1, -1, -1]
+    np.testing.assert_allclose(metrics.local_ssim(a, a), 1.0, atol=1e-5)

@@ -146,3 +146,32 @@ def sample_quality(_bundle: bundles.Bundle, key: str, data_folder: str, n: int, 
 
     return quality.sample_quality(_bundle.vqvae, _bundle.prior, quality.load_reference(), data_folder,
                                   split="validate", n=n, seed=seed, progress=_progress)
+
+
+@st.cache_data(max_entries=16, show_spinner="Scoring the codes under the prior...")
+def slice_surprise(_bundle: bundles.Bundle, key: str, images, names: list[str]):
+    """core.surprise.image_surprise of slices, remembered per checkpoint and slices."""
+    from core import surprise
+
+    return surprise.image_surprise(_bundle.vqvae, _bundle.prior, images, list(names))
+
+
+@st.cache_data(max_entries=4, show_spinner="Scoring validation slices under the prior...")
+def reference_surprise(_bundle: bundles.Bundle, key: str, data_folder: str, limit: int):
+    """The bits of `limit` evenly spaced validation slices: what a slice's total is ranked against."""
+    from core import surprise
+
+    return surprise.folder_surprise(_bundle.vqvae, _bundle.prior, data_folder, "validate", limit)
+
+
+@st.cache_data(max_entries=4, show_spinner="Reconstructing every slice of the volume...")
+def volume_ssim(_bundle: bundles.Bundle, key: str, volume_bytes: bytes, name: str, axis: int):
+    """(slices,) SSIM of each slice of a NIfTI volume along `axis`, reconstructed by the VQ-VAE."""
+    import numpy as np
+
+    from core import scoring, uploads
+
+    volume, _ = uploads.read_nifti_volume(volume_bytes, name)
+    size = _bundle.image_size
+    slices = np.stack([uploads.nifti_slice(volume, axis, i, size) for i in range(volume.shape[axis])])
+    return scoring.score_slices(_bundle.vqvae, slices[..., None] if slices.ndim == 3 else slices).ssim

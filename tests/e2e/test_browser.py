@@ -43,7 +43,8 @@ def test_reconstruct_upload_shows_reconstruction_and_ssim(page, e2e_paths, tmp_p
     page.get_by_text("reconstruction · SSIM").wait_for()
     page.get_by_test_id("stDataFrame").wait_for()  # the per-slice table
     page.get_by_role("button", name="Download reconstructions (zip of PNGs)").wait_for()
-    assert page.get_by_test_id("stMain").locator("img").count() >= 3  # original | recon | diff
+    # original | recon | diff (| SSIM map): panels of one plotly figure with linked axes
+    page.wait_for_function("document.querySelectorAll('.js-plotly-plot image').length >= 3")
     assert_no_traceback(page)
     page.screenshot(path=str(screenshots_dir / "reconstruct.png"), full_page=True)
 

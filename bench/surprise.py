@@ -1,0 +1,141 @@
+"""Benchmark: surprise maps on checkpoints/demo — seconds per slice, and how well bits find synthetic lesions.
+
+    python bench/surprise.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy] [--n 128]
+
+Speed: one 256x256 slice at a time (encode + one teacher-forced prior pass), warm, median of
+repeats (target <= 0.3 s). Detection: `--n` evenly spaced validate slices, each copied with one
+synthetic lesion (a bright or a dark disc of radius 4-12 px, soft-edged, blended inside the brain);
+AUROC of slice bits, lesion copies against the same slices without (target >= 0.9), the paired
+rate (lesion copy scores more bits than its own clean slice), and how often the map's top decile
+of codes covers the lesion: some code whose 4x4 patch overlaps the disc is among the 10% most
+surprising codes of the slice (target >= 80%).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def add_lesion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(image with one soft disc blended in, the disc's mask); the centre lies well inside the brain."""
+    from scipy import ndimage
+
+    brain = ndimage.binary_fill_holes(image > 0.08)
+    radius = float(rng.uniform(4, 12))
+    inside = np.argwhere(ndimage.distance_transform_edt(brain) > radius + 3)
+    if not len(inside):
+        inside = np.argwhere(brain)
+    cy, cx = inside[rng.integers(len(inside))]
+    y, x = np.mgrid[:image.shape[0], :image.shape[1]]
+    distance = np.hypot(y - cy, x - cx)
+    alpha = np.clip(radius + 1.0 - distance, 0.0, 1.0)  # one-pixel soft edge
+    value = rng.uniform(0.85, 1.0) if rng.uniform() < 0.5 else rng.uniform(0.0, 0.12)
+    return (image * (1 - alpha) + value * alpha).astype(np.float32), distance <= radius
+
+
+def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
+    """P(positive > negative) over all pairs, ties counted half (Mann-Whitney U / (n1 n2))."""
+    greater = (positives[:, None] > negatives[None, :]).mean()
+    ties = (positives[:, None] == negatives[None, :]).mean()
+    return float(greater + 0.5 * ties)
+
+
+def covered(bits: np.ndarray, mask: np.ndarray, factor: int) -> bool:
+    """Some code whose factor x factor patch overlaps the lesion is in the slice's top decile of bits."""
+    grid = bits.shape[0]
+    patches = mask.reshape(grid, factor, grid, factor).any(axis=(1, 3))
+    top = bits >= np.quantile(bits, 0.9)
+    return bool((top & patches).any())
+
+
+def coverage_by_chance(mask: np.ndarray, factor: int, grid: int) -> float:
+    """P(some lesion code is in the top decile) were the decile drawn at random: 1 - C(n-m, k) / C(n, k)."""
+    m = int(mask.reshape(grid, factor, grid, factor).any(axis=(1, 3)).sum())
+    n, k = grid * grid, int(np.ceil(0.1 * grid * grid))
+    miss = np.prod([(n - m - i) / (n - i) for i in range(k)]) if n - m >= k else 0.0
+    return float(1.0 - miss)
+
+
+def share_in_top_decile(bits: np.ndarray, mask: np.ndarray, factor: int) -> float:
+    """The fraction of the lesion's codes that are in the slice's top decile of bits."""
+    grid = bits.shape[0]
+    patches = mask.reshape(grid, factor, grid, factor).any(axis=(1, 3))
+    return float((bits[patches] >= np.quantile(bits, 0.9)).mean())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "demo"))
+    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "oasis_proxy"))
+    parser.add_argument("--n", type=int, default=128)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    from core import data, surprise
+    from core.bundles import load_bundle
+
+    bundle = load_bundle(args.checkpoint)
+    vqvae, prior = bundle.vqvae, bundle.prior
+    size = vqvae.config.image_size
+    every = data.find_slices(args.data, "validate")
+    images = data.load_images(every, size)[..., 0]
+    # A lesion needs brain to sit in: slices with almost none (the lowest levels) are left out.
+    has_brain = [i for i, image in enumerate(images) if (image > 0.08).sum() > 2000]
+    chosen = data.evenly_spaced(has_brain, args.n)
+    names, clean = [every[i].name for i in chosen], images[chosen]
+    print(f"{len(chosen)} of {len(every)} validate slices ({len(has_brain)} with > 2000 brain pixels)")
+
+    surprise.image_surprise(vqvae, prior, clean[:1], names[:1])  # start-up: tracing, first calls
+    times = []
+    for i in range(args.repeats):
+        started = time.perf_counter()
+        surprise.image_surprise(vqvae, prior, clean[i % len(clean)][None], [names[i % len(names)]])
+        times.append(time.perf_counter() - started)
+    started = time.perf_counter()
+    unnamed = surprise.image_surprise(vqvae, prior, clean[:1], ["upload.png"])
+    marginal_s = time.perf_counter() - started
+    print(f"one slice, level from its name: median {statistics.median(times):.3f} s "
+          f"(min {min(times):.3f}, max {max(times):.3f}, {args.repeats} repeats)")
+    print(f"one slice without a level in its name (levels marginalised: {unnamed.levels[0] is None}): "
+          f"{marginal_s:.3f} s")
+
+    rng = np.random.default_rng(args.seed)
+    lesioned, masks = zip(*(add_lesion(image, rng) for image in clean))
+    started = time.perf_counter()
+    before = surprise.image_surprise(vqvae, prior, clean, names)
+    after = surprise.image_surprise(vqvae, prior, np.stack(lesioned), names)
+    batch_s = time.perf_counter() - started
+    factor = size // before.bits.shape[1]
+    hits = [covered(bits, mask, factor) for bits, mask in zip(after.bits, masks)]
+    print(f"{2 * len(names)} slices scored in {batch_s:.2f} s ({batch_s / (2 * len(names)):.3f} s per slice in batches)")
+    print(f"AUROC of slice bits, lesion vs clean (pooled, {len(names)} + {len(names)}): "
+          f"{auroc(after.total_bits, before.total_bits):.3f}")
+    print(f"paired: lesion copy has more bits than its own clean slice in "
+          f"{np.mean(after.total_bits > before.total_bits):.1%}; median extra bits "
+          f"{np.median(after.total_bits - before.total_bits):.1f}")
+    print(f"AUROC of max code bits (pooled): {auroc(after.max_bits, before.max_bits):.3f}")
+    top_k = lambda bits: np.sort(bits.reshape(len(bits), -1), axis=1)[:, -16:].sum(axis=1)
+    print(f"AUROC of the 16 largest code bits summed (pooled): {auroc(top_k(after.bits), top_k(before.bits)):.3f}")
+    from scipy import ndimage
+
+    peak_3x3 = lambda bits: np.array([ndimage.uniform_filter(b, 3).max() for b in bits])  # a lesion spans codes
+    print(f"AUROC of the largest 3x3-code mean of bits (pooled): "
+          f"{auroc(peak_3x3(after.bits), peak_3x3(before.bits)):.3f}")
+    grid = before.bits.shape[1]
+    print(f"top decile of the map covers the lesion: {np.mean(hits):.1%} of {len(hits)} lesion slices "
+          f"(a random decile would: {np.mean([coverage_by_chance(m, factor, grid) for m in masks]):.1%})")
+    print(f"share of the lesion's codes in the top decile: median "
+          f"{np.median([share_in_top_decile(b, m, factor) for b, m in zip(after.bits, masks)]):.1%} (random: 10%)")
+
+
+if __name__ == "__main__":
+    main()

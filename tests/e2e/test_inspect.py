@@ -1,0 +1,99 @@
+"""The inspection controls in real chromium: window/level, linked zoom, wipe and flicker, the surprise map, the run table."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from test_browser import assert_no_traceback, go_to, upload_slice
+
+pytestmark = pytest.mark.e2e
+
+FIRST_PLOT = "document.querySelector('.js-plotly-plot')"
+
+
+def caption_text(page) -> str:
+    return " ".join(page.get_by_test_id("stCaptionContainer").all_inner_texts())
+
+
+def test_viewer_window_level_linked_zoom_wipe_and_flicker(page, e2e_paths, tmp_path):
+    go_to(page, "Reconstruct")
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(
+        upload_slice(tmp_path, e2e_paths["uses_demo"]))
+    page.wait_for_function(f"{FIRST_PLOT} && {FIRST_PLOT}._fullData && {FIRST_PLOT}._fullData.length == 4")
+    assert "window" in caption_text(page)
+
+    # Zoom the original: every panel shows the same region (shared axes), as plotly drew it.
+    page.evaluate(f"Plotly.relayout({FIRST_PLOT}, {{'xaxis.range': [2, 12], 'yaxis.range': [12, 2]}})")
+    ranges = page.evaluate(f"[1, 2, 3, 4].map(i => {FIRST_PLOT}._fullLayout['xaxis' + (i > 1 ? i : '')].range)")
+    assert all(r == pytest.approx([2, 12], abs=0.1) for r in ranges), ranges  # aspect lock nudges
+
+    page.get_by_text("full range", exact=True).click()
+    page.wait_for_function("document.body.innerText.includes('window 0.00-1.00')")
+    page.get_by_text("manual", exact=True).click()
+    page.get_by_text("Window (black, white)").wait_for()
+
+    page.get_by_text("wipe", exact=True).click()
+    page.get_by_text("Wipe: original left, reconstruction right").wait_for()
+    page.wait_for_function(f"{FIRST_PLOT} && {FIRST_PLOT}._fullData.length == 1")
+    page.get_by_text("flicker", exact=True).click()
+    page.get_by_text("Show the reconstruction (flip back and forth)").click()
+    page.wait_for_function(f"{FIRST_PLOT} && {FIRST_PLOT}.layout.annotations[0].text == 'reconstruction'")
+    assert_no_traceback(page)
+
+
+def test_surprise_map_on_the_reconstruct_page(page, e2e_paths, tmp_path):
+    go_to(page, "Reconstruct")
+    page.get_by_text("test split", exact=True).click()
+    page.get_by_text("Surprise map: bits of each code under the prior").click()
+    page.get_by_text("more surprising than").wait_for(timeout=120_000)
+    page.wait_for_function("Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                           ".some(p => p._fullData && p._fullData.some(t => t.type == 'heatmap'))")
+    assert_no_traceback(page)
+
+
+def write_run(root: Path, name: str, lr: float, ssim: float, epochs: int = 2) -> None:
+    from core import atomic, runs
+
+    run_dir = root / name
+    runs.create_run(run_dir, {"kind": "vqvae", "model": {"num_embeddings": 64}, "train": {"lr": lr}})
+    runs.append_metrics(run_dir, [{"kind": "epoch", "step": e, "epoch": e, "val_ssim": ssim + e / 100,
+                                   "elapsed_s": 10.0 * e} for e in range(1, epochs + 1)])
+    (run_dir / "samples").mkdir(exist_ok=True)  # create_run makes it
+    for e in range(1, epochs + 1):
+        Image.fromarray(np.full((8, 16), 60 * e, np.uint8)).save(run_dir / "samples" / f"epoch_{e:03d}.png")
+    atomic.write_json(run_dir / "status.json", {"state": "finished", "step": epochs, "epoch": epochs,
+                                                "elapsed_s": 60.0})
+
+
+def chosen_runs(page) -> list[str]:
+    text = page.get_by_test_id("stMultiSelect").filter(has_text="Runs").inner_text()
+    return sorted(line.strip() for line in text.splitlines()[1:] if line.strip())
+
+
+def test_run_table_rows_pick_the_curves_and_the_epoch_images(page, e2e_paths):
+    root = e2e_paths["runs"]
+    for name, lr, ssim in [("table-a", 1e-3, 0.6), ("table-b", 3e-4, 0.7)]:
+        if not (root / name).exists():
+            write_run(root, name, lr, ssim)
+    go_to(page, "Curves")
+    grid = page.get_by_test_id("stDataFrame")
+    grid.wait_for()
+    page.wait_for_timeout(1000)
+    # Glide's grid is a canvas: its rows are reached by position (35 px header, 35 px rows; the
+    # selection checkboxes sit in the first, narrow column). Row order is the listing's, newest first.
+    names = json.loads(page.evaluate("JSON.stringify(Array.from(document.querySelectorAll("
+                                     "'[data-testid=stDataFrame] table tbody tr')).map(r => r.innerText))")
+                       or "[]")
+    box = grid.bounding_box()
+    for row in (0, 1):
+        page.mouse.click(box["x"] + 20, box["y"] + 35 + 35 * row + 17)
+        page.wait_for_timeout(1500)
+    page.wait_for_function("document.body.innerText.includes('table-a') && document.body.innerText.includes('table-b')")
+    assert {"table-a", "table-b"} <= set(chosen_runs(page)), (chosen_runs(page), names)
+    page.get_by_text("Reconstructions per epoch").wait_for()
+    page.wait_for_function("document.querySelectorAll('[data-testid=stImage]').length >= 2")
+    assert_no_traceback(page)
