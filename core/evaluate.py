@@ -4,49 +4,42 @@
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
 
-from core import cli, data
+from core import cli, data, settings
 
 
-def positive_int(text: str) -> int:
-    """An argparse type: an integer of at least 1 (a bad value is one `error:` line, not a traceback)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, received {value}")
-    return value
+positive_int = settings.number(int, "value", minimum=1)  # a bad value is one `error:` line at parse time
 
 
 DATA_HELP = ("an OASIS folder, a folder holding only the split's keras_png_slices_<split>/, or a plain "
              "folder of PNG slices (then --split is not used)")
 
 
-def build_parser() -> cli.Parser:
-    parser = cli.Parser(prog="python -m core.evaluate",
-                        description="Score a VQ-VAE checkpoint's reconstructions on a data split.")
-    parser.add_argument("--checkpoint", required=True,
-                        help="a run directory (its best checkpoint) or a bundle folder")
+def _command(prog: str, description: str, checkpoint_help: str, split: str) -> cli.Parser:
+    """A parser with the flags every evaluate command takes: which checkpoint, which slices."""
+    parser = cli.Parser(prog=prog, description=description)
+    parser.add_argument("--checkpoint", required=True, help=checkpoint_help)
     parser.add_argument("--data", required=True, help=DATA_HELP)
-    parser.add_argument("--split", choices=data.SPLITS, default="test")
+    parser.add_argument("--split", choices=data.SPLITS, default=split)
+    return parser
+
+
+def build_parser() -> cli.Parser:
+    parser = _command("python -m core.evaluate", "Score a VQ-VAE checkpoint's reconstructions on a data split.",
+                      "a run directory (its best checkpoint) or a bundle folder", "test")
     parser.add_argument("--limit", type=positive_int, default=None, help="score only the first N slices")
     parser.add_argument("--batch-size", type=positive_int, default=32)
     return parser
 
 
 def build_samples_parser() -> cli.Parser:
-    parser = cli.Parser(prog="python -m core.evaluate samples",
-                        description="Generate brains from a prior checkpoint and compare them with real "
-                                    "slices: FD and KID on reference features, MS-SSIM diversity, "
-                                    "brain area by level; real train slices give the baseline.")
-    parser.add_argument("--checkpoint", required=True, help="a prior run directory or bundle folder")
-    parser.add_argument("--data", required=True, help=DATA_HELP)
-    parser.add_argument("--split", choices=data.SPLITS, default="validate")
+    parser = _command("python -m core.evaluate samples",
+                      "Generate brains from a prior checkpoint and compare them with real slices: FD and KID "
+                      "on reference features, MS-SSIM diversity, brain area by level; real train slices "
+                      "give the baseline.", "a prior run directory or bundle folder", "validate")
     parser.add_argument("--n", type=positive_int, default=256, help="samples (and real slices) to compare")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--reference", default=None,
@@ -55,13 +48,10 @@ def build_samples_parser() -> cli.Parser:
 
 
 def build_surprise_parser() -> cli.Parser:
-    parser = cli.Parser(prog="python -m core.evaluate surprise",
-                        description="Bits of every code of each slice under a prior checkpoint (one "
-                                    "teacher-forced pass): prints {\"slices\": [{name, bits, max_bits, "
-                                    "level}]}; level null: no level in the name, marginalised over p(level).")
-    parser.add_argument("--checkpoint", required=True, help="a prior run directory or bundle folder")
-    parser.add_argument("--data", required=True, help=DATA_HELP)
-    parser.add_argument("--split", choices=data.SPLITS, default="validate")
+    parser = _command("python -m core.evaluate surprise",
+                      "Bits of every code of each slice under a prior checkpoint (one teacher-forced pass): "
+                      "prints {\"slices\": [{name, bits, max_bits, level}]}; level null: no level in the name, "
+                      "marginalised over p(level).", "a prior run directory or bundle folder", "validate")
     parser.add_argument("--limit", type=positive_int, default=None, help="score N evenly spaced slices")
     parser.add_argument("--out", default=None,
                         help="write OUT/<slice name>.npy: each slice's code grid of bits per code")
