@@ -1,4 +1,4 @@
-"""core.launcher (and core.pipeline's chain): atomic run reservation, one job at a time, job validation, the VQ-VAE -> prior chain."""
+"""core.launcher: atomic run reservation, one job at a time, job validation, pid identity, and starting the VQ-VAE -> prior chain."""
 from __future__ import annotations
 
 import json
@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from core import atomic, launcher, pipeline, runs
+from core import atomic, launcher, runs
 from core.data import DataError
 from core.models.vqvae import VQVAEConfig
 from core.training.loop import TrainConfig
@@ -160,16 +160,6 @@ def test_the_chain_trains_the_prior_after_the_vqvae(tmp_path, oasis_tree):
     while launcher.busy_reason(tmp_path, 0) and time.time() < deadline:
         time.sleep(0.5)
     assert launcher.busy_reason(tmp_path, 0) is None
-
-
-def test_the_chain_skips_the_prior_when_the_vqvae_fails_and_frees_its_name(tmp_path):
-    vqvae_dir, prior_dir = tmp_path / "bad", tmp_path / "bad-prior"
-    prior_dir.mkdir()
-    code = pipeline.main(["--vqvae-args", json.dumps(["--run-dir", str(vqvae_dir), "--data",
-                                                      str(tmp_path / "nowhere"), "--epochs", "1"]),
-                          "--prior-args", json.dumps(["--run-dir", str(prior_dir)])])
-    assert code != 0
-    assert not prior_dir.exists()
 
 
 def test_a_job_starts_the_trainer_with_flags_that_rebuild_its_configs(oasis_tree):
