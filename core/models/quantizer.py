@@ -29,7 +29,8 @@ class CodebookUsage:
 def code_counts(indices, num_embeddings: int):
     """(num_embeddings,) how often each code occurs in `indices` (a tensor or an array, any shape)."""
     flat = ops.reshape(ops.cast(indices, "int32"), (-1,))
-    return ops.bincount(flat, minlength=num_embeddings)
+    # A segment sum with a fixed number of segments, not bincount: XLA needs the output size up front.
+    return ops.segment_sum(ops.ones_like(flat), flat, num_segments=num_embeddings)
 
 
 def perplexity(counts):
