@@ -11,7 +11,6 @@ the optimizer's step count equal to the run's steps. Prints one line per trial a
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import random
 import signal

@@ -1,8 +1,6 @@
 """Form widgets drawn from the config dataclasses: each field's label, help, default and bounds come from its one declaration."""
 from __future__ import annotations
 
-import streamlit as st
-
 from core import settings
 
 
