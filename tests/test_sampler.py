@@ -198,3 +198,13 @@ def test_batch_size_can_change_between_calls(level_prior, use_xla, monkeypatch):
         codes = sample_codes(level_prior, n, seed=n)
         assert codes.shape == (n, 6, 7)
         np.testing.assert_array_equal(codes, sample_codes(level_prior, n, seed=n, method="naive"))
+
+
+def test_one_trace_serves_every_prior_of_the_same_structure(prior):
+    # The weights travel as tensors, so another prior of the same config (another checkpoint) and
+    # another Generate click reuse the traced row step instead of tracing it again (1-2 s each).
+    sample_codes(prior, 2, seed=1)
+    traces = sampler._row_step_graph.experimental_get_tracing_count()
+    other = randomize_weights(build_prior(PriorConfig(**TINY)), seed=9)
+    assert (sample_codes(other, 2, seed=1) != sample_codes(prior, 2, seed=1)).any()
+    assert sampler._row_step_graph.experimental_get_tracing_count() == traces

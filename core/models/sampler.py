@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import keras
 import numpy as np
@@ -22,9 +21,12 @@ USE_XLA: Optional[bool] = None
 ProgressFn = Callable[[int, int], None]
 
 
-@dataclass(frozen=True)
-class _Static:
-    """Python-level structure of a prior: part of the tf.function cache key."""
+class _Static(NamedTuple):
+    """Python-level structure of a prior: part of the tf.function cache key.
+
+    A NamedTuple, which tf.function compares by value; it keys a dataclass by identity, so every
+    call traced the row step again.
+    """
 
     reaches: tuple  # k // 2 of each gated layer
     residuals: tuple  # whether each gated layer adds its horizontal input
