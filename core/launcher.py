@@ -142,10 +142,7 @@ class TrainJob:
     def validate(self) -> None:
         """Raise before anything starts: a bad name, a crop that does not fit, not an OASIS folder."""
         check_run_name(self.name)
-        crop = self.data.crop_size
-        if crop is not None and (crop > self.model.image_size or crop % self.model.downsample_factor):
-            raise ValueError(f"Expected a crop size no larger than the image ({self.model.image_size}) and a "
-                             f"multiple of the downsample factor ({self.model.downsample_factor}). Received: {crop}")
+        self.data.check_fits(self.model)
         root = data.find_data_root(self.data.data)
         data.scan_split(root, "train")
         data.scan_split(root, "validate")

@@ -213,24 +213,29 @@ def test_a_users_folder_is_refused_and_left_untouched(oasis_tree, tmp_path):
 
 
 # --- kill -9, STOP and resume -------------------------------------------------------------------
-def test_sigkill_mid_run_then_resume_finishes_with_a_clean_history(oasis_tree, tmp_path):
-    run_dir = tmp_path / "run"
-    args = ["--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY, "--epochs", "6",
-            "--steps-per-epoch", "3", "--log-every", "1", "--checkpoint-every-s", "0"]
-    process = start(*args, log_path=tmp_path / "first.log")
+def kill_when(args, log_path: Path, ready, what: str) -> None:
+    """Start a training run, SIGKILL it once `ready()` holds, and make sure it is gone."""
+    process = start(*args, log_path=log_path)
     try:
-        def past_a_checkpoint() -> bool:
-            last = runs.checkpoint_pointer(run_dir, "last")
-            logged = [r["step"] for r in step_lines(run_dir)] if run_dir.exists() else []
-            return bool(last and logged and last["step"] >= 2 and max(logged) >= 5)
-
-        wait_for(past_a_checkpoint, process, "steps past a checkpoint")
+        wait_for(ready, process, what)
         os.kill(process.pid, signal.SIGKILL)
         assert process.wait(timeout=60) == -signal.SIGKILL
     finally:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_sigkill_mid_run_then_resume_finishes_with_a_clean_history(oasis_tree, tmp_path):
+    run_dir = tmp_path / "run"
+    args = ["--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY, "--epochs", "6",
+            "--steps-per-epoch", "3", "--log-every", "1", "--checkpoint-every-s", "0"]
+    def past_a_checkpoint() -> bool:
+        last = runs.checkpoint_pointer(run_dir, "last")
+        logged = [r["step"] for r in step_lines(run_dir)] if run_dir.exists() else []
+        return bool(last and logged and last["step"] >= 2 and max(logged) >= 5)
+
+    kill_when(args, tmp_path / "first.log", past_a_checkpoint, "steps past a checkpoint")
     killed_at = runs.checkpoint_pointer(run_dir, "last")["step"]
     assert killed_at < 18
     assert runs.read_status(run_dir)["state"] == "failed"  # "running" with a dead pid
@@ -249,19 +254,11 @@ def test_sigkill_then_a_truncated_last_checkpoint_resumes_from_the_previous(oasi
     run_dir = tmp_path / "run"
     args = ["--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY, "--epochs", "4",
             "--steps-per-epoch", "3", "--log-every", "1", "--checkpoint-every-s", "0"]
-    process = start(*args, log_path=tmp_path / "first.log")
-    try:
-        def two_checkpoints() -> bool:
-            return bool(runs.checkpoint_pointer(run_dir, "previous")
-                        and runs.checkpoint_pointer(run_dir, "last")["step"] >= 3)
+    def two_checkpoints() -> bool:
+        return bool(runs.checkpoint_pointer(run_dir, "previous")
+                    and runs.checkpoint_pointer(run_dir, "last")["step"] >= 3)
 
-        wait_for(two_checkpoints, process, "two checkpoints")
-        os.kill(process.pid, signal.SIGKILL)
-        assert process.wait(timeout=60) == -signal.SIGKILL
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+    kill_when(args, tmp_path / "first.log", two_checkpoints, "two checkpoints")
     last, previous = (runs.checkpoint_pointer(run_dir, p) for p in ("last", "previous"))
     assert previous["step"] < last["step"]
     victim = last["path"] / damaged

@@ -94,6 +94,13 @@ class VQVAEData(Config):
     val_limit: int = setting(256, help="validation slices scored each epoch (evenly spaced)", flag="--val-limit",
                              minimum=1, maximum=100000)
 
+    def check_fits(self, model: VQVAEConfig) -> None:
+        """A crop must fit the image and cover whole code cells: a ValueError, before any file, otherwise."""
+        crop = self.crop_size
+        if crop is not None and (crop > model.image_size or crop % model.downsample_factor):
+            raise ValueError(f"Expected a crop size no larger than the image ({model.image_size}) and a multiple "
+                             f"of the downsample factor ({model.downsample_factor}). Received: {crop}")
+
 
 TRAIN_DEFAULTS = TrainConfig()
 # The benchmark recipe's crops (BENCHMARKS.md: 184 images/s on 128x128 crops, 44 on whole 256x256 slices):
@@ -128,10 +135,7 @@ def new_settings(args) -> tuple[VQVAEConfig, VQVAEData]:
     data_settings = VQVAEData.from_dict(settings.given(VQVAEData, args))
     if data_settings.data is None:
         raise data.DataError("--data is required for a new run: the OASIS folder to train on.")
-    crop = data_settings.crop_size
-    if crop is not None and (crop > model.image_size or crop % model.downsample_factor):
-        raise ValueError(f"Expected a --crop-size no larger than the image ({model.image_size}) and a multiple "
-                         f"of the downsample factor ({model.downsample_factor}). Received: {crop}")
+    data_settings.check_fits(model)
     return model, data_settings.replace(data=str(Path(data_settings.data).resolve()))
 
 
