@@ -274,28 +274,48 @@ def load_images(paths, image_size: int | None = None) -> np.ndarray:
     return np.stack(images)[..., None]
 
 
+def shard_batches(dataset: tf.data.Dataset, part_size: int, index: int, count: int) -> tf.data.Dataset:
+    """Batches of `part_size`: the `index`-th run of each whole batch of `part_size * count` elements.
+
+    Worker i of a job then holds the same slices, in the same order, as replica i of a one-process
+    MirroredStrategy (which also cuts each global batch into runs): a global batch, and anything
+    computed over it, does not depend on how many workers share it.
+    """
+    return (dataset.batch(part_size * count, drop_remainder=True)
+            .map(lambda *batch: tf.nest.map_structure(lambda t: t[index * part_size:(index + 1) * part_size],
+                                                      batch if len(batch) > 1 else batch[0])))
+
+
 def make_dataset(paths, *, batch_size: int, image_size: int, shuffle: bool, seed: int = 0,
-                 crop_size: int | None = None, drop_remainder: bool = False) -> tf.data.Dataset:
+                 crop_size: int | None = None, drop_remainder: bool = False,
+                 shard: tuple[int, int] | None = None) -> tf.data.Dataset:
     """Stream slices from disk (bounded memory for any split size): decode, resize, crop, batch.
 
     `crop_size` trains on random square crops: the networks are convolutional, so crops teach
-    the same filters at a fraction of the cost per step.
+    the same filters at a fraction of the cost per step. `shard` = (index, count): one worker's part
+    of a multi-worker job, the index-th of count equal runs of each batch of `batch_size * count`
+    slices, each with the crop it has unsharded; only those slices are read.
     """
     files = tf.data.Dataset.from_tensor_slices([str(p) for p in paths])
     if shuffle:
         files = files.shuffle(len(paths), seed=seed, reshuffle_each_iteration=False)
+    cropping = crop_size is not None and crop_size < image_size
+    # Crop seeds are drawn in the shuffled order, before sharding: a slice's crop is the same
+    # however many workers share the epoch.
+    crop_seeds = tf.data.Dataset.random(seed=seed).batch(2) if cropping else tf.data.Dataset.from_tensors(0).repeat()
+    items = tf.data.Dataset.zip((files, crop_seeds))
+    if shard is not None:
+        items = shard_batches(items, batch_size, *shard).unbatch()
 
-    def load(path):
+    def load(path, crop_seed):
         # The same decode path as an upload or a validation slice (PIL inside tf.data): a slice
         # trains exactly as it is scored and shown.
         image = tf.numpy_function(lambda p: read_slice(p.decode(), image_size)[..., None], [path], tf.float32)
-        return tf.ensure_shape(image, (image_size, image_size, 1))
+        image = tf.ensure_shape(image, (image_size, image_size, 1))
+        if cropping:
+            image = tf.image.stateless_random_crop(image, (crop_size, crop_size, 1),
+                                                   seed=tf.cast(crop_seed % 2**31, tf.int32))
+        return image
 
-    images = files.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if crop_size is not None and crop_size < image_size:
-        crop_seeds = tf.data.Dataset.random(seed=seed).batch(2)
-        images = tf.data.Dataset.zip((images, crop_seeds)).map(
-            lambda image, s: tf.image.stateless_random_crop(
-                image, (crop_size, crop_size, 1), seed=tf.cast(s % 2**31, tf.int32)),
-            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    images = items.map(load, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return images.batch(batch_size, drop_remainder=drop_remainder).prefetch(tf.data.AUTOTUNE)

@@ -6,7 +6,7 @@ import logging
 import sys
 from pathlib import Path
 
-from core import atomic, cli, runs, settings
+from core import atomic, cli, cluster, runs, settings
 from core.training import loop, prior_task, vqvae_task
 from core.training.loop import RESUMABLE, TrainConfig
 
@@ -30,6 +30,10 @@ def build_parser() -> cli.Parser:
                                    "settings it was started with; only --epochs, --device, "
                                    "--checkpoint-every-s, --log-every and --data may be given anew")
         settings.add_flags(training, TrainConfig, TASKS[kind].TRAIN_DEFAULTS)
+        training.add_argument("--workers", type=settings.number(int, "workers", minimum=1, maximum=64), default=1,
+                              help="start this many worker processes on this machine as one job "
+                                   "(--strategy multiworker); for several machines set TF_CONFIG "
+                                   "on each instead (README)")
     return parser
 
 
@@ -49,32 +53,73 @@ def _resumed(args, saved: dict) -> TrainConfig:
     return train.replace(**{k: v for k, v in settings.given(TrainConfig, args).items() if k in RESUMABLE})
 
 
+def _settings(args, run_dir: Path, task_module):
+    """The run's configs, from its config.json on --resume or from the flags; the saved config or None."""
+    if args.resume:
+        saved = runs.read_config(run_dir)
+        if saved.get("kind") != args.kind:
+            raise runs.RunError(f"{run_dir} is a {saved.get('kind')} run, not {args.kind}.")
+        train = _resumed(args, saved)
+        model, data_settings = task_module.resumed_settings(saved, args)
+        return train, model, data_settings, saved
+    if cluster.is_chief():
+        runs.refuse_existing(run_dir)  # before any work touches the folder
+    chosen = settings.given(TrainConfig, args)
+    if args.workers > 1:
+        if chosen.setdefault("strategy", "multiworker") != "multiworker":
+            raise ValueError(f"--workers runs one multi-worker job: give --strategy multiworker "
+                             f"(or none), not {chosen['strategy']}.")
+    train = TrainConfig.from_dict({**task_module.TRAIN_DEFAULTS.to_dict(), **chosen})
+    model, data_settings = task_module.new_settings(args)
+    return train, model, data_settings, None
+
+
+def _check_cluster(args, train: TrainConfig) -> None:
+    if (args.workers > 1 or cluster.worker_count() > 1) and train.strategy != "multiworker":
+        raise runs.RunError(f"This run trains with --strategy {train.strategy}; several workers need a run "
+                            f"started with --strategy multiworker.")
+
+
+def _start_workers(argv: list[str], args, train: TrainConfig) -> int:
+    """This machine as a job of --workers processes; each runs this command with its own TF_CONFIG."""
+    worker_argv, skip = [], False
+    for item in argv:
+        if skip or item == "--workers":
+            skip = not skip
+            continue
+        if not item.startswith("--workers="):
+            worker_argv.append(item)
+    if not args.resume and "--strategy" not in worker_argv:
+        worker_argv += ["--strategy", train.strategy]
+    log.info("Starting %d workers on this machine.", args.workers)
+    code, failure = cluster.start_local(worker_argv, args.workers)
+    if failure:
+        print(f"error: {failure}; the job stopped. Its status is in {args.run_dir}/status.json; continue it "
+              f"with: python -m core.train {args.kind} --run-dir {args.run_dir} --resume --workers {args.workers}",
+              file=sys.stderr)
+    return code
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_dir, task_module = Path(args.run_dir), TASKS[args.kind]
     try:
-        if args.resume:
-            saved = runs.read_config(run_dir)
-            if saved.get("kind") != args.kind:
-                raise runs.RunError(f"{run_dir} is a {saved.get('kind')} run, not {args.kind}.")
-            train = _resumed(args, saved)
-            model, data_settings = task_module.resumed_settings(saved, args)
-        else:
-            saved = None
-            runs.refuse_existing(run_dir)  # before any work touches the folder
-            train = TrainConfig.from_dict({**task_module.TRAIN_DEFAULTS.to_dict(),
-                                           **settings.given(TrainConfig, args)})
-            model, data_settings = task_module.new_settings(args)
+        train, model, data_settings, saved = _settings(args, run_dir, task_module)
+        _check_cluster(args, train)
+        if args.workers > 1 and cluster.tf_config() is None:
+            return _start_workers(argv, args, train)
         strategy = loop.setup_devices(train)
         task, config = task_module.make_task(model, data_settings, train, strategy, run_dir)
-        if saved is None:
-            runs.create_run(run_dir, config)
-        elif config != saved:
-            atomic.write_json(run_dir / "config.json", config)  # more epochs, or the data moved
-        file_log = logging.FileHandler(run_dir / "train.log")
-        file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-        logging.getLogger().addHandler(file_log)
+        if cluster.is_chief():  # in a multi-worker job, the one process that writes the run
+            if saved is None:
+                runs.create_run(run_dir, config)
+            elif config != saved:
+                atomic.write_json(run_dir / "config.json", config)  # more epochs, or the data moved
+            file_log = logging.FileHandler(run_dir / "train.log")
+            file_log.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            logging.getLogger().addHandler(file_log)
         state = loop.fit(run_dir, task, train, resume=args.resume)
         print(json.dumps({"run_dir": str(run_dir), "state": state}))
         return 0

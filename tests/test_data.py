@@ -245,6 +245,29 @@ def test_make_dataset_crops_and_resizes(oasis_tree):
     assert 0.0 <= float(tf.reduce_min(resized)) and float(tf.reduce_max(resized)) <= 1.0
 
 
+def test_shard_batches_gives_worker_i_the_ith_run_of_each_global_batch():
+    numbers = tf.data.Dataset.range(20)
+    parts = [[b.numpy().tolist() for b in data.shard_batches(numbers, 3, index, 2)] for index in range(2)]
+    # Global batches of 6 (the last 2 elements make no whole batch and are dropped).
+    assert parts == [[[0, 1, 2], [6, 7, 8], [12, 13, 14]], [[3, 4, 5], [9, 10, 11], [15, 16, 17]]]
+    pairs = tf.data.Dataset.from_tensor_slices((np.arange(8), np.arange(8) * 10))
+    first = next(iter(data.shard_batches(pairs, 2, 1, 2)))
+    assert [t.numpy().tolist() for t in first] == [[2, 3], [20, 30]]
+
+
+def test_sharded_datasets_put_together_are_the_unsharded_batches(oasis_tree):
+    # Two workers' shards of a shuffled, cropped epoch, side by side, are the one-process epoch:
+    # the same slices in each global batch, with the same crops.
+    paths = data.list_slices(_data_root(oasis_tree), "train")
+    settings = dict(image_size=32, shuffle=True, seed=3, crop_size=16, drop_remainder=True)
+    whole = [b.numpy() for b in data.make_dataset(paths, batch_size=4, **settings)]
+    shards = [[b.numpy() for b in data.make_dataset(paths, batch_size=2, shard=(i, 2), **settings)]
+              for i in range(2)]
+    assert len(whole) == len(shards[0]) == len(shards[1]) == 4
+    for step, batch in enumerate(whole):
+        np.testing.assert_array_equal(np.concatenate([shards[0][step], shards[1][step]]), batch)
+
+
 def test_slice_level_reads_oasis_file_names():
     assert data.slice_level("case_001_slice_12.nii.png") == 12
     assert data.slice_level("/x/keras_png_slices_seg_train/seg_441_slice_0.nii.png") == 0

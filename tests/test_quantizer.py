@@ -328,10 +328,16 @@ for batch in batches:
     strategy.run(step, args=(batch,))
 copies = [c.numpy() for c in layer.codebook.value.values]
 print("replicas", len(copies), "agree", all(np.array_equal(copies[0], c) for c in copies))
+# One process on the whole batch: every code starts dead, so all are restarted on input rows
+# drawn from the global batch; the replicas must pick the very rows one process picks.
+alone = VectorQuantizer(4, 2)
+alone.build((None, 2))
+alone(tf.constant(inputs), training=True)
+print("as one process", np.allclose(alone.codebook.numpy(), copies[0], rtol=0, atol=1e-6))
 """
 
 
-def test_ema_codebook_stays_identical_across_mirrored_replicas(tmp_path):
+def test_ema_codebook_and_restarts_across_mirrored_replicas_equal_one_process(tmp_path):
     script = tmp_path / "mirrored_ema.py"
     script.write_text(_MIRRORED_EMA.format(repo=str(REPO_ROOT)))
     result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
@@ -339,6 +345,7 @@ def test_ema_codebook_stays_identical_across_mirrored_replicas(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert "replicas 2 agree" in result.stdout, result.stdout  # the probe itself ran
     assert "replicas 2 agree True" in result.stdout, result.stdout
+    assert "as one process True" in result.stdout, result.stdout
 
 
 def test_the_training_steps_usage_metrics_are_codebook_usage_of_the_same_indices():

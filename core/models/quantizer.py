@@ -71,13 +71,18 @@ def _across_replicas(value, reduction: str):
     Without it each replica's EMA update would see only its own shard and the codebook copies
     would drift apart; with it all replicas write the same codebook.
     """
-    if keras.backend.backend() != "tensorflow":
-        return value
-    import tensorflow as tf
-    context = tf.distribute.get_replica_context()
+    context = _replica_context()
     if context is None or context.num_replicas_in_sync == 1:
         return value
     return context.all_reduce(reduction, value)
+
+
+def _replica_context():
+    """The tf.distribute replica context a step runs in (None for other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return None
+    import tensorflow as tf
+    return tf.distribute.get_replica_context()
 
 
 def check_quantizer_settings(commitment_cost: float, ema_decay: float, dead_code_threshold: float) -> None:
@@ -206,10 +211,7 @@ class VectorQuantizer(keras.layers.Layer):
             codebook = ops.convert_to_tensor(self.codebook)
         # Dead-code restart: a code no vector chose for a long while moves onto a random input.
         dead = cluster_size < self.dead_code_threshold
-        picks = keras.random.randint((self.num_embeddings,), 0, ops.shape(flat)[0],
-                                     seed=self.seed_generator)
-        # Under data parallelism every replica must restart a code at the same place.
-        replacements = _across_replicas(ops.stop_gradient(ops.take(flat, picks, axis=0)), "mean")
+        replacements = ops.stop_gradient(self._random_rows(flat))
         codebook = ops.where(dead[:, None], replacements, codebook)
         self.codebook.assign(codebook)
         # A restarted code gets twice the threshold: ~70 steps (at decay 0.99) to win vectors.
@@ -217,6 +219,25 @@ class VectorQuantizer(keras.layers.Layer):
         self.ema_embedding_sum.assign(ops.where(dead[:, None], replacements * restart_size, embedding_sum))
         self.ema_cluster_size.assign(ops.where(dead, ops.full_like(cluster_size, restart_size),
                                                cluster_size))
+
+    def _random_rows(self, flat):
+        """One random input vector per code, drawn from the whole global batch.
+
+        Under data parallelism each replica holds one run of the global batch (replica i the
+        i-th): every replica draws the same global positions, keeps the rows it holds, and a sum
+        over replicas assembles them. All replicas restart a code at the same place, the same
+        place a single-process run would choose.
+        """
+        rows = ops.shape(flat)[0]
+        context = _replica_context()
+        replicas = 1 if context is None else context.num_replicas_in_sync
+        picks = keras.random.randint((self.num_embeddings,), 0, rows * replicas, seed=self.seed_generator)
+        if replicas == 1:
+            return ops.take(flat, picks, axis=0)
+        local = picks - ops.cast(context.replica_id_in_sync_group, "int32") * rows
+        held = ops.logical_and(local >= 0, local < rows)
+        chosen = ops.take(flat, ops.clip(local, 0, rows - 1), axis=0) * ops.cast(held, flat.dtype)[:, None]
+        return context.all_reduce("sum", chosen)
 
     def compute_output_shape(self, input_shape):
         return input_shape, tuple(input_shape[:-1])

@@ -6,6 +6,7 @@ import itertools
 import logging
 import math
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from core import devices, runs
+from core import cluster, devices, runs
 from core.settings import Config, setting
 
 log = logging.getLogger("brainvq.train")
@@ -33,7 +34,7 @@ class TrainConfig(Config):
                                    label="Learning rate", above=0.0, maximum=10.0)
     lr_schedule: str = setting("cosine", help="cosine decays the rate to 1% of --lr over all epochs",
                                flag="--lr-schedule", choices=("cosine", "constant"))
-    seed: int = setting(0, help="data order and crops", flag="--seed", minimum=0, maximum=2**31 - 1)
+    seed: int = setting(0, help="initial weights, data order and crops", flag="--seed", minimum=0, maximum=2**31 - 1)
     steps_per_epoch: int | None = setting(None, help="cap the steps of one epoch", flag="--steps-per-epoch",
                                           label="Steps per epoch", minimum=1,
                                           none_means="one pass over the train split")
@@ -43,8 +44,9 @@ class TrainConfig(Config):
     mixed_precision: bool = setting(False, help="float16 on GPU (bfloat16 on CPU) with float32 weights",
                                     flag="--mixed-precision", label="Mixed precision")
     xla: bool = setting(False, help="compile the train step with XLA", flag="--xla")
-    strategy: str = setting("default", help="'mirrored': data-parallel over all visible GPUs (tf.distribute)",
-                            flag="--strategy", choices=("default", "mirrored"))
+    strategy: str = setting("default", help="'mirrored': data-parallel over all visible GPUs; 'multiworker': "
+                            "over the processes TF_CONFIG names (see --workers)", flag="--strategy",
+                            choices=("default", "mirrored", "multiworker"))
     device: str = setting("auto", help="auto: the GPU when TensorFlow sees one, else the CPU", flag="--device",
                           label="Device", choices=("auto", "cpu", "gpu"))
 
@@ -92,6 +94,8 @@ class KerasTask:
     model_file: str
 
     def _build(self, make_model) -> None:
+        import keras
+        keras.utils.set_random_seed(self.train.seed)  # the same --seed starts from the same weights
         with self.strategy.scope():
             self.model = make_model()
             self.optimizer = make_optimizer(self.train, self.steps_per_epoch())
@@ -101,13 +105,24 @@ class KerasTask:
         self._compiled_step = tf.function(self._replica_step, jit_compile=self.train.xla,
                                           reduce_retracing=True)
 
-    def _distribute(self, dataset: tf.data.Dataset):
+    def _distribute(self, make_dataset):
+        """One epoch's batches from `make_dataset(batch_size, shard)`, laid out for the strategy.
+
+        Across workers each input pipeline reads only its `shard` = (index, count), its run of
+        each global batch (`data.shard_batches`), so a step sees the same slices as a
+        single-process step would: a run's loss does not depend on how many workers share it.
+        """
+        if self.train.strategy == "multiworker":
+            return self.strategy.distribute_datasets_from_function(
+                lambda context: make_dataset(context.get_per_replica_batch_size(self.batch_size),
+                                             (context.input_pipeline_id, context.num_input_pipelines)))
+        dataset = make_dataset(self.batch_size, None)
         if self.train.strategy == "mirrored":
             return self.strategy.experimental_distribute_dataset(dataset)
         return dataset
 
     def train_step(self, batch) -> dict:
-        if self.train.strategy != "mirrored":
+        if self.train.strategy == "default":
             return self._compiled_step(batch)
         per_replica = self.strategy.run(self._compiled_step, args=(batch,))
         return {k: self.strategy.reduce("MEAN", v, axis=None) for k, v in per_replica.items()}
@@ -133,11 +148,20 @@ def setup_devices(train: TrainConfig) -> tf.distribute.Strategy:
         import keras
         # float16 with loss scaling on GPUs; CPUs have no fast float16, bfloat16 is their half type.
         keras.mixed_precision.set_dtype_policy("mixed_float16" if gpus else "mixed_bfloat16")
+    if train.strategy == "multiworker":
+        # Connects to the other workers TF_CONFIG names and waits for them; it must come before
+        # anything starts TensorFlow's runtime (even listing logical devices does).
+        strategy = tf.distribute.MultiWorkerMirroredStrategy()
     log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()
                              if d.device_type in ("GPU", "CPU")])
     if train.strategy == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    return tf.distribute.get_strategy()
+        strategy = tf.distribute.MirroredStrategy()
+    elif train.strategy == "default":
+        return tf.distribute.get_strategy()
+    if train.batch_size % strategy.num_replicas_in_sync:
+        raise runs.RunError(f"--batch-size {train.batch_size} does not split evenly over "
+                            f"{strategy.num_replicas_in_sync} replicas.")
+    return strategy
 
 
 class _RunLock:
@@ -211,23 +235,44 @@ def _better(value, best, mode) -> bool:
 
 
 def fit(run_dir: str | Path, task: Task, train: TrainConfig, resume: bool = False) -> str:
-    """Train `task` into `run_dir` until its epochs are done or STOP appears; returns the state."""
+    """Train `task` into `run_dir` until its epochs are done or STOP appears; returns the state.
+
+    In a multi-worker job every worker runs this loop in step; only the chief writes the run
+    directory (and validates: the others would only compute the same figures again).
+    """
     run_dir = Path(run_dir)
+    if not cluster.is_chief():
+        return _fit(run_dir, task, train, resume, chief=False)
     lock = _RunLock(run_dir)
     try:
-        return _fit_locked(run_dir, task, train, resume)
+        return _fit(run_dir, task, train, resume, chief=True)
     finally:
         lock.release()
 
 
-def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> str:
+def _all_stop(task: Task, train: TrainConfig, chief_stops: bool) -> bool:
+    """The chief's STOP decision, made every worker's: the job's steps must stay in lockstep."""
+    if train.strategy != "multiworker":
+        return chief_stops
+    strategy = task.strategy
+    votes = strategy.experimental_distribute_values_from_function(
+        lambda context: tf.constant(1.0 if chief_stops else 0.0))
+    return float(strategy.reduce("SUM", votes, axis=None)) > 0
+
+
+def _fit(run_dir: Path, task: Task, train: TrainConfig, resume: bool, chief: bool) -> str:
     stop_file = run_dir / "STOP"
-    stop_file.unlink(missing_ok=True)  # a STOP left from an earlier stop must not end this run
+    if chief:
+        stop_file.unlink(missing_ok=True)  # a STOP left from an earlier stop must not end this run
     steps_per_epoch = task.steps_per_epoch()
     step, elapsed_before, best, warning = 0, 0.0, None, None
     last, warning = _restore_newest_loadable(run_dir, task) if resume else (None, None)
     if last:
         step, elapsed_before = int(last["step"]), float(last.get("elapsed_s", 0.0))
+        log.info("Resuming %s from step %d (epoch %d).", run_dir, step, step // steps_per_epoch)
+    if not chief:
+        return _follow(task, train, step, steps_per_epoch)
+    if last:
         best_pointer = runs.checkpoint_pointer(run_dir, "best")
         if best_pointer and (not isinstance(best_pointer.get("step"), int)
                              or best_pointer["step"] > step):
@@ -235,7 +280,6 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
             (run_dir / "checkpoints" / "best.json").unlink()
             best_pointer = None
         best = best_pointer.get(task.selection_metric) if best_pointer else None
-        log.info("Resuming %s from step %d (epoch %d).", run_dir, step, step // steps_per_epoch)
     dropped = runs.truncate_metrics(run_dir, step)
     if dropped:
         log.info("Dropped %d metric lines written after the last checkpoint; they are redone.", dropped)
@@ -248,7 +292,8 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
     def status(state: str, **extra):
         runs.write_status(run_dir, state=state, pid=os.getpid(), kind=task.kind, step=step,
                           epoch=step // steps_per_epoch, epochs=train.epochs,
-                          steps_per_epoch=steps_per_epoch, elapsed_s=elapsed(), **extra)
+                          steps_per_epoch=steps_per_epoch, elapsed_s=elapsed(),
+                          workers=cluster.worker_count(), **extra)
 
     def checkpoint(pointers: dict):
         def write(folder: Path):
@@ -267,14 +312,9 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
             skip = step - epoch * steps_per_epoch  # resume mid-epoch: the same order, minus done steps
             totals: dict[str, float] = {}
             for batch in _epoch_batches(task.epoch_dataset(epoch), skip, steps_per_epoch - skip):
-                values = {k: float(v) for k, v in task.train_step(batch).items()}
+                values = _step(task, batch)
                 step += 1
-                bad = next((k for k, v in values.items() if not math.isfinite(v)), None)
-                if bad:
-                    good = runs.checkpoint_pointer(run_dir, "last")
-                    raise NonFiniteLoss(
-                        f"{bad} became {values[bad]} at step {step}; the last good checkpoint is "
-                        + (f"step {good['step']}." if good else "none (none was saved yet)."))
+                _check_finite(values, step, runs.checkpoint_pointer(run_dir, "last"))
                 for key, value in values.items():
                     totals[key] = totals.get(key, 0.0) + value
                 if step % train.log_every == 0 or step % steps_per_epoch == 0:
@@ -284,7 +324,7 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
                     # The epoch's end checkpoints this step, after its record: a checkpoint here
                     # would let a kill or STOP skip that epoch's validation on resume.
                     break
-                if stop_file.exists():
+                if _all_stop(task, train, stop_file.exists()):
                     checkpoint({"last": {}})
                     status("stopped")
                     log.info("STOP found: stopped at step %d with a checkpoint.", step)
@@ -292,9 +332,7 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
                 if time.monotonic() - last_checkpoint > train.checkpoint_every_s:
                     checkpoint({"last": {}})
                     last_checkpoint = time.monotonic()
-            if step % steps_per_epoch:
-                raise RuntimeError(f"The training data ran out after step {step}; expected "
-                                   f"{steps_per_epoch} steps per epoch.")
+            _check_epoch_ended(step, steps_per_epoch)
             done = steps_per_epoch - skip
             validation = task.validate()
             record = {"kind": "epoch", "step": step, "epoch": epoch + 1, "wall_time": time.time(),
@@ -315,7 +353,7 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
             status("running")
             log.info("epoch %d/%d: %s", epoch + 1, train.epochs,
                      ", ".join(f"{k}={v:.4f}" for k, v in validation.items()))
-            if stop_file.exists() and step < train.epochs * steps_per_epoch:
+            if step < train.epochs * steps_per_epoch and _all_stop(task, train, stop_file.exists()):
                 status("stopped")
                 log.info("STOP found: stopped at step %d with a checkpoint.", step)
                 return "stopped"
@@ -323,11 +361,69 @@ def _fit_locked(run_dir: Path, task: Task, train: TrainConfig, resume: bool) -> 
         return "finished"
     except BaseException as error:
         heartbeat.stop()
-        status("failed", error=f"{type(error).__name__}: {error}")
+        lost = _lost_worker(error, train, run_dir, task.kind, step)
+        status("failed", error=str(lost) if lost else f"{type(error).__name__}: {error}")
+        if lost:
+            raise lost from error
         raise
     finally:
         heartbeat.stop()
         writer.close()
+
+
+def _follow(task: Task, train: TrainConfig, step: int, steps_per_epoch: int) -> str:
+    """A worker that is not the chief: the same steps and STOP decisions, and nothing written."""
+    while step < train.epochs * steps_per_epoch:
+        epoch = step // steps_per_epoch
+        skip = step - epoch * steps_per_epoch
+        for batch in _epoch_batches(task.epoch_dataset(epoch), skip, steps_per_epoch - skip):
+            values = _step(task, batch)
+            step += 1
+            _check_finite(values, step, None)
+            if step % steps_per_epoch == 0:
+                break
+            if _all_stop(task, train, False):
+                return "stopped"
+        _check_epoch_ended(step, steps_per_epoch)
+        if step < train.epochs * steps_per_epoch and _all_stop(task, train, False):
+            return "stopped"
+    return "finished"
+
+
+def _step(task: Task, batch) -> dict[str, float]:
+    return {k: float(v) for k, v in task.train_step(batch).items()}
+
+
+def _check_finite(values: dict[str, float], step: int, good: dict | None) -> None:
+    bad = next((k for k, v in values.items() if not math.isfinite(v)), None)
+    if bad:
+        raise NonFiniteLoss(f"{bad} became {values[bad]} at step {step}; the last good checkpoint is "
+                            + (f"step {good['step']}." if good else "none (none was saved yet)."))
+
+
+def _check_epoch_ended(step: int, steps_per_epoch: int) -> None:
+    if step % steps_per_epoch:
+        raise RuntimeError(f"The training data ran out after step {step}; expected "
+                           f"{steps_per_epoch} steps per epoch.")
+
+
+class WorkerLost(runs.RunError):
+    """Another worker of a multi-worker job died or stopped answering: the job cannot go on."""
+
+
+def _lost_worker(error: BaseException, train: TrainConfig, run_dir: Path, kind: str, step: int):
+    """A WorkerLost saying which worker was lost and how to go on, when `error` means that; else None."""
+    if train.strategy != "multiworker" or not isinstance(error, tf.errors.OpError):
+        return None
+    tasks = sorted(set(re.findall(r"/job:worker/(?:replica:\d+/)?task:(\d+)\b", str(error))) - {"0"})
+    who = f"worker {', '.join(tasks)}" if tasks else "a worker"
+    good = runs.checkpoint_pointer(run_dir, "last")
+    last = f"step {good['step']}" if good else "none"
+    return WorkerLost(
+        f"{who} of this multi-worker job stopped answering ({type(error).__name__}), so the job stopped at "
+        f"step {step}; its last checkpoint is {last}. "
+        f"Start every worker again with --resume (on one machine: python -m core.train {kind} --run-dir "
+        f"{run_dir} --resume --workers N).")
 
 
 def _epoch_batches(dataset, skip: int, count: int):

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import tensorflow as tf
 
-from core import atomic, bundles, data, images, runs, settings
+from core import atomic, bundles, cluster, data, images, runs, settings
 from core.models.prior import PriorConfig, build_prior, prior_inputs, prior_loss, set_level_frequency
 from core.models.sampler import sample_codes
 from core.settings import Config, setting
@@ -19,16 +19,17 @@ SAMPLES_PER_EPOCH = 8
 log = logging.getLogger("brainvq.train")
 
 
-def encode_split(vqvae, data_root: Path, split: str, cache: Path) -> np.ndarray:
-    """The split's code grids (N, h, w) int16, encoded once and cached in the run directory."""
+def encode_split(vqvae, data_root: Path, split: str, cache: Path, write: bool = True) -> np.ndarray:
+    """The split's code grids (N, h, w) int16, encoded once and cached in the run directory (if `write`)."""
     if cache.exists():
         return np.load(cache)
     paths = data.scan_split(data_root, split).paths
     chunks = [vqvae.encode_to_indices(data.load_images(chunk, vqvae.config.image_size))
               for chunk in data.chunked(paths, 256)]
     codes = np.concatenate(chunks).astype(np.int16)
-    with atomic.replacing(cache, "wb") as handle:
-        np.save(handle, codes)
+    if write:
+        with atomic.replacing(cache, "wb") as handle:
+            np.save(handle, codes)
     return codes
 
 
@@ -65,9 +66,11 @@ class PriorTask(loop.KerasTask):
         self.source = bundles.load_bundle(vqvae_source)
         self.vqvae = self.source.vqvae
         root = data.find_data_root(data_path)
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.train_codes = encode_split(self.vqvae, root, "train", run_dir / "codes_train.npy")
-        self.val_codes = encode_split(self.vqvae, root, "validate", run_dir / "codes_validate.npy")
+        chief = cluster.is_chief()  # the other workers of a multi-worker job write nothing
+        if chief:
+            run_dir.mkdir(parents=True, exist_ok=True)
+        self.train_codes = encode_split(self.vqvae, root, "train", run_dir / "codes_train.npy", chief)
+        self.val_codes = encode_split(self.vqvae, root, "validate", run_dir / "codes_validate.npy", chief)
         self.train_levels = split_levels(root, "train", self.train_codes, model_config.num_levels)
         self.val_levels = split_levels(root, "validate", self.val_codes, model_config.num_levels)
         self.config, self.train, self.strategy = model_config, train, strategy
@@ -90,11 +93,14 @@ class PriorTask(loop.KerasTask):
         return min(count, self.train.steps_per_epoch or count)
 
     def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
-        dataset = (tf.data.Dataset.from_tensor_slices((self.train_codes.astype(np.int32), self.train_levels))
-                   .shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
-                            reshuffle_each_iteration=False)
-                   .batch(self.batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE))
-        return self._distribute(dataset)
+        def make(batch_size, shard):
+            grids = (tf.data.Dataset.from_tensor_slices((self.train_codes.astype(np.int32), self.train_levels))
+                     .shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
+                              reshuffle_each_iteration=False))
+            grids = (data.shard_batches(grids, batch_size, *shard) if shard
+                     else grids.batch(batch_size, drop_remainder=True))
+            return grids.prefetch(tf.data.AUTOTUNE)
+        return self._distribute(make)
 
     def _replica_step(self, batch):
         codes, levels = batch

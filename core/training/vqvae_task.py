@@ -44,11 +44,9 @@ class VQVAETask(loop.KerasTask):
         return min(count, self.train.steps_per_epoch or count)
 
     def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
-        dataset = data.make_dataset(self.train_set.paths, batch_size=self.batch_size,
-                                    image_size=self.config.image_size, shuffle=True,
-                                    seed=self.train.seed * 1000 + epoch, crop_size=self.crop_size,
-                                    drop_remainder=True)
-        return self._distribute(dataset)
+        return self._distribute(lambda batch_size, shard: data.make_dataset(
+            self.train_set.paths, batch_size=batch_size, image_size=self.config.image_size, shuffle=True,
+            seed=self.train.seed * 1000 + epoch, crop_size=self.crop_size, drop_remainder=True, shard=shard))
 
     def _replica_step(self, images):
         model, quantizer = self.model, self.model.quantizer
@@ -64,6 +62,8 @@ class VQVAETask(loop.KerasTask):
         variables = model.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
         counts = code_counts(indices, self.config.num_embeddings)  # the one definition of usage
+        if replicas > 1:  # usage of the global batch, as one process would count it
+            counts = tf.distribute.get_replica_context().all_reduce("sum", counts)
         return {"loss": loss, "reconstruction_loss": reconstruction_loss, "vq_loss": vq_loss,
                 "perplexity": perplexity(counts), "codes_used": tf.cast(codes_used(counts), tf.float32)}
 
