@@ -2,9 +2,11 @@
 
     bundle/
       vqvae.keras        the VQ-VAE (always)
-      prior.keras        the PixelCNN prior (only in a prior bundle)
-      config.json        {"kind": "vqvae"|"prior", "vqvae": VQVAEConfig, "prior": PriorConfig (prior only),
-                          "vqvae_source": the bundle or run the VQ-VAE came from (prior only, optional)}
+      prior.keras        the PixelCNN prior of single slices (only in a prior bundle)
+      volume_prior.keras the whole-brain prior: slice z given slice z - 1 (optional)
+      config.json        {"kind": "vqvae"|"prior", "vqvae": VQVAEConfig, "prior": PriorConfig (with prior.keras),
+                          "volume_prior": PriorConfig (with volume_prior.keras),
+                          "vqvae_source": the bundle or run the VQ-VAE came from (optional)}
       README.md          the model card (optional)
 
 A checkpoint of a run (runs.save_checkpoint) is a bundle; so is checkpoints/demo.
@@ -33,7 +35,7 @@ class CheckpointChoice:
 
     label: str
     path: Path
-    has_prior: bool
+    has_prior: bool  # a slice prior or a whole-brain prior: something to sample from
 
 
 @dataclass
@@ -45,6 +47,7 @@ class Bundle:
     vqvae: keras.Model
     prior: keras.Model | None
     card: str  # the model card (README.md) or ""
+    volume_prior: keras.Model | None = None
 
     @property
     def vqvae_config(self):
@@ -61,6 +64,13 @@ class Bundle:
                                   f"`python -m core.train prior --vqvae {self.path}`.")
         return self.prior
 
+    def require_volume_prior(self) -> keras.Model:
+        """The whole-brain prior; a CheckpointError saying how to train one when this bundle has none."""
+        if self.volume_prior is None:
+            raise CheckpointError(f"{self.path} holds no whole-brain prior (volume_prior.keras): train one with "
+                                  f"`python -m core.train prior --volume --vqvae {self.path} --run-dir runs/my-volume`.")
+        return self.volume_prior
+
 
 def load_model(path: Path, what: str = "a Keras model") -> keras.Model:
     """One .keras file of ours, in Keras' safe mode; a CheckpointError, one line, when it will not load."""
@@ -76,19 +86,22 @@ def load_model(path: Path, what: str = "a Keras model") -> keras.Model:
 
 
 def save_bundle(folder: str | Path, vqvae: keras.Model, prior: keras.Model | None = None, *,
-                prior_config=None, vqvae_source: str | Path | None = None, card: str | None = None) -> Path:
+                prior_config=None, vqvae_source: str | Path | None = None, card: str | None = None,
+                volume_prior: keras.Model | None = None, volume_config=None) -> Path:
     """Write a bundle folder (made if missing); the layout is in this module's header."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     vqvae.save(folder / "vqvae.keras")
     config = {"kind": "vqvae", "vqvae": vqvae.config.to_dict()}
-    if prior is not None:
-        if prior_config is None:
-            raise ValueError("Expected the prior's PriorConfig with the prior. Received: prior_config=None")
-        prior.save(folder / "prior.keras")
-        config = {"kind": "prior", "vqvae": vqvae.config.to_dict(), "prior": prior_config.to_dict()}
-        if vqvae_source is not None:
-            config["vqvae_source"] = str(vqvae_source)
+    for name, model, model_config in (("prior", prior, prior_config), ("volume_prior", volume_prior, volume_config)):
+        if model is None:
+            continue
+        if model_config is None:
+            raise ValueError(f"Expected the {name}'s PriorConfig with it. Received: {name} config None")
+        model.save(folder / f"{name}.keras")
+        config.update({"kind": "prior", name: model_config.to_dict()})
+    if config["kind"] == "prior" and vqvae_source is not None:
+        config["vqvae_source"] = str(vqvae_source)
     atomic.write_json(folder / "config.json", config)
     if card is not None:
         (folder / "README.md").write_text(card)
@@ -109,9 +122,11 @@ def load_bundle(path: str | Path) -> Bundle:
         raise CheckpointError(f"{folder} has no vqvae.keras.")
     vqvae = load_model(folder / "vqvae.keras")
     prior = load_model(folder / "prior.keras") if (folder / "prior.keras").exists() else None
+    volume_path = folder / "volume_prior.keras"
+    volume_prior = load_model(volume_path, "a whole-brain prior") if volume_path.exists() else None
     card_path = folder / "README.md"
     card = card_path.read_text() if card_path.exists() else ""
-    return Bundle(folder, config, vqvae, prior, card)
+    return Bundle(folder, config, vqvae, prior, card, volume_prior)
 
 
 def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoice]:
@@ -121,8 +136,7 @@ def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoi
     """
     choices = []
     if (DEMO_CHECKPOINT / "vqvae.keras").exists():
-        choices.append(CheckpointChoice("demo (shipped)", DEMO_CHECKPOINT,
-                                        (DEMO_CHECKPOINT / "prior.keras").exists()))
+        choices.append(CheckpointChoice("demo (shipped)", DEMO_CHECKPOINT, can_sample(DEMO_CHECKPOINT)))
     for summary in runs.list_runs(root if root is not None else runs_root()):
         if not summary.has_checkpoint or summary.state not in PICKABLE_STATES:
             continue
@@ -131,5 +145,10 @@ def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoi
         except (runs.RunError, OSError):
             continue  # its pointers changed or broke since it was listed
         choices.append(CheckpointChoice(f"{summary.name} ({summary.kind}, {summary.state})",
-                                        summary.path, (folder / "prior.keras").exists()))
+                                        summary.path, can_sample(folder)))
     return choices
+
+
+def can_sample(folder: Path) -> bool:
+    """Whether a bundle folder holds a prior to sample from: a slice prior or a whole-brain prior."""
+    return (folder / "prior.keras").exists() or (folder / "volume_prior.keras").exists()

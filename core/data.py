@@ -127,6 +127,50 @@ def slice_levels(paths) -> np.ndarray | None:
     return np.asarray(levels, np.int32)
 
 
+_CASE_AND_LEVEL = re.compile(r"^(.*?)_?slice_(\d+)", re.IGNORECASE)
+
+
+def case_and_level(name: str | Path) -> tuple[str, int] | None:
+    """(case, level) an OASIS file name carries (case_001_slice_12.nii.png -> ("case_001", 12)), else None."""
+    match = _CASE_AND_LEVEL.match(Path(name).name)
+    if not match or not match.group(1):
+        return None
+    return match.group(1), int(match.group(2))
+
+
+def slice_below(paths) -> np.ndarray:
+    """(N,) index of the slice one level below each slice of the same case (-1: none, a stack's base).
+
+    A DataError names the first file whose name carries no case and slice number, and a case that
+    holds one level twice: a whole-brain prior learns from neighbouring slices of one case.
+    """
+    keys = []
+    for path in paths:
+        key = case_and_level(path)
+        if key is None:
+            raise DataError(f"{Path(path).name} carries no case and slice number in its name (OASIS names "
+                            f"slices case_001_slice_12.nii.png); a whole-brain prior needs them to know "
+                            f"which slices lie on top of each other.")
+        keys.append(key)
+    index = {}
+    for position, key in enumerate(keys):
+        if key in index:
+            raise DataError(f"{Path(paths[position]).name} and {Path(paths[index[key]]).name} are both slice "
+                            f"{key[1]} of {key[0]}.")
+        index[key] = position
+    return np.array([index.get((case, level - 1), -1) for case, level in keys], np.int64)
+
+
+def case_stacks(paths) -> list[list]:
+    """The files grouped by case, each case's slices from base to vertex (names as case_and_level reads them)."""
+    cases: dict[str, list] = {}
+    for path in paths:
+        key = case_and_level(path)
+        if key is not None:
+            cases.setdefault(key[0], []).append((key[1], path))
+    return [[path for _, path in sorted(stack)] for _, stack in sorted(cases.items())]
+
+
 @dataclass(frozen=True)
 class SliceSet:
     """A validated split: its files, their common size, and how they must be decoded."""

@@ -38,6 +38,15 @@ def png_bytes(image: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+def gif_bytes(frames, seconds_per_frame: float = 0.15) -> bytes:
+    """(N, H, W) in [0, 1] -> an 8-bit greyscale GIF that plays the frames in a loop."""
+    pictures = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8), "L") for f in frames]
+    buffer = io.BytesIO()
+    pictures[0].save(buffer, "GIF", save_all=True, append_images=pictures[1:], loop=0,
+                     duration=int(seconds_per_frame * 1000))
+    return buffer.getvalue()
+
+
 def zip_of_pngs(images, names: list[str]) -> bytes:
     """(N, H, W) images -> one zip of PNGs named `names` (".png" added when missing)."""
     buffer = io.BytesIO()

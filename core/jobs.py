@@ -1,4 +1,4 @@
-"""The jobs the pages call, one call each (NumPy in, NumPy out): reconstruct and score, pick split slices, generate and complete brains."""
+"""The jobs the pages call, one call each (NumPy in, NumPy out): reconstruct and score, pick split slices, generate and complete brains and whole volumes."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,7 +8,7 @@ import numpy as np
 
 from core import data, scoring
 from core.models.prior import num_levels
-from core.models.sampler import draw_levels, keep_rows_mask, sample_codes
+from core.models.sampler import draw_levels, keep_rows_mask, sample_codes, sample_volumes
 
 
 @dataclass(frozen=True)
@@ -111,3 +111,15 @@ def complete_brain(vqvae, prior, image, keep_rows: int, n: int, *, seed: int = 0
     completed = sample_codes(prior, n, seed=seed, temperature=temperature, top_k=top_k,
                              progress=progress, init_codes=init, keep_mask=keep, levels=levels)
     return Brains(np.clip(vqvae.decode_indices(completed), 0.0, 1.0)[..., 0], levels)
+
+
+def generate_volumes(vqvae, volume_prior, n: int, *, seed: int = 0, temperature: float = 1.0,
+                     top_k: int | None = None, progress=None) -> np.ndarray:
+    """n whole brains (n, Z, H, W) in [0, 1]: each slice's codes sampled given the slice below, then decoded.
+
+    `progress(slices_done, Z)` is called after each slice of the stack (all n advance together).
+    """
+    stacks = sample_volumes(volume_prior, n, seed=seed, temperature=temperature, top_k=top_k, progress=progress)
+    n, depth, height, width = stacks.shape
+    decoded = vqvae.decode_indices(stacks.reshape(n * depth, height, width))
+    return np.clip(decoded, 0.0, 1.0)[..., 0].reshape(n, depth, *decoded.shape[1:3])

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import atomic, data, runs, settings
+from core.models.prior import PriorConfig
 from core.models.vqvae import VQVAEConfig
 from core.training.loop import TrainConfig
 from core.training.vqvae_task import VQVAEData
@@ -133,11 +134,16 @@ class TrainJob:
     train: TrainConfig
     data: VQVAEData
     prior_train: TrainConfig | None = None  # None: no prior; else how the prior trains once the VQ-VAE finished
+    prior_model: dict | None = None  # PriorConfig fields the form set (say previous_slice: a whole-brain prior)
 
     def vqvae_argv(self) -> list[str]:
         """`core.train vqvae` flags derived from the configs (the CLI parses them back into the same configs)."""
         data_settings = self.data.replace(data=str(Path(self.data.data).resolve()))
         return [*settings.to_argv(data_settings), *settings.to_argv(self.model), *settings.to_argv(self.train)]
+
+    def prior_argv(self) -> list[str]:
+        """`core.train prior` flags of the chained prior (its --vqvae and --run-dir are added by the chain)."""
+        return [*settings.to_argv(self.prior_train), *settings.values_to_argv(PriorConfig, self.prior_model or {})]
 
     def validate(self) -> None:
         """Raise before anything starts: a bad name, a crop that does not fit, not an OASIS folder."""
@@ -201,7 +207,7 @@ def _start_locked(root: Path, job: TrainJob) -> Path:
         shutil.rmtree(run_dir, ignore_errors=True)
         raise
     vqvae = ["--run-dir", str(run_dir), *job.vqvae_argv()]
-    prior = ["--run-dir", str(prior_dir), *settings.to_argv(job.prior_train)]
+    prior = ["--run-dir", str(prior_dir), *job.prior_argv()]
     args = ["--vqvae-args", json.dumps(vqvae), "--prior-args", json.dumps(prior)]
     pid = runs.launch(args, run_dir, module="core.pipeline")  # outlives the dashboard
     for folder in (run_dir, prior_dir):

@@ -1,4 +1,4 @@
-"""`python -m core.sample`: generate new brains (or complete one) from a prior checkpoint into PNG files."""
+"""`python -m core.sample`: generate new brain slices (or complete one), or whole volumes, from a prior checkpoint into files."""
 from __future__ import annotations
 
 import json
@@ -6,7 +6,7 @@ import sys
 import time
 from pathlib import Path
 
-from core import cli, data, images, jobs, settings
+from core import cli, data, images, jobs, settings, volumes
 from core.bundles import load_bundle
 
 
@@ -28,7 +28,10 @@ def build_parser() -> cli.Parser:
                         help="slice level, 0 = base of the brain (level-conditioned priors); default: "
                              "drawn as often as in training; for --complete, the level in the file's "
                              "name (case_441_slice_12 -> 12), else drawn given the kept rows")
-    parser.add_argument("--out", default="samples", help="folder for the PNG files (made if missing)")
+    parser.add_argument("--volume", action="store_true",
+                        help="whole brains: --n volumes of every slice level, base to vertex, from the bundle's "
+                             "whole-brain prior, each as NIfTI (.nii.gz), a montage and a three-plane preview")
+    parser.add_argument("--out", default="samples", help="folder for the files (made if missing)")
     return parser
 
 
@@ -38,7 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out.exists() and not out.is_dir():  # found now, not after the samples are made
             raise ValueError(f"--out {out} is a file; give a folder for the PNG files.")
+        if args.volume and (args.complete or args.level is not None or args.keep_rows is not None):
+            raise ValueError("--volume makes whole brains from the base up: --complete, --keep-rows and --level "
+                             "do not apply.")
         bundle = load_bundle(args.checkpoint)
+        if args.volume:
+            report = _volumes(bundle, args, out)
+            print(json.dumps(report))
+            return 0
         prior = bundle.require_prior()
         started = time.perf_counter()
         if args.complete:
@@ -66,6 +76,27 @@ def main(argv: list[str] | None = None) -> int:
                       "files": files, "levels": None if brains.levels is None else brains.levels.tolist(),
                       "checkpoint": str(bundle.path)}))
     return 0
+
+
+def _volumes(bundle, args, out: Path) -> dict:
+    """Generate --n whole brains and write each as .nii.gz, montage PNG and three-plane PNG."""
+    volume_prior = bundle.require_volume_prior()
+    started = time.perf_counter()
+    brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed,
+                                   temperature=args.temperature, top_k=args.top_k)
+    seconds = time.perf_counter() - started
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for index, volume in enumerate(brains):
+        stem = out / f"brain_seed{args.seed}_{index:02d}"
+        written = {"nifti": stem.with_name(stem.name + ".nii.gz"), "montage": stem.with_name(stem.name + "_montage.png"),
+                   "planes": stem.with_name(stem.name + "_planes.png")}
+        written["nifti"].write_bytes(volumes.nifti_bytes(volume))
+        written["montage"].write_bytes(images.png_bytes(volumes.montage(volume)))
+        written["planes"].write_bytes(images.png_bytes(volumes.three_plane(volume)))
+        files.append({k: str(v) for k, v in written.items()})
+    return {"n": len(brains), "shape": list(brains.shape[1:]), "seconds": round(seconds, 3), "files": files,
+            "checkpoint": str(bundle.path)}
 
 
 if __name__ == "__main__":

@@ -166,9 +166,16 @@ def given(cls, namespace) -> dict:
 
 def to_argv(config: Config) -> list[str]:
     """The flags that rebuild `config` from the command line (fields without a flag are left out)."""
+    return values_to_argv(type(config), dataclasses.asdict(config))
+
+
+def values_to_argv(cls, values: dict) -> list[str]:
+    """The flags that set these fields of `cls` (a subset of its fields, say a form's) on the command line."""
     argv = []
-    for field in dataclasses.fields(config):
-        flag, value = field.metadata.get("flag"), getattr(config, field.name)
+    for field in dataclasses.fields(cls):
+        if field.name not in values:
+            continue
+        flag, value = field.metadata.get("flag"), values[field.name]
         if not flag or value is None:
             continue
         if isinstance(value, bool):

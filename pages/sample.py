@@ -1,16 +1,16 @@
-"""Sample page: generate new brain slices with the prior (seed, temperature, slice level), and complete a slice from its top rows."""
+"""Sample page: generate new brain slices (seed, temperature, slice level) and whole brains in three planes, judge quality, complete a slice."""
 import streamlit as st
 
-from core import images, jobs, uploads
+from core import images, jobs, uploads, volumes
 from core.models.prior import num_levels
-from ui import access, shared
+from ui import access, shared, viewer
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Sample")
 bundle = shared.pick_checkpoint(need_prior=True)
 size, grid = bundle.image_size, bundle.vqvae.config.code_grid
-levels = num_levels(bundle.prior)  # 0: the prior is not conditioned on slice level
+levels = num_levels(bundle.prior) if bundle.prior is not None else 0  # 0: no slice levels
 
 
 def progress_bar(label: str):
@@ -36,6 +36,51 @@ def gallery(slices, names, key: str) -> None:
                        file_name=f"{key}.zip", mime="application/zip", key=f"{key}-zip")
 
 
+def whole_brain() -> None:
+    """Generate one whole brain with the whole-brain prior; show it in three linked planes."""
+    st.subheader("Whole brain")
+    if bundle.volume_prior is None:
+        st.info("This checkpoint holds no whole-brain prior, so it makes single slices only. Train one on "
+                "the Train page (tick *Whole-brain (volume) prior* for the prior) or with "
+                f"`python -m core.train prior --volume --vqvae {bundle.path} --run-dir runs/my-volume`.")
+        return
+    depth = num_levels(bundle.volume_prior)
+    st.caption(f"{depth} axial slices from the base of the brain up, each drawn given the slice below it.")
+    settings = st.columns(3)
+    volume_seed = settings[0].number_input("Seed", 0, 2**31 - 1, 0, key="volume_seed")
+    volume_temperature = settings[1].slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="volume_temperature",
+                                            help="0 = always the most likely code")
+    if settings[2].button("Generate a whole brain", type="primary"):
+        bar = st.progress(0.0, text="Generating a whole brain")
+        with shared.guard("Generating a whole brain"):
+            volume = jobs.generate_volumes(
+                bundle.vqvae, bundle.volume_prior, 1, seed=int(volume_seed), temperature=volume_temperature,
+                progress=lambda done, total: bar.progress(done / total, text=f"Generating: slice {done}/{total}"))[0]
+        bar.empty()
+        st.session_state["volume"] = (bundle.path, int(volume_seed), volume)
+    if st.session_state.get("volume", (None,))[0] != bundle.path:  # none yet from this checkpoint
+        return
+    _, made_with_seed, volume = st.session_state["volume"]
+    slices, height, width = volume.shape
+    sliders = st.columns(3)
+    z = sliders[0].slider("Axial slice", 0, slices - 1, slices // 2, key="volume_z", help="0 = base of the brain")
+    y = sliders[1].slider("Coronal row", 0, height - 1, height // 2, key="volume_y", help="0 = front (top row)")
+    x = sliders[2].slider("Sagittal column", 0, width - 1, width // 2, key="volume_x", help="0 = left edge")
+    for column, (title, picture) in zip(st.columns(3), viewer.three_planes(volume, z, y, x)):
+        column.image(picture, caption=title, width="stretch", output_format="PNG")  # a crisp cross-hair
+    with st.expander("Play through the axial slices"):
+        st.image(images.gif_bytes(volume), caption="base to vertex, looping", width=min(width, 256))
+    st.download_button("Download .nii.gz", volumes.nifti_bytes(volume), file_name=f"brain_seed{made_with_seed}.nii.gz",
+                       mime="application/gzip", key="volume_download",
+                       help="NIfTI, RAS, 1 x 1 x 5 mm nominal voxels, marked synthetic; the Reconstruct page reads it")
+
+
+if bundle.prior is None:
+    st.info("This checkpoint holds a whole-brain prior only; single slices, quality and completion need a "
+            "slice prior.")
+    whole_brain()
+    st.stop()
+
 st.subheader("New brains")
 columns = st.columns(4 if levels else 3)
 count = columns[0].number_input("How many", 1, 64, 16)
@@ -50,6 +95,8 @@ if st.button("Generate", type="primary"):
     st.session_state["generated"] = (bundle.path, brains.images, brains.names(f"brain_seed{seed}"))
 if st.session_state.get("generated", (None,))[0] == bundle.path:  # made by this checkpoint
     gallery(*st.session_state["generated"][1:], key="generated")
+
+whole_brain()
 
 st.subheader("Quality")
 with st.expander("How to read this"):

@@ -41,6 +41,7 @@ with st.form("train_form"):
                                help="Starts the prior on this VQ-VAE's codes when it finishes.")
     prior_epochs = right.number_input("Prior epochs", 1, 100000, prior_task.TRAIN_DEFAULTS.epochs,
                                       help="epochs of the prior run (flag --epochs of `core.train prior`)")
+    prior_model = forms.config_inputs(prior_task.MODEL_CONFIG, ("previous_slice",), [left])
     submitted = st.form_submit_button("Start", type="primary")
 
 
@@ -53,7 +54,8 @@ def prior_train(epochs: int) -> TrainConfig:
 if submitted and data_folder is not None:
     with shared.guard("Starting the run", stop=False):  # the run list below still shows
         job = launcher.TrainJob(name.strip(), VQVAEConfig(**model_values), TrainConfig(**train_values),
-                                VQVAEData(data=data_folder, **crop), prior_train(prior_epochs) if with_prior else None)
+                                VQVAEData(data=data_folder, **crop), prior_train(prior_epochs) if with_prior else None,
+                                prior_model if with_prior else None)
         run_dir = launcher.start(root, job, gpus)
         st.success(f"Started {run_dir.name}" + (f", then {launcher.prior_run_name(job.name)}." if with_prior else "."))
         st.session_state["default_run_name"] = time.strftime("vqvae-%Y%m%d-%H%M%S-2")

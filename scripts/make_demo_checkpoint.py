@@ -1,6 +1,7 @@
-"""Write a prior run's best bundle to checkpoints/demo/ with a model card made from the two runs' records.
+"""Write a prior run's best bundle to checkpoints/demo/ with a model card made from the runs' records; or add a whole-brain prior to it.
 
     python scripts/make_demo_checkpoint.py --vqvae-run runs/demo-vqvae --prior-run runs/demo-prior-levelmap
+    python scripts/make_demo_checkpoint.py --add-volume-run runs/demo-volume
 """
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import argparse
 import json
 import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -27,7 +29,12 @@ def main() -> None:
     parser.add_argument("--vqvae-run", default="runs/demo-vqvae")
     parser.add_argument("--prior-run", default="runs/demo-prior-levelmap")
     parser.add_argument("--out", default=str(REPO / "checkpoints" / "demo"))
+    parser.add_argument("--add-volume-run", default=None,
+                        help="a whole-brain prior run trained from --out: add its best prior to --out")
     args = parser.parse_args()
+    if args.add_volume_run:
+        add_volume_prior(Path(args.add_volume_run), Path(args.out))
+        return
     vqvae_run, prior_run, out = Path(args.vqvae_run), Path(args.prior_run), Path(args.out)
     bundle = load_bundle(prior_run)
     if out.exists():
@@ -95,6 +102,50 @@ for research conclusions.
     save_bundle(out, bundle.vqvae, bundle.prior, prior_config=PriorConfig.from_dict(bundle.config["prior"]),
                 card=card)
     print(f"wrote {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
+
+
+def add_volume_prior(volume_run: Path, out: Path) -> None:
+    """Add the run's whole-brain prior to the bundle in `out` it was trained from, with its section of the card.
+
+    Only volume_prior.keras, config.json and README.md change: the bundle is written whole by
+    save_bundle in a temporary folder, and the unchanged models are not copied back (a rewritten
+    .keras file differs in its bytes and would add megabytes to the repository's history).
+    """
+    demo, trained = load_bundle(out), load_bundle(volume_run)
+    probe = __import__("numpy").random.default_rng(0).uniform(0, 1, (1, demo.image_size, demo.image_size, 1))
+    if not (demo.vqvae.encode_to_indices(probe) == trained.vqvae.encode_to_indices(probe)).all():
+        raise SystemExit(f"error: {volume_run} was not trained on the VQ-VAE of {out}.")
+    config = runs.read_config(volume_run)
+    epochs = epoch_records(volume_run)
+    best = runs.checkpoint_pointer(volume_run, "best")
+    train = config["train"]
+    section = f"""## Whole-brain prior
+- `volume_prior.keras`: the same gated PixelCNN, also conditioned on the codes of the slice below
+  (slice z given slice z - 1 of the same case; slice 0 given a "no slice below" token), so that
+  `python -m core.sample --volume` and the Sample page's *Whole brain* generate {config["model"]["num_levels"]}-slice
+  stacks from the base up. Config: `{json.dumps(config["model"])}`
+- Training: started from the slice prior above (every shared layer), {train["epochs"]} epochs on
+  consecutive slice pairs of the train split's cases, batch {train["batch_size"]}, Adam lr
+  {train["learning_rate"]} ({train["lr_schedule"]}); {epochs[-1]["elapsed_s"]:.0f} s on the same CPU.
+- Best epoch {best["epoch"]}: validation {best["val_bits_per_code"]:.3f} bits per code (the slice
+  prior: see above), top-1 accuracy {best["val_accuracy"]:.3f}.
+- Command: `python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}`,
+  then `python scripts/make_demo_checkpoint.py --add-volume-run {volume_run}`.
+
+"""
+    card = demo.card.split("## Whole-brain prior")[0].rstrip() + "\n\n"
+    if "## Commands" in card:
+        head, tail = card.split("## Commands", 1)
+        card = head + section + "## Commands" + tail
+    else:
+        card += section
+    with tempfile.TemporaryDirectory() as folder:
+        save_bundle(folder, demo.vqvae, demo.prior, prior_config=PriorConfig.from_dict(demo.config["prior"]),
+                    volume_prior=trained.volume_prior,
+                    volume_config=PriorConfig.from_dict(trained.config["volume_prior"]), card=card)
+        for name in ("volume_prior.keras", "config.json", "README.md"):
+            shutil.copyfile(Path(folder) / name, out / name)
+    print(f"added the whole-brain prior of {volume_run} to {out}: " + ", ".join(sorted(p.name for p in out.iterdir())))
 
 
 if __name__ == "__main__":

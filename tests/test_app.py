@@ -75,7 +75,7 @@ def test_train_page_has_the_form_and_an_empty_run_list(app_env):
     assert numbers["Crop size (pixels) (0 = whole slices)"].value == 128
     assert {"Downsample factor (image / code grid)", "Device"} <= set(labels(at.selectbox))
     assert all("--" in n.help for n in numbers.values())  # each names its flag
-    assert {"Mixed precision", "Then train the prior"} <= set(labels(at.checkbox))
+    assert {"Mixed precision", "Then train the prior", "Whole-brain (volume) prior"} <= set(labels(at.checkbox))
     assert "Start" in labels(at.button)
     assert any("No runs yet" in i.value for i in at.info)
 
@@ -246,6 +246,63 @@ def test_sample_page_says_when_no_checkpoint_has_a_prior(app_env, tmp_path, monk
     at = open_page("pages/sample.py")
     assert not at.exception
     assert any("prior" in i.value for i in at.info)
+
+
+def test_whole_brain_generates_a_volume_shown_in_three_linked_planes(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "both", with_volume_prior=True)))
+    at = open_page("pages/sample.py")
+    no_trouble(at)
+    next(b for b in at.button if b.label == "Generate a whole brain").click().run()
+    no_trouble(at)
+    _, seed, volume = at.session_state["volume"]
+    assert volume.shape == (4, 32, 32) and 0.0 <= volume.min() and volume.max() <= 1.0  # 4 levels: 4 slices
+    sliders = {s.label: s for s in at.slider}
+    assert sliders["Axial slice"].value == 2 and sliders["Coronal row"].value == 16
+    assert any(b.label == "Download .nii.gz" for b in at.get("download_button"))
+    views = shown_images(at)
+    assert [caption for caption, _ in views[:3]] == ["axial, slice 2", "coronal, row 16", "sagittal, column 16"]
+    assert views[3][0] == "base to vertex, looping" and views[3][1].endswith(".gif")
+    # Moving one plane moves the cross-hair in the other two (they are redrawn through the new point).
+    sliders["Axial slice"].set_value(0).run()
+    no_trouble(at)
+    moved = shown_images(at)
+    assert [caption for caption, _ in moved[:3]] == ["axial, slice 0", "coronal, row 16", "sagittal, column 16"]
+    assert all(moved[i][1] != views[i][1] for i in range(3))
+    assert at.session_state["volume"][2] is volume or np.array_equal(at.session_state["volume"][2], volume)
+
+
+def shown_images(at: AppTest) -> list[tuple[str, str]]:
+    """(caption, media url) of every image on the page, in order; the url names the picture's content."""
+    found = []
+
+    def walk(node):
+        for child in getattr(node, "children", {}).values():
+            if type(child).__name__ == "Image":
+                found.extend((image.caption, image.url) for image in child.proto.imgs)
+            walk(child)
+    walk(at._tree)
+    return found
+
+
+def test_whole_brain_without_a_whole_brain_prior_says_how_to_train_one(app_env):
+    at = open_page("pages/sample.py")
+    no_trouble(at)
+    assert any("python -m core.train prior --volume" in i.value for i in at.info)
+    assert not any(b.label == "Generate a whole brain" for b in at.button)
+    assert any(b.label == "Generate" for b in at.button)  # single slices still work
+
+
+def test_a_checkpoint_with_only_a_whole_brain_prior_offers_whole_brains(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "vol", with_prior=False,
+                                                                  with_volume_prior=True)))
+    monkeypatch.setattr("core.bundles.DEMO_CHECKPOINT", tmp_path / "no-demo")
+    at = open_page("pages/sample.py")
+    no_trouble(at)
+    assert any("whole-brain prior only" in i.value for i in at.info)
+    assert not any(b.label == "Generate" for b in at.button)
+    next(b for b in at.button if b.label == "Generate a whole brain").click().run()
+    no_trouble(at)
+    assert at.session_state["volume"][2].shape == (4, 32, 32)
 
 
 def test_a_checkpoint_that_will_not_load_is_a_message(app_env, tmp_path, monkeypatch):

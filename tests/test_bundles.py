@@ -63,3 +63,20 @@ def test_one_broken_run_hides_neither_the_demo_nor_the_good_runs(tmp_path, demo,
 def test_no_demo_and_no_runs_is_an_empty_list(tmp_path, monkeypatch):
     monkeypatch.setattr(bundles, "DEMO_CHECKPOINT", tmp_path / "no-demo")
     assert bundles.available_checkpoints(tmp_path / "runs") == []
+
+
+def test_a_bundle_holds_a_whole_brain_prior_beside_the_slice_prior(tmp_path):
+    from helpers_bundle import make_tiny_bundle
+    from core.models.prior import previous_layer
+
+    both = bundles.load_bundle(make_tiny_bundle(tmp_path / "both", with_volume_prior=True))
+    assert both.prior is not None and previous_layer(both.prior) is None
+    assert previous_layer(both.require_volume_prior()) is not None
+    assert both.config["kind"] == "prior" and both.config["volume_prior"]["previous_slice"] is True
+    only_volume = make_tiny_bundle(tmp_path / "volume", with_prior=False, with_volume_prior=True)
+    loaded = bundles.load_bundle(only_volume)
+    assert loaded.prior is None and loaded.volume_prior is not None and loaded.config["kind"] == "prior"
+    assert bundles.can_sample(only_volume) and not bundles.can_sample(make_tiny_bundle(tmp_path / "vq", False))
+    slices_only = bundles.load_bundle(make_tiny_bundle(tmp_path / "slices"))
+    with pytest.raises(bundles.CheckpointError, match="python -m core.train prior --volume"):
+        slices_only.require_volume_prior()

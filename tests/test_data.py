@@ -268,6 +268,23 @@ def test_sharded_datasets_put_together_are_the_unsharded_batches(oasis_tree):
         np.testing.assert_array_equal(np.concatenate([shards[0][step], shards[1][step]]), batch)
 
 
+def test_case_and_level_read_oasis_names():
+    assert data.case_and_level("case_001_slice_12.nii.png") == ("case_001", 12)
+    assert data.case_and_level("/x/OAS1_0441_MR1_slice_3.png") == ("OAS1_0441_MR1", 3)
+    assert data.case_and_level("slice_3.png") is None and data.case_and_level("brain.png") is None
+
+
+def test_slice_below_finds_the_same_cases_neighbour_one_level_down():
+    names = ["a_slice_1.png", "a_slice_0.png", "b_slice_1.png", "a_slice_2.png", "b_slice_3.png"]
+    np.testing.assert_array_equal(data.slice_below(names), [1, -1, -1, 0, -1])  # b has no slice 0 or 2
+    with pytest.raises(DataError, match="brain.png carries no case and slice number"):
+        data.slice_below(["a_slice_0.png", "brain.png"])
+    with pytest.raises(DataError, match="both slice 0 of a"):
+        data.slice_below(["a_slice_0.png", "x/a_slice_0.png"])
+    stacks = data.case_stacks(names + ["brain.png"])
+    assert stacks == [["a_slice_0.png", "a_slice_1.png", "a_slice_2.png"], ["b_slice_1.png", "b_slice_3.png"]]
+
+
 def test_slice_level_reads_oasis_file_names():
     assert data.slice_level("case_001_slice_12.nii.png") == 12
     assert data.slice_level("/x/keras_png_slices_seg_train/seg_441_slice_0.nii.png") == 0

@@ -173,5 +173,19 @@ def test_a_job_starts_the_trainer_with_flags_that_rebuild_its_configs(oasis_tree
     assert data_settings.data == str(oasis_tree.resolve())
 
 
+def test_a_whole_brain_choice_reaches_the_chained_prior_as_its_flag(oasis_tree):
+    from core.models.prior import PriorConfig
+    from core.settings import given
+    from core.train import build_parser
+
+    job = request("vol", oasis_tree, prior_epochs=3)
+    whole_brain = launcher.TrainJob(job.name, job.model, job.train, job.data, job.prior_train,
+                                    {"previous_slice": True})
+    for chained, expected in ((job, {}), (whole_brain, {"previous_slice": True})):
+        args = build_parser().parse_args(["prior", "--vqvae", "v", "--run-dir", "x", *chained.prior_argv()])
+        assert given(PriorConfig, args) == expected
+        assert args.epochs == 3
+
+
 def test_the_prior_run_name_is_made_in_one_place():
     assert launcher.prior_run_name("vq-1") == "vq-1-prior"

@@ -8,7 +8,8 @@ import tensorflow as tf
 import keras
 
 from core.models.prior import (GatedPixelCNNLayer, LogitsHead, PriorConfig, SliceLevelEmbedding, bits_per_code, build_prior, level_frequency,
-                        num_levels, prior_inputs, prior_loss, set_level_frequency, top1_accuracy)
+                        num_levels, previous_layer, prior_inputs, prior_loss, set_level_frequency, start_token,
+                        top1_accuracy)
 
 from model_fixtures import randomize_weights
 
@@ -160,3 +161,46 @@ def test_bits_per_code_and_accuracy_match_numpy():
     assert top1_accuracy(logits, codes) == pytest.approx((logits.argmax(-1) == codes).mean())
     uniform = np.zeros((1, 2, 2, 8), np.float32)
     assert bits_per_code(uniform, np.zeros((1, 2, 2), int)) == pytest.approx(3.0, rel=1e-6)
+
+
+def test_the_slice_below_conditions_every_position_and_keeps_the_codes_causal():
+    config = PriorConfig(**{**TINY, "num_levels": 2, "previous_slice": True})
+    model = randomize_weights(build_prior(config))
+    encoder = previous_layer(model)
+    encoder.out_kernel.assign(np.random.default_rng(4).normal(size=encoder.out_kernel.shape).astype("float32"))
+    height, width = config.grid_height, config.grid_width
+    codes = np.random.default_rng(5).integers(0, 8, (1, height, width)).astype(np.int32)
+    below = np.random.default_rng(6).integers(0, 9, (1, height, width)).astype(np.int32)
+    levels = np.array([1], np.int32)
+    logits = model(prior_inputs(model, codes, levels, below)).numpy()
+    # One code of the slice below changed: every position near it changes, the top-left included
+    # (the slice below is known in full, so nothing about it is causal).
+    changed_below = below.copy()
+    changed_below[0, 0, 0] = (below[0, 0, 0] + 1) % 9
+    moved = np.abs(model(prior_inputs(model, codes, levels, changed_below)).numpy() - logits).max(axis=-1)[0]
+    assert moved[0, 0] > 1e-4 and moved[1, 1] > 1e-4 and moved[2, 2] > 1e-4  # its 5x5 neighbourhood
+    # The codes of this slice stay causal: changing the last code moves no logit.
+    changed = codes.copy()
+    changed[0, -1, -1] = (codes[0, -1, -1] + 1) % 8
+    np.testing.assert_array_equal(model(prior_inputs(model, changed, levels, below)).numpy(), logits)
+
+
+def test_a_fresh_encoder_of_the_slice_below_adds_nothing(tmp_path):
+    # Its last convolution starts at zero: a whole-brain prior with a slice prior's weights begins
+    # as that slice prior (the warm start of core.training.prior_task).
+    slice_prior = randomize_weights(build_prior(PriorConfig(**TINY, num_levels=2)), seed=3)
+    volume = build_prior(PriorConfig(**TINY, num_levels=2, previous_slice=True))
+    for layer in slice_prior.layers:
+        if layer.get_weights():
+            volume.get_layer(layer.name).set_weights(layer.get_weights())
+    codes = np.random.default_rng(7).integers(0, 8, (2, 6, 7)).astype(np.int32)
+    levels = np.array([0, 1], np.int32)
+    below = np.random.default_rng(8).integers(0, 9, (2, 6, 7)).astype(np.int32)
+    np.testing.assert_allclose(volume([codes, levels, below]).numpy(), slice_prior([codes, levels]).numpy(),
+                               atol=1e-6)
+    volume.save(tmp_path / "volume_prior.keras")
+    loaded = keras.models.load_model(tmp_path / "volume_prior.keras")
+    assert previous_layer(loaded).num_embeddings == 8 and start_token(loaded) == 8
+    np.testing.assert_array_equal(loaded([codes, levels, below]).numpy(), volume([codes, levels, below]).numpy())
+    with pytest.raises(ValueError, match="slice below"):
+        prior_inputs(volume, codes, levels)

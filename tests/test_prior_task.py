@@ -107,6 +107,81 @@ def test_prior_needs_a_vqvae(tmp_path):
     assert result.returncode == 2 and "--vqvae" in result.stderr
 
 
+# --- the whole-brain prior (--volume) ---------------------------------------------------------------
+@pytest.fixture(scope="module")
+def volume_run(prior_run, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("runs") / "volume"
+    result = run("core.train", "prior", "--volume", "--vqvae", str(prior_run), "--run-dir", str(run_dir),
+                 "--epochs", "2", "--steps-per-epoch", "2", "--log-every", "1", *TINY_PRIOR)
+    assert last_json(result)["state"] == "finished"
+    (run_dir.parent / "console.txt").write_text(result.stderr)  # what the trainer said before train.log began
+    return run_dir
+
+
+def test_a_volume_run_starts_from_the_slice_prior_and_bundles_both(volume_run, prior_run):
+    config = runs.read_config(volume_run)
+    assert config["kind"] == "prior" and config["model"]["previous_slice"] is True
+    assert "starts from the slice prior" in (volume_run.parent / "console.txt").read_text()
+    bundle = load_bundle(volume_run)
+    assert bundle.prior is not None and bundle.volume_prior is not None
+    assert bundle.config["volume_prior"]["previous_slice"] is True and bundle.config["prior"]["previous_slice"] is False
+    # The slice prior is the source's, untouched; the whole-brain prior learned on top of it.
+    source = load_bundle(prior_run)
+    codes = np.random.default_rng(1).integers(0, 16, (2, 8, 8)).astype(np.int32)
+    levels = np.array([0, 3], np.int32)
+    np.testing.assert_array_equal(bundle.prior([codes, levels]), source.prior([codes, levels]))
+    records, _ = runs.read_metrics(volume_run)
+    assert [r["step"] for r in records if r["kind"] == "step"] == [1, 2, 3, 4]
+    assert all(np.isfinite(r["val_bits_per_code"]) for r in records if r["kind"] == "epoch")
+    sheet = Image.open(volume_run / "samples" / "epoch_002.png")
+    assert sheet.size == (8 * 32, 32)  # one whole brain: its 4 levels side by side
+
+
+def test_a_volume_run_trains_on_each_slice_with_the_codes_of_the_slice_below(volume_run, oasis_tree):
+    import tensorflow as tf
+    from core.training import prior_task
+    from core.training.loop import TrainConfig
+
+    saved = runs.read_config(volume_run)
+    model, data_settings = prior_task.resumed_settings(saved, argparse_namespace())
+    task, _ = prior_task.make_task(model, data_settings, TrainConfig.from_dict(saved["train"]),
+                                   tf.distribute.get_strategy(), volume_run)
+    codes = np.load(volume_run / "codes_train.npy")
+    names = [p.name for p in sorted((oasis_tree / "keras_png_slices_data" / "keras_png_slices_train").iterdir())]
+    position = {name: i for i, name in enumerate(names)}
+    seen = 0
+    for grids, levels, below in task.epoch_dataset(0):
+        for grid, level, previous in zip(grids.numpy(), levels.numpy(), below.numpy()):
+            index = next(i for i, c in enumerate(codes) if np.array_equal(c, grid))
+            case = names[index].split("_slice_")[0]
+            if level == 0:
+                assert (previous == 16).all()  # the "no slice below" token
+            else:
+                np.testing.assert_array_equal(previous, codes[position[f"{case}_slice_{level - 1}.nii.png"]])
+            seen += 1
+    assert seen == 16
+
+
+def argparse_namespace():
+    import argparse
+    return argparse.Namespace()
+
+
+def test_a_volume_prior_refuses_names_without_case_and_slice_numbers(vqvae_run, tmp_path):
+    from oasis_fixtures import make_oasis_tree
+
+    root = make_oasis_tree(tmp_path / "data")
+    train = root / "keras_png_slices_data" / "keras_png_slices_train"
+    (train / "case_002_slice_1.nii.png").rename(train / "scan_b.png")
+    run_dir = tmp_path / "vol"
+    result = run("core.train", "prior", "--volume", "--vqvae", str(vqvae_run), "--data", str(root),
+                 "--run-dir", str(run_dir), "--epochs", "1", *TINY_PRIOR)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "scan_b.png carries no case and slice number" in errors[0]
+    assert not run_dir.exists()
+
+
 def test_evaluate_prints_one_json_object(vqvae_run, oasis_tree):
     result = run("core.evaluate", "--checkpoint", str(vqvae_run), "--data", str(oasis_tree),
                  "--split", "test")

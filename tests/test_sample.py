@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
+import numpy as np
 import pytest
 
 from core import sample
@@ -45,3 +47,40 @@ def test_a_bundle_without_a_prior_says_how_to_train_one(tmp_path, capsys):
     vqvae_only = make_tiny_bundle(tmp_path / "vq", with_prior=False)
     assert sample.main(["--checkpoint", str(vqvae_only), "--out", str(tmp_path / "out")]) == 2
     assert "python -m core.train prior" in capsys.readouterr().err
+
+
+# --- whole brains ----------------------------------------------------------------------------------
+def test_volumes_are_written_as_nifti_montage_and_three_planes(tmp_path, capsys):
+    import nibabel as nib
+    from PIL import Image
+
+    both = make_tiny_bundle(tmp_path / "both", with_volume_prior=True)
+    out = tmp_path / "samples"
+    assert sample.main(["--checkpoint", str(both), "--volume", "--n", "2", "--seed", "7", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["n"] == 2 and report["shape"] == [4, 32, 32]  # the tiny prior knows 4 levels
+    assert [Path(f["nifti"]).name for f in report["files"]] == ["brain_seed7_00.nii.gz", "brain_seed7_01.nii.gz"]
+    image = nib.load(report["files"][0]["nifti"])
+    assert image.shape == (32, 32, 4) and nib.aff2axcodes(image.affine) == ("R", "A", "S")
+    assert b"synthetic" in bytes(image.header["descrip"])
+    assert Image.open(report["files"][0]["montage"]).size == (8 * 32, 32)
+    assert Image.open(report["files"][1]["planes"]).size[1] == 32
+    # Two volumes of one call differ; the same seed again gives the same volume.
+    first, second = (nib.load(f["nifti"]).get_fdata() for f in report["files"])
+    assert not np.array_equal(first, second)
+    assert sample.main(["--checkpoint", str(both), "--volume", "--n", "1", "--seed", "7",
+                        "--out", str(tmp_path / "again")]) == 0
+    np.testing.assert_array_equal(nib.load(tmp_path / "again" / "brain_seed7_00.nii.gz").get_fdata(), first)
+
+
+def test_volume_from_a_bundle_without_a_whole_brain_prior_says_which_command_trains_one(bundle, tmp_path, capsys):
+    assert sample.main(["--checkpoint", str(bundle), "--volume", "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:")
+    assert "python -m core.train prior --volume" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_volume_with_slice_options_is_refused(bundle, tmp_path, capsys):
+    assert sample.main(["--checkpoint", str(bundle), "--volume", "--level", "2", "--out", str(tmp_path / "o")]) == 2
+    assert "--volume makes whole brains" in capsys.readouterr().err

@@ -3,9 +3,10 @@
 import numpy as np
 import pytest
 
-from core.models.prior import PriorConfig, build_prior, level_layer, prior_inputs, set_level_frequency
+from core.models.prior import (PriorConfig, build_prior, level_layer, previous_layer, prior_inputs,
+                               set_level_frequency, start_token)
 from core.models import sampler
-from core.models.sampler import keep_rows_mask, sample_codes, teacher_forced_logits_fast
+from core.models.sampler import keep_rows_mask, sample_codes, sample_volumes, teacher_forced_logits_fast
 
 from model_fixtures import randomize_weights
 
@@ -208,3 +209,66 @@ def test_one_trace_serves_every_prior_of_the_same_structure(prior):
     other = randomize_weights(build_prior(PriorConfig(**TINY)), seed=9)
     assert (sample_codes(other, 2, seed=1) != sample_codes(prior, 2, seed=1)).any()
     assert sampler._row_step_graph.experimental_get_tracing_count() == traces
+
+
+# --- whole-brain priors: each slice given the slice below ------------------------------------------
+@pytest.fixture(scope="module")
+def volume_prior():
+    model = randomize_weights(build_prior(PriorConfig(**TINY, num_levels=5, previous_slice=True)), seed=8)
+    encoder = previous_layer(model)  # unit-scale maps, so that the slice below visibly steers the codes
+    encoder.out_kernel.assign(np.random.default_rng(9).normal(size=encoder.out_kernel.shape).astype("float32"))
+    return model
+
+
+def test_fast_logits_of_a_whole_brain_prior_match_the_full_pass(volume_prior):
+    rng = np.random.default_rng(10)
+    codes = rng.integers(0, 8, (3, 6, 7))
+    previous = rng.integers(0, 9, (3, 6, 7))  # 8 is the "no slice below" token
+    levels = np.array([0, 4, 2], np.int32)
+    fast = teacher_forced_logits_fast(volume_prior, codes, levels, previous)
+    full = volume_prior(prior_inputs(volume_prior, codes.astype(np.int32), levels, previous.astype(np.int32))).numpy()
+    assert np.abs(fast - full).max() < 1e-4 and np.abs(full).max() > 0.5
+    # The slice below reaches the logits: another slice below, other logits.
+    other = teacher_forced_logits_fast(volume_prior, codes, levels, (previous + 1) % 9)
+    assert np.abs(other - fast).max() > 1e-3
+
+
+def test_a_volume_is_each_slice_sampled_at_its_level_given_the_slice_below(volume_prior):
+    stacks = sample_volumes(volume_prior, 2, seed=3)
+    assert stacks.shape == (2, 5, 6, 7) and stacks.dtype == np.int32
+    assert 0 <= stacks.min() and stacks.max() < 8
+    # The reference: slice by slice with sample_codes, as the docstring says it is done.
+    below = np.full((2, 6, 7), start_token(volume_prior))
+    for z in range(5):
+        expected = sample_codes(volume_prior, 2, seed=3, levels=z, previous=below, stream=z)
+        np.testing.assert_array_equal(stacks[:, z], expected)
+        below = expected
+    np.testing.assert_array_equal(sample_volumes(volume_prior, 2, seed=3), stacks)  # the seed fixes it
+    assert (sample_volumes(volume_prior, 2, seed=4) != stacks).any()
+    assert not np.array_equal(stacks[:, 1], stacks[:, 2])  # each slice has its own noise
+
+
+def test_naive_and_fast_agree_given_the_slice_below(volume_prior):
+    below = np.random.default_rng(11).integers(0, 9, (2, 6, 7))
+    fast = sample_codes(volume_prior, 2, seed=5, levels=[1, 3], previous=below)
+    np.testing.assert_array_equal(fast, sample_codes(volume_prior, 2, seed=5, levels=[1, 3], previous=below,
+                                                     method="naive"))
+
+
+def test_volume_progress_counts_slices(volume_prior):
+    calls = []
+    sample_volumes(volume_prior, 1, num_slices=3, progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(1, 3), (2, 3), (3, 3)]
+
+
+def test_whole_brain_and_slice_priors_refuse_each_others_inputs(prior, volume_prior):
+    with pytest.raises(ValueError, match="whole-brain prior"):
+        sample_volumes(prior, 1)
+    with pytest.raises(ValueError, match="slice below"):
+        sample_codes(volume_prior, 1, levels=0)  # no previous
+    with pytest.raises(ValueError, match="slice prior takes none"):
+        sample_codes(prior, 1, previous=np.zeros((1, 6, 7)))
+    with pytest.raises(ValueError, match=r"previous codes in \[0, 8\]"):
+        sample_codes(volume_prior, 1, levels=0, previous=np.full((1, 6, 7), 9))
+    with pytest.raises(ValueError, match="num_slices"):
+        sample_volumes(volume_prior, 1, num_slices=6)  # the prior knows 5 levels

@@ -68,7 +68,7 @@ def checkpoint_choices() -> list[bundles.CheckpointChoice]:
     if extra and Path(extra).is_dir():
         path = Path(extra)
         choices.append(bundles.CheckpointChoice(f"{path.name} (BRAINVQ_CHECKPOINT)", path,
-                                                    (path / "prior.keras").exists()))
+                                                    bundles.can_sample(path)))
     with guard("Listing checkpoints", stop=False):  # a failure still leaves the ones above
         choices += bundles.available_checkpoints(runs_root())
     return choices
@@ -100,7 +100,8 @@ def pick_checkpoint(need_prior: bool = False) -> bundles.Bundle:
     st.sidebar.caption(f"{config.image_size}x{config.image_size} slices -> "
                        f"{config.code_grid}x{config.code_grid} codes, "
                        f"num_embeddings={config.num_embeddings}, "
-                       f"prior: {'yes' if bundle.prior is not None else 'no'}")
+                       f"prior: {'yes' if bundle.prior is not None else 'no'}, "
+                       f"whole-brain prior: {'yes' if bundle.volume_prior is not None else 'no'}")
     return bundle
 
 

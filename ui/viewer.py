@@ -121,3 +121,31 @@ def window_controls(image: np.ndarray, key: str, where=st) -> tuple[float, float
         white = min(black + 0.01, 1.0)
         black = white - 0.01
     return black, white
+
+
+CROSSHAIR_RGB = (255, 200, 0)
+
+
+def with_crosshair(picture: np.ndarray, row: int, column: int) -> np.ndarray:
+    """(H, W) grey in [0, 1] -> (H, W, 3) uint8 with a thin cross through (row, column), dashed so
+    the anatomy under it stays visible."""
+    rgb = np.repeat((np.clip(picture, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+    height, width = picture.shape
+    dashes_across = (np.arange(width) // 3) % 2 == 0
+    dashes_down = (np.arange(height) // 3) % 2 == 0
+    rgb[min(max(row, 0), height - 1), dashes_across] = CROSSHAIR_RGB
+    rgb[dashes_down, min(max(column, 0), width - 1)] = CROSSHAIR_RGB
+    return rgb
+
+
+def three_planes(volume: np.ndarray, z: int, y: int, x: int) -> list[tuple[str, np.ndarray]]:
+    """The axial, coronal and sagittal views through (z, y, x) of a (Z, H, W) volume, each with the
+    cross-hair at the point the other two show; coronal and sagittal are stretched to nominal mm."""
+    from core import volumes
+
+    depth = volume.shape[0]
+    stretch = volumes.scaled_plane(volume, "coronal", 0).shape[0] // depth
+    row_of_z = (depth - 1 - z) * stretch + stretch // 2  # the vertex is at the top of those views
+    return [(f"axial, slice {z}", with_crosshair(volumes.scaled_plane(volume, "axial", z), y, x)),
+            (f"coronal, row {y}", with_crosshair(volumes.scaled_plane(volume, "coronal", y), row_of_z, x)),
+            (f"sagittal, column {x}", with_crosshair(volumes.scaled_plane(volume, "sagittal", x), row_of_z, y))]

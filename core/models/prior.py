@@ -37,6 +37,12 @@ class PriorConfig(Config):
     num_levels: int = setting(0, help="slice levels the prior is conditioned on (0: unconditional)", minimum=0)
     level_map_size: int = setting(8, help="side of each level's learned map, upsampled to the code grid",
                                   flag="--level-map-size", minimum=1, maximum=256)
+    # A whole-brain prior: slice z is also conditioned on the codes of slice z - 1 of the same case
+    # (a slice-conditioned 2-D model applied slice after slice, as Peng et al. 2023), so a stack
+    # generated from the base up is coherent. Slice 0 sees a grid of the "no slice below" token.
+    previous_slice: bool = setting(False, help="a whole-brain prior: condition each slice on the codes of the "
+                                   "slice below it (generate volumes with python -m core.sample --volume)",
+                                   flag="--volume", label="Whole-brain (volume) prior")
 
     def check(self):
         if self.kernel_size % 2 == 0:
@@ -112,6 +118,49 @@ class SliceLevelEmbedding(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "num_levels": self.num_levels, "output_dim": self.output_dim,
                 "grid_height": self.grid_height, "grid_width": self.grid_width, "map_size": self.map_size}
+
+
+@keras.saving.register_keras_serializable(package="brainvq")
+class PreviousSliceEncoder(keras.layers.Layer):
+    """The codes of the slice below (B, H, W) int -> (B, H, W, D) condition map for the slice above.
+
+    The slice below is known in full when this one is generated, so it is read with ordinary
+    (non-causal) 3x3 convolutions: each position sees a 5x5 neighbourhood of codes below it. Code
+    `num_embeddings` is the "no slice below" token of a stack's first slice. The last convolution
+    starts at zero, so a fresh encoder adds nothing: a prior warm-started from a slice prior begins
+    exactly as that prior and learns what the slice below adds.
+
+    Args:
+        num_embeddings: K, codes of the VQ-VAE (the token is K).
+        embedding_dim: size of each code's embedding.
+        output_dim: D, channels of the condition map.
+    """
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, output_dim: int, **kwargs):
+        super().__init__(**kwargs)
+        self.num_embeddings, self.embedding_dim, self.output_dim = int(num_embeddings), int(embedding_dim), int(output_dim)
+
+    def build(self, input_shape):
+        e, d = self.embedding_dim, self.output_dim
+        self.table = self.add_weight(name="table", shape=(self.num_embeddings + 1, e),
+                                     initializer=keras.initializers.RandomNormal(stddev=0.05))
+        self.hidden_kernel = self.add_weight(name="hidden_kernel", shape=(3, 3, e, d), initializer="variance_scaling")
+        self.hidden_bias = self.add_weight(name="hidden_bias", shape=(d,), initializer="zeros")
+        self.out_kernel = self.add_weight(name="out_kernel", shape=(3, 3, d, d), initializer="zeros")
+        self.out_bias = self.add_weight(name="out_bias", shape=(d,), initializer="zeros")
+        self.built = True
+
+    def call(self, previous):
+        x = ops.take(self.table, ops.cast(previous, "int32"), axis=0)  # (B, H, W, E)
+        x = ops.relu(ops.conv(x, self.hidden_kernel, padding="same") + self.hidden_bias)
+        return ops.conv(x, self.out_kernel, padding="same") + self.out_bias
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape) + (self.output_dim,)
+
+    def get_config(self):
+        return {**super().get_config(), "num_embeddings": self.num_embeddings,
+                "embedding_dim": self.embedding_dim, "output_dim": self.output_dim}
 
 
 @keras.saving.register_keras_serializable(package="brainvq")
@@ -290,19 +339,29 @@ class LogitsHead(keras.layers.Layer):
 
 
 def build_prior(config: PriorConfig) -> keras.Model:
-    """Builds the prior: int32 codes (B, H, W) [and int32 levels (B,)] -> float32 logits (B, H, W, K).
+    """Builds the prior: int32 codes (B, H, W) [, int32 levels (B,)] [, int32 codes of the slice below
+    (B, H, W)] -> float32 logits (B, H, W, K).
 
     Logits at (i, j) depend on rows i - 1 - L*(k//2) .. i - 1 within columns j -+ L*(k//2), and on
-    row i columns j - 1 - L*(k//2) .. j - 1 (L = num_layers); on nothing else but the level.
-    With config.num_levels > 0 the model takes [codes, levels]; `prior_inputs` builds either.
+    row i columns j - 1 - L*(k//2) .. j - 1 (L = num_layers); on nothing else but the level and the
+    slice below. The inputs are a list when there is a condition; `prior_inputs` builds them.
     """
     codes = keras.Input((config.grid_height, config.grid_width), dtype="int32", name="codes")
-    inputs, condition = codes, []
+    inputs, condition = [codes], []
     if config.num_levels:
         levels = keras.Input((), dtype="int32", name="levels")
-        inputs = [codes, levels]
-        condition = [SliceLevelEmbedding(config.num_levels, config.embedding_dim, config.grid_height,
-                                         config.grid_width, config.level_map_size, name="level_embedding")(levels)]
+        inputs.append(levels)
+        condition.append(SliceLevelEmbedding(config.num_levels, config.embedding_dim, config.grid_height,
+                                             config.grid_width, config.level_map_size, name="level_embedding")(levels))
+    if config.previous_slice:
+        previous = keras.Input((config.grid_height, config.grid_width), dtype="int32", name="previous")
+        inputs.append(previous)
+        condition.append(PreviousSliceEncoder(config.num_embeddings, config.embedding_dim, config.embedding_dim,
+                                              name="previous_slice")(previous))
+    # One condition map: the level's and the slice below's add up (same channels, so a volume prior
+    # has a slice prior's gated layers and can start from its weights).
+    condition = [keras.layers.Add(name="condition")(condition)] if len(condition) == 2 else condition
+    inputs = inputs if len(inputs) > 1 else codes
     x = keras.layers.Embedding(config.num_embeddings, config.embedding_dim, name="code_embedding")(codes)
     if config.position_embedding:
         x = PositionEmbedding(name="position_embedding")(x)
@@ -394,9 +453,27 @@ def check_levels(prior_model: keras.Model, n: int, levels) -> np.ndarray | None:
     return levels.astype(np.int32)
 
 
-def prior_inputs(prior_model: keras.Model, codes, levels=None):
-    """What to call the prior with: codes alone, or [codes, levels] for a level-conditioned prior."""
-    return [codes, levels] if _level_count(prior_model, levels is not None) else codes
+def previous_layer(prior_model: keras.Model) -> PreviousSliceEncoder | None:
+    """The whole-brain prior's encoder of the slice below, or None for a slice prior."""
+    found = [l for l in prior_model.layers if isinstance(l, PreviousSliceEncoder)]
+    return found[0] if found else None
+
+
+def start_token(prior_model: keras.Model) -> int:
+    """The code that fills "the slice below" of a stack's first slice (K, one past the codebook)."""
+    return previous_layer(prior_model).num_embeddings
+
+
+def prior_inputs(prior_model: keras.Model, codes, levels=None, previous=None):
+    """What to call the prior with: codes alone, or [codes, levels] for a level-conditioned prior,
+    followed by the slice below's codes for a whole-brain prior."""
+    inputs = [codes, levels] if _level_count(prior_model, levels is not None) else [codes]
+    if (previous_layer(prior_model) is not None) != (previous is not None):
+        raise ValueError("A whole-brain prior needs the codes of the slice below (previous=...); a slice prior "
+                         "takes none.")
+    if previous is not None:
+        inputs.append(previous)
+    return inputs if len(inputs) > 1 else codes
 
 
 def prior_loss(codes, logits):

@@ -10,7 +10,7 @@ import tensorflow as tf
 
 from core import atomic, bundles, cluster, data, images, runs, settings
 from core.models.prior import PriorConfig, build_prior, prior_inputs, prior_loss, set_level_frequency
-from core.models.sampler import sample_codes
+from core.models.sampler import sample_codes, sample_volumes
 from core.settings import Config, setting
 from core.training import loop
 from core.training.loop import TrainConfig
@@ -54,7 +54,8 @@ def split_levels(data_root: Path, split: str, codes: np.ndarray, num_levels: int
 
 
 class PriorTask(loop.KerasTask):
-    """Trains the prior; validation bits per code pick the best checkpoint."""
+    """Trains the prior (or, with config.previous_slice, the whole-brain prior); validation bits per code
+    pick the best checkpoint."""
 
     kind = "prior"
     model_file = "prior.keras"
@@ -73,20 +74,39 @@ class PriorTask(loop.KerasTask):
         self.val_codes = encode_split(self.vqvae, root, "validate", run_dir / "codes_validate.npy", chief)
         self.train_levels = split_levels(root, "train", self.train_codes, model_config.num_levels)
         self.val_levels = split_levels(root, "validate", self.val_codes, model_config.num_levels)
+        self.volume = model_config.previous_slice
+        if self.volume:
+            self.model_file = "volume_prior.keras"
+            # Each slice's neighbour one level down in the same case (-1: the base of a stack).
+            self.train_below = data.slice_below(data.list_slices(root, "train"))
+            self.val_below = data.slice_below(data.list_slices(root, "validate"))
         self.config, self.train, self.strategy = model_config, train, strategy
         self.batch_size = min(train.batch_size, len(self.train_codes))
         self._build(self._new_model)
-        self._compiled_logits = tf.function(lambda codes, levels: self._logits(codes, levels, False))
+        self._compiled_logits = tf.function(lambda *inputs: self._logits(*inputs, training=False))
 
     def _new_model(self):
         model = build_prior(self.config)
         if self.config.num_levels:
             set_level_frequency(model, self.train_levels)
+        if self.volume and self.source.prior is not None:
+            _start_from(model, self.source.prior, self.source.path)
         return model
 
-    def _logits(self, codes, levels, training: bool):
-        inputs = prior_inputs(self.model, codes, levels if self.config.num_levels else None)
+    def _logits(self, codes, levels, previous=None, training: bool = False):
+        inputs = prior_inputs(self.model, codes, levels if self.config.num_levels else None, previous)
         return tf.cast(self.model(inputs, training=training), tf.float32)
+
+    def _with_slices_below(self, codes: np.ndarray):
+        """A map from (codes, level, index of the slice below) to (codes, level, codes of the slice below)."""
+        table = tf.constant(codes)  # int16: one copy of the split's codes, looked up by index
+        start = tf.fill(codes.shape[1:], tf.constant(self.config.num_embeddings, tf.int32))
+
+        def lookup(grid, level, index):
+            previous = tf.cond(index >= 0, lambda: tf.cast(tf.gather(table, tf.maximum(index, 0)), tf.int32),
+                               lambda: start)
+            return tf.cast(grid, tf.int32), level, previous
+        return lookup
 
     def steps_per_epoch(self) -> int:
         count = len(self.train_codes) // self.batch_size
@@ -94,18 +114,24 @@ class PriorTask(loop.KerasTask):
 
     def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
         def make(batch_size, shard):
-            grids = (tf.data.Dataset.from_tensor_slices((self.train_codes.astype(np.int32), self.train_levels))
-                     .shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
-                              reshuffle_each_iteration=False))
+            # The codes stay int16 (as cached): an int32 copy of a full OASIS split is 160 MB more.
+            if self.volume:
+                grids = tf.data.Dataset.from_tensor_slices((self.train_codes, self.train_levels, self.train_below))
+                grids = grids.map(self._with_slices_below(self.train_codes))
+            else:
+                grids = tf.data.Dataset.from_tensor_slices((self.train_codes, self.train_levels)).map(
+                    lambda grid, level: (tf.cast(grid, tf.int32), level))
+            grids = grids.shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
+                                  reshuffle_each_iteration=False)
             grids = (data.shard_batches(grids, batch_size, *shard) if shard
                      else grids.batch(batch_size, drop_remainder=True))
             return grids.prefetch(tf.data.AUTOTUNE)
         return self._distribute(make)
 
     def _replica_step(self, batch):
-        codes, levels = batch
+        codes, levels, *below = batch  # below: the codes of the slices below, for a whole-brain prior
         with tf.GradientTape() as tape:
-            logits = self._logits(codes, levels, True)
+            logits = self._logits(codes, levels, *below, training=True)
             loss = prior_loss(codes, logits)
             scaled = self.optimizer.scale_loss(loss / self.strategy.num_replicas_in_sync)
         variables = self.model.trainable_variables
@@ -117,7 +143,13 @@ class PriorTask(loop.KerasTask):
         total_nats, correct, count = 0.0, 0.0, 0
         for start in range(0, len(self.val_codes), 32):
             codes = tf.constant(self.val_codes[start:start + 32].astype(np.int32))
-            logits = self._compiled_logits(codes, tf.constant(self.val_levels[start:start + 32]))
+            levels = tf.constant(self.val_levels[start:start + 32])
+            below = ()
+            if self.volume:
+                indices = self.val_below[start:start + 32]
+                below = (tf.constant(np.where((indices >= 0)[:, None, None], self.val_codes[np.maximum(indices, 0)],
+                                              self.config.num_embeddings).astype(np.int32)),)
+            logits = self._compiled_logits(codes, levels, *below)
             total_nats += float(prior_loss(codes, logits)) * codes.shape[0]
             correct += float(tf.reduce_mean(tf.cast(
                 tf.argmax(logits, -1, output_type=tf.int32) == codes, tf.float32))) * codes.shape[0]
@@ -126,12 +158,43 @@ class PriorTask(loop.KerasTask):
         return {"val_bits_per_code": total_nats / count / np.log(2.0), "val_accuracy": correct / count}
 
     def write_samples(self, path: Path) -> None:
+        if self.volume:  # one whole brain, base to vertex
+            stack = sample_volumes(self.model, 1, seed=0)[0]
+            samples = self.vqvae.decode_indices(stack)
+            path.write_bytes(images.png_bytes(images.mosaic(samples, columns=8)))
+            return
         samples = self.vqvae.decode_indices(sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0))
         path.write_bytes(images.png_bytes(images.mosaic(samples, columns=SAMPLES_PER_EPOCH)))
 
     def write_bundle(self, folder: Path) -> None:
+        if self.volume:  # beside the slice prior of the bundle it started from, when there is one
+            source_prior = self.source.prior
+            bundles.save_bundle(folder, self.vqvae, source_prior, vqvae_source=self.source.path,
+                                prior_config=PriorConfig.from_dict(self.source.config["prior"]) if source_prior else None,
+                                volume_prior=self.model, volume_config=self.config)
+            return
         bundles.save_bundle(folder, self.vqvae, self.model, prior_config=self.config,
                             vqvae_source=self.source.path)
+
+
+def _start_from(model, slice_prior, source) -> None:
+    """Warm-start a whole-brain prior from a slice prior of the same shape: every layer they share
+    (all but the encoder of the slice below) takes its weights, so training begins at the slice
+    prior's likelihood and learns what the slice below adds."""
+    shared = 0
+    for layer in model.layers:
+        try:
+            other = slice_prior.get_layer(layer.name)
+        except ValueError:
+            continue
+        mine, theirs = layer.get_weights(), other.get_weights()
+        if mine and [w.shape for w in mine] == [w.shape for w in theirs]:
+            layer.set_weights(theirs)
+            shared += 1
+    if shared:
+        log.info("The whole-brain prior starts from the slice prior of %s (%d layers).", source, shared)
+    else:
+        log.info("The slice prior of %s has another shape: the whole-brain prior starts afresh.", source)
 
 
 
@@ -191,6 +254,13 @@ def make_task(model: PriorConfig | dict, data_settings: PriorData, train: TrainC
             **model, "num_levels": _level_count(data_settings.data, data_settings.levels),
             "num_embeddings": vqvae_config.num_embeddings, "grid_height": vqvae_config.code_grid,
             "grid_width": vqvae_config.code_grid})
+    if model.previous_slice:
+        root = data.find_data_root(data_settings.data)
+        for split in ("train", "validate"):  # a name without case and slice numbers, found before any encoding
+            data.slice_below(data.list_slices(root, split))
+        if not model.num_levels:
+            raise data.DataError("A whole-brain prior (--volume) generates slice z at level z: it needs the slice "
+                                 "levels in the file names, and --levels auto.")
     task = PriorTask(run_dir, data_settings.vqvae, data_settings.data, model, train, strategy)
     return task, {"kind": "prior", "model": model.to_dict(), "train": train.to_dict(),
                   "data_settings": data_settings.to_dict()}

@@ -121,7 +121,7 @@ def e2e_paths(tmp_path_factory):
     root = tmp_path_factory.mktemp("e2e")
     oasis_tree = make_training_data(root / "data")
     uses_demo = (DEMO / "vqvae.keras").exists() and (DEMO / "prior.keras").exists()
-    bundle = DEMO if uses_demo else make_tiny_bundle(root / "tiny-bundle")
+    bundle = DEMO if uses_demo else make_tiny_bundle(root / "tiny-bundle", with_volume_prior=True)
     return {"runs": root / "runs", "bundle": bundle, "uses_demo": uses_demo,
             "train_data": oasis_tree, "log": root / "streamlit.log"}
 

@@ -91,6 +91,31 @@ def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
     assert_no_traceback(page)
 
 
+def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(page, tmp_path, screenshots_dir):
+    go_to(page, "Sample")
+    page.get_by_role("button", name="Generate a whole brain").click()
+    page.get_by_role("button", name="Download .nii.gz").wait_for(timeout=300_000)
+    for caption in ("axial, slice", "coronal, row", "sagittal, column", "base to vertex, looping"):
+        page.get_by_text(caption).first.wait_for()
+    assert_no_traceback(page)
+    page.get_by_text("coronal, row").first.scroll_into_view_if_needed()
+    page.screenshot(path=str(screenshots_dir / "whole_brain.png"), full_page=True)
+    # The axial slider moves the axial view (and the cross-hair in the other two).
+    page.get_by_test_id("stSlider").filter(has_text="Axial slice").get_by_role("slider").press("Home")
+    page.get_by_text("axial, slice 0", exact=True).wait_for()
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download .nii.gz").click()
+    volume = tmp_path / "brain.nii.gz"
+    download.value.save_as(volume)
+    assert download.value.suggested_filename == "brain_seed0.nii.gz"
+    # The downloaded volume is a NIfTI the Reconstruct page reads: its middle axial slice is scored.
+    go_to(page, "Reconstruct")
+    page.get_by_test_id("stFileUploaderDropzoneInput").set_input_files(volume)
+    page.get_by_text("mean SSIM").wait_for()
+    page.get_by_text("brain.nii.gz [axis 2, slice").first.wait_for()
+    assert_no_traceback(page)
+
+
 def loss_points(page) -> int:
     """Points of the longest line in the first plotly chart (the training loss)."""
     return page.evaluate(

@@ -1,0 +1,128 @@
+"""Benchmark: whole-brain volumes — coherence, anatomy along the stack, realism per slice and speed, beside real volumes and independent slices.
+
+    python bench/volumes.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy] [--n 4] [--seed 0]
+
+Prints one JSON object:
+- adjacent_ssim: mean SSIM between neighbouring axial slices, for the real validation volumes
+  (every case of the split), for --n generated volumes, and for the "before": independent slices of
+  the slice prior, one per level, stacked base to vertex. Target: generated within +-0.03 of real.
+- area_profile_r: Pearson r of the generated (and the independent) brain-area-per-level profile
+  against the validation mean profile. Target >= 0.95.
+- fd / kid per slice: every generated slice against the validate split on the reference network's
+  features, beside the slice prior's samples (the same number, levels as in training) and real
+  train slices (the baseline). Target: volume slices no worse than the slice prior's.
+- seconds: 16 single slices, one 32-slice volume, --n volumes batched, timed in this sitting after a
+  warm-up each; the ratios are the targets' (<= 20x and <= 40x the 16-slice time).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO_ROOT))
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "demo"))
+    parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "oasis_proxy"))
+    parser.add_argument("--n", type=int, default=4, help="generated volumes (and batch of the batched timing)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--skip-speed", action="store_true")
+    return parser.parse_args(argv)
+
+
+def timed(job) -> tuple[float, object]:
+    started = time.perf_counter()
+    result = job()
+    return time.perf_counter() - started, result
+
+
+def main(argv=None) -> None:
+    args = parse_args(argv)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from core import data, jobs, sample_quality, volumes
+    from core.bundles import load_bundle
+    from core.models.prior import num_levels
+
+    bundle = load_bundle(args.checkpoint)
+    volume_prior, slice_prior = bundle.require_volume_prior(), bundle.require_prior()
+    size, depth = bundle.image_size, num_levels(volume_prior)
+    root = data.find_data_root(args.data)
+
+    stacks = [s for s in data.case_stacks(data.list_slices(root, "validate")) if len(s) == depth]
+    real = np.stack([data.load_images(stack, size)[..., 0] for stack in stacks])  # (cases, Z, H, W)
+
+    generation_s, generated = timed(lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed))
+    # The "before": the slice prior's independent slices, n per level, stacked by level.
+    independent_levels = np.tile(np.arange(depth), args.n)
+    independent = _slices_at(bundle, slice_prior, independent_levels, args.seed)
+    independent = independent.reshape(args.n, depth, size, size)
+
+    real_profile = volumes.area_profile(real)
+    report = {
+        "checkpoint": str(bundle.path), "n": args.n, "real_cases": len(real), "slices_per_volume": depth,
+        "adjacent_ssim": {"real": round(volumes.adjacent_ssim(real), 4),
+                          "generated": round(volumes.adjacent_ssim(generated), 4),
+                          "independent_slices": round(volumes.adjacent_ssim(independent), 4)},
+        "area_profile_r": {"generated": round(float(np.corrcoef(volumes.area_profile(generated), real_profile)[0, 1]), 4),
+                           "independent_slices": round(float(np.corrcoef(volumes.area_profile(independent),
+                                                                         real_profile)[0, 1]), 4)},
+        "area_profile": {"real": np.round(real_profile, 3).tolist(),
+                         "generated": np.round(volumes.area_profile(generated), 3).tolist()},
+    }
+
+    reference = sample_quality.load_reference()
+    count = args.n * depth
+    validate, validate_levels = sample_quality.real_slices(args.data, "validate", 10**6, size)
+    baseline, baseline_levels = sample_quality.real_slices(args.data, "train", count, size, seed=args.seed)
+    slice_samples = jobs.generate_brains(bundle.vqvae, slice_prior, count, seed=args.seed + 1)
+    as_slices = generated.reshape(-1, size, size)
+    volume_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline)
+    slice_figures = sample_quality.compare_sets(reference, slice_samples.images, validate, baseline)
+    report["realism_per_slice"] = {
+        "slices": count,
+        "volume_slices": {k: volume_figures[k] for k in ("fd", "kid", "area_samples")},
+        "slice_prior_samples": {k: slice_figures[k] for k in ("fd", "kid", "area_samples")},
+        "real_train_baseline": {"fd": volume_figures["fd_real"], "kid": volume_figures["kid_real"],
+                                "area": volume_figures["area_real"]}}
+
+    if not args.skip_speed:
+        report["seconds"] = speed(jobs, bundle, slice_prior, volume_prior, args)
+    report["first_generation_s"] = round(generation_s, 2)
+    print(json.dumps(report, indent=1))
+
+
+def _slices_at(bundle, prior, levels, seed):
+    from core.models.sampler import sample_codes
+
+    codes = sample_codes(prior, len(levels), seed=seed, levels=levels)
+    return np.clip(bundle.vqvae.decode_indices(codes), 0, 1)[..., 0]
+
+
+def speed(jobs, bundle, slice_prior, volume_prior, args) -> dict:
+    """Median of 2 timed runs each, after one warm-up each, interleaved so that load hits all alike."""
+    runs = {"slices_16": lambda: jobs.generate_brains(bundle.vqvae, slice_prior, 16, seed=1),
+            "volume_1": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, 1, seed=1),
+            f"volumes_{args.n}": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=1)}
+    for job in runs.values():
+        job()  # traces the graphs for this batch size
+    times = {name: [] for name in runs}
+    for _ in range(2):
+        for name, job in runs.items():
+            times[name].append(timed(job)[0])
+    seconds = {name: round(float(np.median(t)), 2) for name, t in times.items()}
+    seconds["volume_1_over_slices_16"] = round(seconds["volume_1"] / seconds["slices_16"], 2)
+    seconds[f"volumes_{args.n}_over_slices_16"] = round(seconds[f"volumes_{args.n}"] / seconds["slices_16"], 2)
+    return seconds
+
+
+if __name__ == "__main__":
+    main()
