@@ -1,6 +1,7 @@
 """Benchmark: whole-brain volumes — coherence, anatomy along the stack, realism per slice and speed, beside real volumes and independent slices.
 
     python bench/volumes.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy] [--n 4] [--seed 0]
+                            [--temperature 1.0] [--skip-speed]
 
 Prints one JSON object:
 - adjacent_ssim: mean SSIM between neighbouring axial slices, for the real validation volumes
@@ -35,6 +36,7 @@ def parse_args(argv=None):
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "oasis_proxy"))
     parser.add_argument("--n", type=int, default=4, help="generated volumes (and batch of the batched timing)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--temperature", type=float, default=1.0, help="for the volumes and both kinds of slices")
     parser.add_argument("--skip-speed", action="store_true")
     return parser.parse_args(argv)
 
@@ -60,15 +62,17 @@ def main(argv=None) -> None:
     stacks = [s for s in data.case_stacks(data.list_slices(root, "validate")) if len(s) == depth]
     real = np.stack([data.load_images(stack, size)[..., 0] for stack in stacks])  # (cases, Z, H, W)
 
-    generation_s, generated = timed(lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed))
+    generation_s, generated = timed(lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed,
+                                                                  temperature=args.temperature))
     # The "before": the slice prior's independent slices, n per level, stacked by level.
     independent_levels = np.tile(np.arange(depth), args.n)
-    independent = _slices_at(bundle, slice_prior, independent_levels, args.seed)
+    independent = _slices_at(bundle, slice_prior, independent_levels, args.seed, args.temperature)
     independent = independent.reshape(args.n, depth, size, size)
 
     real_profile = volumes.area_profile(real)
     report = {
-        "checkpoint": str(bundle.path), "n": args.n, "real_cases": len(real), "slices_per_volume": depth,
+        "checkpoint": str(bundle.path), "n": args.n, "temperature": args.temperature, "real_cases": len(real),
+        "slices_per_volume": depth,
         "adjacent_ssim": {"real": round(volumes.adjacent_ssim(real), 4),
                           "generated": round(volumes.adjacent_ssim(generated), 4),
                           "independent_slices": round(volumes.adjacent_ssim(independent), 4)},
@@ -83,7 +87,8 @@ def main(argv=None) -> None:
     count = args.n * depth
     validate, validate_levels = sample_quality.real_slices(args.data, "validate", 10**6, size)
     baseline, baseline_levels = sample_quality.real_slices(args.data, "train", count, size, seed=args.seed)
-    slice_samples = jobs.generate_brains(bundle.vqvae, slice_prior, count, seed=args.seed + 1)
+    slice_samples = jobs.generate_brains(bundle.vqvae, slice_prior, count, seed=args.seed + 1,
+                                         temperature=args.temperature)
     as_slices = generated.reshape(-1, size, size)
     volume_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline)
     slice_figures = sample_quality.compare_sets(reference, slice_samples.images, validate, baseline)
@@ -100,10 +105,10 @@ def main(argv=None) -> None:
     print(json.dumps(report, indent=1))
 
 
-def _slices_at(bundle, prior, levels, seed):
+def _slices_at(bundle, prior, levels, seed, temperature):
     from core.models.sampler import sample_codes
 
-    codes = sample_codes(prior, len(levels), seed=seed, levels=levels)
+    codes = sample_codes(prior, len(levels), seed=seed, levels=levels, temperature=temperature)
     return np.clip(bundle.vqvae.decode_indices(codes), 0, 1)[..., 0]
 
 

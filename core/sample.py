@@ -18,7 +18,9 @@ def build_parser() -> cli.Parser:
                         help="how many slices")
     parser.add_argument("--seed", type=settings.number(int, "seed", minimum=0, maximum=2**31 - 1), default=0)
     parser.add_argument("--temperature", type=settings.number(float, "temperature", minimum=0.0, maximum=100.0),
-                        default=1.0, help="divides the logits; 0 always takes the most likely code")
+                        default=None, help="divides the logits; 0 always takes the most likely code (default: 1.0 "
+                                           f"for slices, {jobs.VOLUME_TEMPERATURE} for --volume, where it keeps "
+                                           "neighbouring slices as alike as real ones)")
     parser.add_argument("--top-k", type=settings.number(int, "top_k", minimum=1), default=None,
                         help="sample among the k most likely codes only (default: all)")
     parser.add_argument("--complete", help="a PNG slice whose top code rows are kept")
@@ -56,10 +58,10 @@ def main(argv: list[str] | None = None) -> int:
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
             level = args.level if args.level is not None else jobs.level_from_name(prior, args.complete)
             brains = jobs.complete_brain(bundle.vqvae, prior, image, keep_rows, args.n, seed=args.seed,
-                                         temperature=args.temperature, top_k=args.top_k, level=level)
+                                         temperature=_slice_temperature(args), top_k=args.top_k, level=level)
         else:
             brains = jobs.generate_brains(bundle.vqvae, prior, args.n, seed=args.seed,
-                                          temperature=args.temperature, top_k=args.top_k, level=args.level)
+                                          temperature=_slice_temperature(args), top_k=args.top_k, level=args.level)
         seconds = time.perf_counter() - started
         out.mkdir(parents=True, exist_ok=True)
         stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
@@ -78,12 +80,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _slice_temperature(args) -> float:
+    return 1.0 if args.temperature is None else args.temperature
+
+
 def _volumes(bundle, args, out: Path) -> dict:
     """Generate --n whole brains and write each as .nii.gz, montage PNG and three-plane PNG."""
     volume_prior = bundle.require_volume_prior()
     started = time.perf_counter()
     brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed,
-                                   temperature=args.temperature, top_k=args.top_k)
+                                   temperature=jobs.VOLUME_TEMPERATURE if args.temperature is None else args.temperature,
+                                   top_k=args.top_k)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     files = []

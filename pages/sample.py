@@ -48,8 +48,10 @@ def whole_brain() -> None:
     st.caption(f"{depth} axial slices from the base of the brain up, each drawn given the slice below it.")
     settings = st.columns(3)
     volume_seed = settings[0].number_input("Seed", 0, 2**31 - 1, 0, key="volume_seed")
-    volume_temperature = settings[1].slider("Temperature", 0.0, 2.0, 1.0, 0.05, key="volume_temperature",
-                                            help="0 = always the most likely code")
+    volume_temperature = settings[1].slider("Temperature", 0.0, 2.0, jobs.VOLUME_TEMPERATURE, 0.05,
+                                            key="volume_temperature",
+                                            help="0 = always the most likely code; the default keeps neighbouring "
+                                                 "slices as alike as in real brains")
     if settings[2].button("Generate a whole brain", type="primary"):
         bar = st.progress(0.0, text="Generating a whole brain")
         with shared.guard("Generating a whole brain"):

@@ -24,6 +24,12 @@ def epoch_records(run_dir: Path) -> list[dict]:
     return [r for r in runs.read_metrics(run_dir)[0] if r["kind"] == "epoch"]
 
 
+def resumes(run_dir: Path) -> str:
+    count = (run_dir / "train.log").read_text().count("Resuming")
+    return (f" It was resumed from its last checkpoint {count} time(s) (`--resume`, to add "
+            f"epochs or after an interruption)." if count else "")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--vqvae-run", default="runs/demo-vqvae")
@@ -47,10 +53,6 @@ def main() -> None:
     vq_best = runs.checkpoint_pointer(vqvae_run, "best")
     prior_best = runs.checkpoint_pointer(prior_run, "best")
     vq_used = next(e for e in vq_epochs if e["step"] == vq_best["step"])
-    def resumes(run_dir: Path) -> str:
-        count = (run_dir / "train.log").read_text().count("Resuming")
-        return (f" It was resumed from its last checkpoint {count} time(s) (`--resume`, to add "
-                f"epochs or after an interruption)." if count else "")
 
     levels = prior_config["model"].get("num_levels", 0)
     levels_line = (f"Conditioned on the slice level read from the file names ({levels} levels, "
@@ -126,7 +128,7 @@ def add_volume_prior(volume_run: Path, out: Path) -> None:
   stacks from the base up. Config: `{json.dumps(config["model"])}`
 - Training: started from the slice prior above (every shared layer), {train["epochs"]} epochs on
   consecutive slice pairs of the train split's cases, batch {train["batch_size"]}, Adam lr
-  {train["learning_rate"]} ({train["lr_schedule"]}); {epochs[-1]["elapsed_s"]:.0f} s on the same CPU.
+  {train["learning_rate"]} ({train["lr_schedule"]}); {epochs[-1]["elapsed_s"]:.0f} s on the same CPU.{resumes(volume_run)}
 - Best epoch {best["epoch"]}: validation {best["val_bits_per_code"]:.3f} bits per code (the slice
   prior: see above), top-1 accuracy {best["val_accuracy"]:.3f}.
 - Command: `python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}`,
