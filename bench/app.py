@@ -93,7 +93,7 @@ def time_generate(page, seed: int) -> float:
     page.get_by_label("Seed").press("Enter")
     page.wait_for_timeout(300)  # let the rerun from the seed change settle before timing
     started = time.perf_counter()
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     page.get_by_text(f"brain_seed{seed}_15").wait_for(timeout=300_000)
     images_on_screen(page, 17)  # 16 brains + the slice of "complete a brain"
     return time.perf_counter() - started

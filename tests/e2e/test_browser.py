@@ -75,7 +75,7 @@ def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
     go_to(page, "Sample")
     page.get_by_label("How many").fill("8")
     page.get_by_label("How many").press("Enter")
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     page.get_by_role("button", name="Download all (zip of PNGs)").first.wait_for(timeout=120_000)
     page.wait_for_function(
         "[...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
@@ -85,7 +85,7 @@ def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
     # Both the demo and the tiny test prior are conditioned on the slice level: pick one.
     page.get_by_test_id("stSelectbox").filter(has_text="Slice level").first.click()
     page.get_by_role("option", name="2", exact=True).click()
-    page.get_by_role("button", name="Generate").click()
+    page.get_by_role("button", name="Generate", exact=True).click()
     page.get_by_text("brain_seed0_07_level2").wait_for(timeout=120_000)
     assert page.get_by_text("_level2").count() == 8
     assert_no_traceback(page)
@@ -95,15 +95,19 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     go_to(page, "Sample")
     page.get_by_role("button", name="Generate a whole brain").click()
     page.get_by_role("button", name="Download .nii.gz").wait_for(timeout=300_000)
-    for caption in ("axial, slice", "coronal, row", "sagittal, column", "base to vertex, looping"):
+    for caption in ("axial, slice", "coronal, row", "sagittal, column"):
         page.get_by_text(caption).first.wait_for()
+    page.get_by_text("Play through the axial slices").click()  # the expander with the looping GIF
+    page.get_by_text("base to vertex, looping").wait_for()
+    page.wait_for_function("[...document.querySelectorAll('img')].some(i => i.src.includes('.gif') && i.naturalWidth > 0)")
     assert_no_traceback(page)
     page.get_by_text("coronal, row").first.scroll_into_view_if_needed()
     page.screenshot(path=str(screenshots_dir / "whole_brain.png"), full_page=True)
     # The axial slider moves the axial view (and the cross-hair in the other two).
     page.get_by_test_id("stSlider").filter(has_text="Axial slice").get_by_role("slider").press("Home")
     page.get_by_text("axial, slice 0", exact=True).wait_for()
-    with page.expect_download() as download:
+    page.wait_for_timeout(1000)  # the slider's rerun redraws the button: a click on the old one is lost
+    with page.expect_download(timeout=120_000) as download:
         page.get_by_role("button", name="Download .nii.gz").click()
     volume = tmp_path / "brain.nii.gz"
     download.value.save_as(volume)
