@@ -10,7 +10,8 @@ Prints one JSON object:
 - area_profile_r: Pearson r of the generated (and the independent) brain-area-per-level profile
   against the validation mean profile. Target >= 0.95.
 - fd / kid per slice: every generated slice against the validate split on the reference network's
-  features, beside the slice prior's samples (the same number, levels as in training) and real
+  features, beside the slice prior's samples (the same number, levels as in training), real
+  train slices of --n whole cases (does coming from few brains cost anything?) and random real
   train slices (the baseline). Target: volume slices no worse than the slice prior's.
 - seconds: 16 single slices, one 32-slice volume, --n volumes batched, timed in this sitting after a
   warm-up each; the ratios are the targets' (<= 20x and <= 40x the 16-slice time).
@@ -92,10 +93,17 @@ def main(argv=None) -> None:
     as_slices = generated.reshape(-1, size, size)
     volume_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline)
     slice_figures = sample_quality.compare_sets(reference, slice_samples.images, validate, baseline)
+    # Are slices of a few whole brains judged worse just for coming from few brains? Real train
+    # slices of n whole cases against as many random train slices, on the same scale.
+    train_stacks = [s for s in data.case_stacks(data.list_slices(root, "train")) if len(s) == depth]
+    picks = np.random.default_rng(args.seed).choice(len(train_stacks), min(args.n, len(train_stacks)), replace=False)
+    whole_cases = data.load_images([path for i in picks for path in train_stacks[i]], size)[..., 0]
+    cases_figures = sample_quality.compare_sets(reference, whole_cases, validate, baseline)
     report["realism_per_slice"] = {
         "slices": count,
         "volume_slices": {k: volume_figures[k] for k in ("fd", "kid", "area_samples")},
         "slice_prior_samples": {k: slice_figures[k] for k in ("fd", "kid", "area_samples")},
+        "real_train_slices_of_whole_cases": {k: cases_figures[k] for k in ("fd", "kid")},
         "real_train_baseline": {"fd": volume_figures["fd_real"], "kid": volume_figures["kid_real"],
                                 "area": volume_figures["area_real"]}}
 

@@ -20,6 +20,12 @@ def go_to(page, title: str) -> None:
     page.get_by_role("heading", name=title, exact=True).wait_for()
 
 
+def wait_until_idle(page) -> None:
+    """Until the app's script run is over: Streamlit's running icon has gone."""
+    page.wait_for_timeout(500)  # a rerun that has just been asked for shows its icon first
+    page.get_by_test_id("stStatusWidgetRunningIcon").wait_for(state="detached", timeout=180_000)
+
+
 def assert_no_traceback(page) -> None:
     assert page.get_by_test_id("stException").count() == 0
 
@@ -106,7 +112,9 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     # The axial slider moves the axial view (and the cross-hair in the other two).
     page.get_by_test_id("stSlider").filter(has_text="Axial slice").get_by_role("slider").press("Home")
     page.get_by_text("axial, slice 0", exact=True).wait_for()
-    page.wait_for_timeout(1000)  # the slider's rerun redraws the button: a click on the old one is lost
+    # The slider's rerun replaces the button and frees the old one's file: a click before the run
+    # is over downloads nothing.
+    wait_until_idle(page)
     with page.expect_download(timeout=120_000) as download:
         page.get_by_role("button", name="Download .nii.gz").click()
     volume = tmp_path / "brain.nii.gz"
