@@ -198,6 +198,29 @@ def test_a_killed_worker_fails_the_job_clearly_and_resume_restarts_every_worker(
     assert f"Resuming {run_dir} from step {stopped_at}" in (run_dir / "train.log").read_text()
 
 
+def test_stop_on_the_chief_stops_every_worker_at_the_same_step(oasis_tree, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [sys.executable, "-m", "core.train", "vqvae", "--data", str(oasis_tree), "--run-dir", str(run_dir),
+            *TINY, "--epochs", "200", "--steps-per-epoch", "3", "--log-every", "1", "--workers", "2"]
+    log_path = tmp_path / "job.log"
+    with open(log_path, "wb") as log:
+        launcher = subprocess.Popen(args, cwd=REPO_ROOT, env=ENV, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        wait_for(lambda: len(step_lines(run_dir)) >= 5 if (run_dir / "metrics.jsonl").exists() else False,
+                 launcher, "five steps")
+        (run_dir / "STOP").touch()
+        assert launcher.wait(timeout=TIMEOUT_S) == 0  # both workers ended well, neither hung
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    stopped = [line for line in log_path.read_text().splitlines() if '"state": "stopped"' in line]
+    assert sorted(line.split("]")[0] for line in stopped) == ["[worker 0", "[worker 1"]
+    status = runs.read_status(run_dir)
+    assert status["state"] == "stopped" and status["step"] < 600
+    assert runs.checkpoint_pointer(run_dir, "last")["step"] == status["step"]  # a checkpoint where it stopped
+
+
 def test_workers_refuse_a_strategy_other_than_multiworker(oasis_tree, tmp_path):
     run_dir = tmp_path / "run"
     result = train("--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY, "--workers", "2",
