@@ -31,16 +31,21 @@ def mosaic(images, columns: int) -> np.ndarray:
     return picture
 
 
+def to_uint8(image) -> np.ndarray:
+    """Values in [0, 1] (clipped) -> uint8 0..255, rounded: how every picture and volume is stored."""
+    return (np.clip(np.asarray(image, np.float32), 0, 1) * 255).round().astype(np.uint8)
+
+
 def png_bytes(image: np.ndarray) -> bytes:
     """(H, W) in [0, 1] -> 8-bit greyscale PNG bytes."""
     buffer = io.BytesIO()
-    Image.fromarray((np.clip(image, 0, 1) * 255).round().astype(np.uint8), "L").save(buffer, "PNG")
+    Image.fromarray(to_uint8(image), "L").save(buffer, "PNG")
     return buffer.getvalue()
 
 
 def gif_bytes(frames, seconds_per_frame: float = 0.15) -> bytes:
     """(N, H, W) in [0, 1] -> an 8-bit greyscale GIF that plays the frames in a loop."""
-    pictures = [Image.fromarray((np.clip(f, 0, 1) * 255).round().astype(np.uint8), "L") for f in frames]
+    pictures = [Image.fromarray(to_uint8(frame), "L") for frame in frames]
     buffer = io.BytesIO()
     pictures[0].save(buffer, "GIF", save_all=True, append_images=pictures[1:], loop=0,
                      duration=int(seconds_per_frame * 1000))

@@ -13,8 +13,12 @@ import io
 
 import numpy as np
 
+from core import images
+
 # Nominal voxel size (mm): 1 mm in plane; OASIS's 32 slices span the brain, about 5 mm apart.
 SPACING_MM = (1.0, 1.0, 5.0)
+# Rows per slice in coronal and sagittal views, so that they show the nominal voxel shape.
+Z_STRETCH = max(1, int(round(SPACING_MM[2] / SPACING_MM[0])))
 DESCRIPTION = b"BrainVQ synthetic volume: generated, not a scan"
 PLANES = ("axial", "coronal", "sagittal")
 
@@ -30,8 +34,7 @@ def check_volume(volume) -> np.ndarray:
 
 def to_voxels(volume) -> np.ndarray:
     """(Z, H, W) slices -> (X, Y, Z) uint8 voxels in RAS order (the inverse of nifti_slice's rotation)."""
-    volume = check_volume(volume)
-    voxels = np.round(np.clip(volume, 0.0, 1.0) * 255.0).astype(np.uint8)
+    voxels = images.to_uint8(check_volume(volume))
     return np.ascontiguousarray(np.transpose(voxels[:, ::-1, :], (2, 1, 0)))
 
 
@@ -67,30 +70,23 @@ def plane(volume, which: str, index: int) -> np.ndarray:
 def scaled_plane(volume, which: str, index: int) -> np.ndarray:
     """`plane`, stretched along z so that coronal and sagittal views show the nominal voxel shape."""
     view = plane(volume, which, index)
-    if which == "axial":
-        return view
-    stretch = max(1, int(round(SPACING_MM[2] / SPACING_MM[0])))
-    return np.repeat(view, stretch, axis=0)
+    return view if which == "axial" else np.repeat(view, Z_STRETCH, axis=0)
+
+
+def views_through(volume, z: int, y: int, x: int) -> list[np.ndarray]:
+    """The axial, coronal and sagittal `scaled_plane` views through the voxel (z, y, x)."""
+    return [scaled_plane(volume, "axial", z), scaled_plane(volume, "coronal", y), scaled_plane(volume, "sagittal", x)]
 
 
 def montage(volume, columns: int = 8) -> np.ndarray:
     """All axial slices side by side, base at the top left: (rows * H, columns * W)."""
-    volume = check_volume(volume)
-    depth, height, width = volume.shape
-    rows = -(-depth // columns)
-    sheet = np.zeros((rows * height, columns * width), np.float32)
-    for z in range(depth):
-        r, c = divmod(z, columns)
-        sheet[r * height:(r + 1) * height, c * width:(c + 1) * width] = volume[z]
-    return sheet
+    return images.mosaic(check_volume(volume), columns)
 
 
 def three_plane(volume, point: tuple[int, int, int] | None = None, gap: int = 4) -> np.ndarray:
     """Axial, coronal and sagittal views through `point` (z, y, x; default the centre) in one picture."""
     volume = check_volume(volume)
-    z, y, x = point if point is not None else tuple(s // 2 for s in volume.shape)
-    views = [scaled_plane(volume, "axial", z), scaled_plane(volume, "coronal", y),
-             scaled_plane(volume, "sagittal", x)]
+    views = views_through(volume, *(point if point is not None else tuple(s // 2 for s in volume.shape)))
     height = max(v.shape[0] for v in views)
     padded = [np.pad(v, ((0, height - v.shape[0]), (0, gap))) for v in views]
     return np.concatenate(padded, axis=1)[:, :-gap]
@@ -108,9 +104,12 @@ def adjacent_ssim(volumes) -> float:
     return float(np.mean(metrics.ssim(below, above)))
 
 
-def area_profile(volumes, threshold: float = 0.1) -> np.ndarray:
-    """(Z,) mean fraction of pixels above `threshold` (brain) per slice, over (N, Z, H, W) volumes."""
+def area_profile(volumes) -> np.ndarray:
+    """(Z,) mean brain area (`sample_quality.brain_area`) of each slice level, over (N, Z, H, W) volumes."""
+    from core.sample_quality import brain_area
+
     volumes = np.asarray(volumes, np.float32)
     if volumes.ndim == 3:
         volumes = volumes[None]
-    return (volumes > threshold).mean(axis=(0, 2, 3))
+    count, depth = volumes.shape[:2]
+    return brain_area(volumes.reshape(count * depth, *volumes.shape[2:])).reshape(count, depth).mean(axis=0)

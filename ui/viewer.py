@@ -11,6 +11,8 @@ import streamlit as st
 from PIL import Image
 from plotly.subplots import make_subplots
 
+from core import images
+
 AUTO_PERCENTILES = (0.1, 99.9)  # a few hot or dead pixels must not set the whole window
 WINDOW_MODES = ("auto (0.1-99.9 %)", "full range", "manual")
 COMPARE_MODES = ("side by side", "wipe", "flicker")
@@ -52,7 +54,7 @@ def wipe(left: np.ndarray, right: np.ndarray, position: float) -> np.ndarray:
 def _rgb(picture: np.ndarray) -> np.ndarray:
     """[0, 1] grey (H, W) or uint8 (H, W, 3) -> uint8 (H, W, 3)."""
     if picture.ndim == 2:
-        return np.repeat((np.clip(picture, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+        return np.repeat(images.to_uint8(picture)[..., None], 3, axis=-1)
     return np.asarray(picture, np.uint8)
 
 
@@ -129,7 +131,7 @@ CROSSHAIR_RGB = (255, 200, 0)
 def with_crosshair(picture: np.ndarray, row: int, column: int) -> np.ndarray:
     """(H, W) grey in [0, 1] -> (H, W, 3) uint8 with a thin cross through (row, column), dashed so
     the anatomy under it stays visible."""
-    rgb = np.repeat((np.clip(picture, 0, 1) * 255).round().astype(np.uint8)[..., None], 3, axis=-1)
+    rgb = _rgb(picture)
     height, width = picture.shape
     dashes_across = (np.arange(width) // 3) % 2 == 0
     dashes_down = (np.arange(height) // 3) % 2 == 0
@@ -143,9 +145,9 @@ def three_planes(volume: np.ndarray, z: int, y: int, x: int) -> list[tuple[str, 
     cross-hair at the point the other two show; coronal and sagittal are stretched to nominal mm."""
     from core import volumes
 
-    depth = volume.shape[0]
-    stretch = volumes.scaled_plane(volume, "coronal", 0).shape[0] // depth
-    row_of_z = (depth - 1 - z) * stretch + stretch // 2  # the vertex is at the top of those views
-    return [(f"axial, slice {z}", with_crosshair(volumes.scaled_plane(volume, "axial", z), y, x)),
-            (f"coronal, row {y}", with_crosshair(volumes.scaled_plane(volume, "coronal", y), row_of_z, x)),
-            (f"sagittal, column {x}", with_crosshair(volumes.scaled_plane(volume, "sagittal", x), row_of_z, y))]
+    stretch = volumes.Z_STRETCH
+    row_of_z = (volume.shape[0] - 1 - z) * stretch + stretch // 2  # the vertex is at the top of those views
+    axial, coronal, sagittal = volumes.views_through(volume, z, y, x)
+    return [(f"axial, slice {z}", with_crosshair(axial, y, x)),
+            (f"coronal, row {y}", with_crosshair(coronal, row_of_z, x)),
+            (f"sagittal, column {x}", with_crosshair(sagittal, row_of_z, y))]
