@@ -464,14 +464,36 @@ def start_token(prior_model: keras.Model) -> int:
     return previous_layer(prior_model).num_embeddings
 
 
+def _previous_encoder(prior_model: keras.Model, previous_given: bool) -> PreviousSliceEncoder | None:
+    """The rule for the slice below, in one place: a whole-brain prior needs it, a slice prior takes none."""
+    layer = previous_layer(prior_model)
+    if (layer is not None) != previous_given:
+        raise ValueError("A whole-brain prior needs the codes of the slice below (previous=...); a slice prior "
+                         "takes none.")
+    return layer
+
+
+def check_previous(prior_model: keras.Model, n: int, previous) -> np.ndarray | None:
+    """(n, H, W) int32 codes of the slices below for a whole-brain prior, None for a slice prior; a
+    ValueError for codes it cannot take (`start_token` is the "no slice below" code)."""
+    layer = _previous_encoder(prior_model, previous is not None)
+    if layer is None:
+        return None
+    previous = np.asarray(previous)
+    expected = (n, *prior_model.inputs[0].shape[1:])
+    if previous.shape != expected:
+        raise ValueError(f"Expected previous codes of shape {expected}. Received: {previous.shape}")
+    if previous.min() < 0 or previous.max() > layer.num_embeddings:
+        raise ValueError(f"Expected previous codes in [0, {layer.num_embeddings}] ({layer.num_embeddings}: no slice "
+                         f"below). Received values in [{previous.min()}, {previous.max()}]")
+    return previous.astype(np.int32)
+
+
 def prior_inputs(prior_model: keras.Model, codes, levels=None, previous=None):
     """What to call the prior with: codes alone, or [codes, levels] for a level-conditioned prior,
     followed by the slice below's codes for a whole-brain prior."""
     inputs = [codes, levels] if _level_count(prior_model, levels is not None) else [codes]
-    if (previous_layer(prior_model) is not None) != (previous is not None):
-        raise ValueError("A whole-brain prior needs the codes of the slice below (previous=...); a slice prior "
-                         "takes none.")
-    if previous is not None:
+    if _previous_encoder(prior_model, previous is not None) is not None:
         inputs.append(previous)
     return inputs if len(inputs) > 1 else codes
 

@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from core.models.prior import (GatedPixelCNNLayer, LogitsHead, check_levels, level_frequency, level_layer,
-                               num_levels, previous_layer, prior_inputs, prior_parts, start_token)
+from core.models.prior import (GatedPixelCNNLayer, LogitsHead, check_levels, check_previous, level_frequency,
+                               level_layer, num_levels, previous_layer, prior_inputs, prior_parts, start_token)
 
 # Measured with bench/sampling.py on the 2-core CPU (64x64, K=256, n=16, 8 layers): the plain graph
 # ran in 1.23 s after a 1.7 s warm-up, XLA (jit_compile=True on the row step) in 1.34 s after a 3.0 s
@@ -248,7 +248,7 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
     if method not in ("fast", "naive"):
         raise ValueError(f"Expected method 'fast' or 'naive'. Received: method={method!r}")
     keep, init = _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask)
-    previous = _check_previous(prior_model, n, height, width, previous)
+    previous = check_previous(prior_model, n, previous)
     if levels is None and num_levels(prior_model):
         levels = draw_levels(prior_model, n, seed=seed, init_codes=init if keep.any() else None,
                              keep_mask=keep if keep.any() else None)
@@ -265,29 +265,9 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
     return codes
 
 
-def _check_previous(prior_model, n, height, width, previous):
-    """(n, H, W) int32 codes of the slices below for a whole-brain prior, None for a slice prior."""
-    layer = previous_layer(prior_model)
-    if (layer is None) != (previous is None):
-        raise ValueError("A whole-brain prior samples a slice given the codes of the slice below (previous=...); "
-                         "a slice prior takes none.")
-    if previous is None:
-        return None
-    previous = np.asarray(previous)
-    if previous.shape != (n, height, width):
-        raise ValueError(f"Expected previous codes of shape {(n, height, width)}. Received: {previous.shape}")
-    if previous.min() < 0 or previous.max() > layer.num_embeddings:
-        raise ValueError(f"Expected previous codes in [0, {layer.num_embeddings}] ({layer.num_embeddings}: no slice "
-                         f"below). Received values in [{previous.min()}, {previous.max()}]")
-    return previous.astype(np.int32)
-
-
-VolumeProgressFn = Callable[[int, int], None]
-
-
 def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None = None, seed: int = 0,
                    temperature: float = 1.0, top_k: Optional[int] = None,
-                   progress: Optional[VolumeProgressFn] = None) -> np.ndarray:
+                   progress: Optional[ProgressFn] = None) -> np.ndarray:
     """Samples n whole stacks of code grids (n, Z, H, W) int32 from a whole-brain prior, base to vertex.
 
     Slice z is sampled at level z (a level-conditioned prior) given the codes of slice z - 1 (the
@@ -375,6 +355,6 @@ def teacher_forced_logits_fast(prior_model: keras.Model, codes, levels=None, pre
     gumbel = tf.zeros((n, height, width, num_embeddings))
     keep = np.ones_like(codes, bool)
     levels = check_levels(prior_model, n, levels)
-    previous = _check_previous(prior_model, n, height, width, previous)
+    previous = check_previous(prior_model, n, previous)
     _, logits = _run_fast(prior_model, n, gumbel, keep, codes, 1.0, None, None, True, levels, previous)
     return logits
