@@ -81,6 +81,9 @@ class PriorTask(loop.KerasTask):
             self.train_below = data.slice_below(data.list_slices(root, "train"))
             self.val_below = data.slice_below(data.list_slices(root, "validate"))
         self.config, self.train, self.strategy = model_config, train, strategy
+        # The splits' codes as tensors, made once: a whole-brain prior looks up the slices below in them.
+        self._train_table = tf.constant(self.train_codes) if self.volume else None
+        self._val_table = tf.constant(self.val_codes) if self.volume else None
         self.batch_size = min(train.batch_size, len(self.train_codes))
         self._build(self._new_model)
         self._compiled_logits = tf.function(lambda *inputs: self._logits(*inputs, training=False))
@@ -97,35 +100,32 @@ class PriorTask(loop.KerasTask):
         inputs = prior_inputs(self.model, codes, levels if self.config.num_levels else None, previous)
         return tf.cast(self.model(inputs, training=training), tf.float32)
 
-    def _with_slices_below(self, codes: np.ndarray):
-        """A map from (codes, level, index of the slice below) to (codes, level, codes of the slice below)."""
-        table = tf.constant(codes)  # int16: one copy of the split's codes, looked up by index
-        start = tf.fill(codes.shape[1:], tf.constant(self.config.num_embeddings, tf.int32))
-
-        def lookup(grid, level, index):
-            previous = tf.cond(index >= 0, lambda: tf.cast(tf.gather(table, tf.maximum(index, 0)), tf.int32),
-                               lambda: start)
-            return tf.cast(grid, tf.int32), level, previous
-        return lookup
+    def _batch_inputs(self, table, codes, levels, *below):
+        """A batch as the model takes it: int32 codes, levels, and for a whole-brain prior the codes of
+        the slices below, looked up by their (B,) indices into the split's int16 `table` (-1: none,
+        the start token)."""
+        inputs = (tf.cast(codes, tf.int32), levels)
+        if not below:
+            return inputs
+        indices = below[0]
+        found = tf.cast(tf.gather(table, tf.maximum(indices, 0)), tf.int32)
+        return (*inputs, tf.where((indices >= 0)[:, None, None], found, self.config.num_embeddings))
 
     def steps_per_epoch(self) -> int:
         count = len(self.train_codes) // self.batch_size
         return min(count, self.train.steps_per_epoch or count)
 
     def epoch_dataset(self, epoch: int) -> tf.data.Dataset:
+        # The codes stay int16 (as cached) until a batch is made: an int32 copy of a full OASIS split is
+        # 160 MB more.
+        arrays = (self.train_codes, self.train_levels, *((self.train_below,) if self.volume else ()))
+
         def make(batch_size, shard):
-            # The codes stay int16 (as cached): an int32 copy of a full OASIS split is 160 MB more.
-            if self.volume:
-                grids = tf.data.Dataset.from_tensor_slices((self.train_codes, self.train_levels, self.train_below))
-                grids = grids.map(self._with_slices_below(self.train_codes))
-            else:
-                grids = tf.data.Dataset.from_tensor_slices((self.train_codes, self.train_levels)).map(
-                    lambda grid, level: (tf.cast(grid, tf.int32), level))
-            grids = grids.shuffle(len(self.train_codes), seed=self.train.seed * 1000 + epoch,
-                                  reshuffle_each_iteration=False)
+            grids = tf.data.Dataset.from_tensor_slices(arrays).shuffle(
+                len(self.train_codes), seed=self.train.seed * 1000 + epoch, reshuffle_each_iteration=False)
             grids = (data.shard_batches(grids, batch_size, *shard) if shard
                      else grids.batch(batch_size, drop_remainder=True))
-            return grids.prefetch(tf.data.AUTOTUNE)
+            return grids.map(lambda *batch: self._batch_inputs(self._train_table, *batch)).prefetch(tf.data.AUTOTUNE)
         return self._distribute(make)
 
     def _replica_step(self, batch):
@@ -145,14 +145,10 @@ class PriorTask(loop.KerasTask):
         # peak memory by 0.4 GB above the training step's (BENCHMARKS.md, the real OASIS size).
         size = self.batch_size
         for start in range(0, len(self.val_codes), size):
-            codes = tf.constant(self.val_codes[start:start + size].astype(np.int32))
-            levels = tf.constant(self.val_levels[start:start + size])
-            below = ()
-            if self.volume:
-                indices = self.val_below[start:start + size]
-                below = (tf.constant(np.where((indices >= 0)[:, None, None], self.val_codes[np.maximum(indices, 0)],
-                                              self.config.num_embeddings).astype(np.int32)),)
-            logits = self._compiled_logits(codes, levels, *below)
+            batch = (self.val_codes[start:start + size], self.val_levels[start:start + size],
+                     *((self.val_below[start:start + size],) if self.volume else ()))
+            codes, *rest = self._batch_inputs(self._val_table, *batch)
+            logits = self._compiled_logits(codes, *rest)
             total_nats += float(prior_loss(codes, logits)) * codes.shape[0]
             correct += float(tf.reduce_mean(tf.cast(
                 tf.argmax(logits, -1, output_type=tf.int32) == codes, tf.float32))) * codes.shape[0]
