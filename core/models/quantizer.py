@@ -65,11 +65,12 @@ def _mean(values):
     return ops.sum(values) / ops.maximum(ops.cast(ops.size(values), "float32"), 1.0)
 
 
-def _across_replicas(value, reduction: str):
+def across_replicas(value, reduction: str):
     """Sum or mean `value` over the replicas of a tf.distribute strategy (itself when there is one).
 
     Without it each replica's EMA update would see only its own shard and the codebook copies
-    would drift apart; with it all replicas write the same codebook.
+    would drift apart; with it all replicas write the same codebook (and a training step counts
+    code usage over the global batch).
     """
     context = _replica_context()
     if context is None or context.num_replicas_in_sync == 1:
@@ -196,11 +197,11 @@ class VectorQuantizer(keras.layers.Layer):
 
     def _update_codebook(self, flat, one_hot):
         decay = self.ema_decay
-        counts = _across_replicas(ops.sum(one_hot, axis=0), "sum")
+        counts = across_replicas(ops.sum(one_hot, axis=0), "sum")
         cluster_size = self.ema_cluster_size * decay + counts * (1.0 - decay)
         self.ema_cluster_size.assign(cluster_size)
         if self.use_ema:
-            sums = _across_replicas(ops.matmul(ops.transpose(one_hot), flat), "sum")
+            sums = across_replicas(ops.matmul(ops.transpose(one_hot), flat), "sum")
             embedding_sum = self.ema_embedding_sum * decay + sums * (1.0 - decay)
             # Laplace smoothing keeps rarely used codes from dividing by ~0.
             total = ops.sum(cluster_size)

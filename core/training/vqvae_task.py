@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from core import bundles, data, images, scoring, settings
-from core.models.quantizer import code_counts, codes_used, perplexity
+from core.models.quantizer import across_replicas, code_counts, codes_used, perplexity
 from core.models.vqvae import VQVAEConfig, build_vqvae
 from core.training import loop
 from core.settings import Config, setting
@@ -61,9 +61,8 @@ class VQVAETask(loop.KerasTask):
             scaled = self.optimizer.scale_loss(loss / replicas)
         variables = model.trainable_variables
         self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        counts = code_counts(indices, self.config.num_embeddings)  # the one definition of usage
-        if replicas > 1:  # usage of the global batch, as one process would count it
-            counts = tf.distribute.get_replica_context().all_reduce("sum", counts)
+        # The one definition of usage, over the global batch as one process would count it.
+        counts = across_replicas(code_counts(indices, self.config.num_embeddings), "sum")
         return {"loss": loss, "reconstruction_loss": reconstruction_loss, "vq_loss": vq_loss,
                 "perplexity": perplexity(counts), "codes_used": tf.cast(codes_used(counts), tf.float32)}
 
