@@ -39,6 +39,8 @@ def build_parser() -> cli.Parser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.temperature is None:
+        args.temperature = jobs.VOLUME_TEMPERATURE if args.volume else 1.0
     out = Path(args.out)
     try:
         if out.exists() and not out.is_dir():  # found now, not after the samples are made
@@ -58,10 +60,10 @@ def main(argv: list[str] | None = None) -> int:
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
             level = args.level if args.level is not None else jobs.level_from_name(prior, args.complete)
             brains = jobs.complete_brain(bundle.vqvae, prior, image, keep_rows, args.n, seed=args.seed,
-                                         temperature=_slice_temperature(args), top_k=args.top_k, level=level)
+                                         temperature=args.temperature, top_k=args.top_k, level=level)
         else:
             brains = jobs.generate_brains(bundle.vqvae, prior, args.n, seed=args.seed,
-                                          temperature=_slice_temperature(args), top_k=args.top_k, level=args.level)
+                                          temperature=args.temperature, top_k=args.top_k, level=args.level)
         seconds = time.perf_counter() - started
         out.mkdir(parents=True, exist_ok=True)
         stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
@@ -80,17 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _slice_temperature(args) -> float:
-    return 1.0 if args.temperature is None else args.temperature
-
-
 def _volumes(bundle, args, out: Path) -> dict:
     """Generate --n whole brains and write each as .nii.gz, montage PNG and three-plane PNG."""
     volume_prior = bundle.require_volume_prior()
     started = time.perf_counter()
     brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed,
-                                   temperature=jobs.VOLUME_TEMPERATURE if args.temperature is None else args.temperature,
-                                   top_k=args.top_k)
+                                   temperature=args.temperature, top_k=args.top_k)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     files = []
