@@ -5,10 +5,12 @@
 Speed: one 256x256 slice at a time (encode + one teacher-forced prior pass), warm, median of
 repeats (target <= 0.3 s). Detection: `--n` evenly spaced validate slices, each copied with one
 synthetic lesion (a bright or a dark disc of radius 4-12 px, soft-edged, blended inside the brain);
-AUROC of slice bits, lesion copies against the same slices without (target >= 0.9), the paired
-rate (lesion copy scores more bits than its own clean slice), and how often the map's top decile
-of codes covers the lesion: some code whose 4x4 patch overlaps the disc is among the 10% most
-surprising codes of the slice (target >= 80%).
+AUROC of slice bits and of the hot spot (core.surprise), lesion copies against the same slices
+without (target >= 0.9), on all lesions, on visible ones (the disc differs from the tissue around
+it by >= VISIBLE) and by contrast quartile; the paired rate (lesion copy scores more bits than its
+own clean slice); how often the map's top decile of codes covers the lesion: some code whose 4x4
+patch overlaps the disc is among the 10% most surprising codes of the slice (target >= 80%); and
+how often the hot spot's box lands on the lesion.
 """
 from __future__ import annotations
 
@@ -39,6 +41,23 @@ def add_lesion(image: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray,
     alpha = np.clip(radius + 1.0 - distance, 0.0, 1.0)  # one-pixel soft edge
     value = rng.uniform(0.85, 1.0) if rng.uniform() < 0.5 else rng.uniform(0.0, 0.12)
     return (image * (1 - alpha) + value * alpha).astype(np.float32), distance <= radius
+
+
+VISIBLE = 0.2  # |mean of the disc - mean of a 4 px ring around it|: below it a disc barely differs from its tissue
+
+
+def lesion_contrast(clean: np.ndarray, lesioned: np.ndarray, mask: np.ndarray) -> float:
+    """Mean intensity inside the disc after blending minus the clean tissue's in a 4 px ring around it."""
+    from scipy import ndimage
+
+    ring = ndimage.binary_dilation(mask, iterations=4) & ~mask
+    return float(lesioned[mask].mean() - clean[ring].mean())
+
+
+def box_overlaps(corner, side: int, mask: np.ndarray, factor: int) -> bool:
+    """Whether the side x side block of codes at `corner` (row, column) covers some lesion pixel."""
+    row, column = (int(c) * factor for c in corner)
+    return bool(mask[row:row + side * factor, column:column + side * factor].any())
 
 
 def auroc(positives: np.ndarray, negatives: np.ndarray) -> float:
@@ -123,13 +142,23 @@ def main() -> None:
           f"{np.mean(after.total_bits > before.total_bits):.1%}; median extra bits "
           f"{np.median(after.total_bits - before.total_bits):.1f}")
     print(f"AUROC of max code bits (pooled): {auroc(after.max_bits, before.max_bits):.3f}")
-    top_k = lambda bits: np.sort(bits.reshape(len(bits), -1), axis=1)[:, -16:].sum(axis=1)
-    print(f"AUROC of the 16 largest code bits summed (pooled): {auroc(top_k(after.bits), top_k(before.bits)):.3f}")
-    from scipy import ndimage
-
-    peak_3x3 = lambda bits: np.array([ndimage.uniform_filter(b, 3).max() for b in bits])  # a lesion spans codes
-    print(f"AUROC of the largest 3x3-code mean of bits (pooled): "
-          f"{auroc(peak_3x3(after.bits), peak_3x3(before.bits)):.3f}")
+    print(f"AUROC of the hot spot, the largest {surprise.HOT_SPOT}x{surprise.HOT_SPOT}-code mean of bits "
+          f"(pooled): {auroc(after.hot_spot_bits, before.hot_spot_bits):.3f}")
+    contrast = np.array([lesion_contrast(clean_image, lesion_image, mask)
+                         for clean_image, lesion_image, mask in zip(clean, lesioned, masks)])
+    visible = np.abs(contrast) >= VISIBLE
+    print(f"lesions whose disc differs from the tissue around it by >= {VISIBLE} (visible): "
+          f"{visible.sum()} of {len(visible)}; AUROC of the hot spot on them, against the same slices "
+          f"without: {auroc(after.hot_spot_bits[visible], before.hot_spot_bits[visible]):.3f}; of slice bits: "
+          f"{auroc(after.total_bits[visible], before.total_bits[visible]):.3f}")
+    for band in np.array_split(np.argsort(np.abs(contrast)), 4):
+        print(f"  |contrast| {np.abs(contrast[band]).min():.2f}-{np.abs(contrast[band]).max():.2f} "
+              f"({len(band)} lesions, {int((contrast[band] > 0).sum())} bright): hot spot AUROC "
+              f"{auroc(after.hot_spot_bits[band], before.hot_spot_bits):.3f} against all clean slices")
+    on_lesion = [box_overlaps(corner, min(surprise.HOT_SPOT, *after.bits.shape[1:]), mask, factor)
+                 for corner, mask in zip(after.hot_spot_corner, masks)]
+    print(f"the hot spot's box overlaps the lesion: {np.mean(on_lesion):.1%} of lesion slices, "
+          f"{np.mean(np.array(on_lesion)[visible]):.1%} of visible ones")
     grid = before.bits.shape[1]
     print(f"top decile of the map covers the lesion: {np.mean(hits):.1%} of {len(hits)} lesion slices "
           f"(a random decile would: {np.mean([coverage_by_chance(m, factor, grid) for m in masks]):.1%})")

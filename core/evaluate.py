@@ -50,7 +50,8 @@ def build_samples_parser() -> cli.Parser:
 def build_surprise_parser() -> cli.Parser:
     parser = _command("python -m core.evaluate surprise",
                       "Bits of every code of each slice under a prior checkpoint (one teacher-forced pass): "
-                      "prints {\"slices\": [{name, bits, max_bits, level}]}; level null: no level in the name, "
+                      "prints {\"slices\": [{name, bits, max_bits, hot_spot_bits, level}]}; hot_spot_bits: the "
+                      "largest mean over 3x3 codes, what a small lesion raises; level null: no level in the name, "
                       "marginalised over p(level).", "a prior run directory or bundle folder", "validate")
     parser.add_argument("--limit", type=positive_int, default=None, help="score N evenly spaced slices")
     parser.add_argument("--out", default=None,

@@ -7,7 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import codebook, data, surprise
+from core import codebook, data
 from ui import access, shared, viewer
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
@@ -57,16 +57,8 @@ code_map.update_layout(title="Code-index map (hover shows the code)", height=420
                        coloraxis_showscale=False, margin=dict(l=10, r=10, t=40, b=10))
 map_column.plotly_chart(code_map, key="code_map")
 if bundle.prior is not None and map_column.toggle("Surprise map of this slice (prior)", key="codebook_surprise"):
-    with shared.guard("Scoring the slice under the prior", stop=False):
-        scored = shared.slice_surprise(bundle, shared.bundle_key(bundle), report.images[shown][None],
-                                       [report.names[shown]])
-        reference = shared.reference_surprise(bundle, shared.bundle_key(bundle), data_folder, 64)
-        fraction, compared = surprise.rank(float(scored.total_bits[0]), scored.levels[0], reference)
-        map_column.markdown(f"**{scored.total_bits[0]:.0f} bits** · more surprising than "
-                            f"**{fraction:.0%}** of {compared} validation slices")
-        map_column.plotly_chart(viewer.overlay_figure(report.images[shown], scored.bits[0],
-                                                      "Surprise: -log2 p(code | codes before it)", "bits"),
-                                key="codebook_surprise_map")
+    shared.surprise_panel(bundle, report.images[shown], report.names[shown], report.images[shown], data_folder,
+                          key="codebook_surprise_map", where=map_column)
 
 projection = px.scatter(x=report.projection[:, 0], y=report.projection[:, 1],
                         color=np.log10(stats.counts + 1), color_continuous_scale="Viridis",

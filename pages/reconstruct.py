@@ -4,7 +4,7 @@ Also window/level, linked zoom, wipe and flicker, the local SSIM map, a volume's
 """
 import streamlit as st
 
-from core import images, jobs, metrics, paths, surprise, uploads
+from core import images, jobs, metrics, paths, uploads
 from ui import access, shared, viewer
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
@@ -85,19 +85,8 @@ st.plotly_chart(viewer.linked_views(panels), key="linked_views")
 
 if bundle.prior is not None and st.toggle("Surprise map: bits of each code under the prior", key="surprise"):
     reference_folder = data_folder if source == "test split" else str(paths.default_data_folder())
-    with shared.guard("Scoring the slice under the prior", stop=False):
-        scored = shared.slice_surprise(bundle, shared.bundle_key(bundle), original[None],
-                                       [report.names[shown]])
-        total, level = float(scored.total_bits[0]), scored.levels[0]
-        reference = shared.reference_surprise(bundle, shared.bundle_key(bundle), reference_folder, 64)
-        fraction, compared = surprise.rank(total, level, reference)
-        against = (f"validation slices of level {level}" if level in reference.levels and level is not None
-                   else "validation slices")
-        st.markdown(f"**{total:.0f} bits** ({'level ' + str(level) if level is not None else 'level marginalised'})"
-                    f" · more surprising than **{fraction:.0%}** of {compared} {against}")
-        st.plotly_chart(viewer.overlay_figure(viewer.apply_window(original, window), scored.bits[0],
-                                              "Surprise: -log2 p(code | codes before it)", "bits"),
-                        key="surprise_map")
+    shared.surprise_panel(bundle, original, report.names[shown], viewer.apply_window(original, window),
+                          reference_folder, key="surprise_map")
 st.dataframe(report.rows(), hide_index=True)
 st.download_button("Download reconstructions (zip of PNGs)",
                    images.zip_of_pngs(report.reconstructions, report.names),

@@ -523,13 +523,19 @@ def test_reconstruct_wipe_and_flicker_comparisons(app_env):
 
 
 def test_reconstruct_surprise_map_gives_bits_and_a_rank(app_env):
+    import json
+
     at = open_page("pages/reconstruct.py")
     at.radio[0].set_value("test split").run()
     at.toggle(key="surprise").set_value(True).run()
     no_trouble(at)
     text = " ".join(m.value for m in at.markdown)
     assert "bits**" in text and "more surprising than" in text and "validation slices of level" in text
-    assert len(at.get("plotly_chart")) == 2
+    assert "Hot spot (boxed)" in text and "bits per code** over 3x3 codes" in text
+    charts = at.get("plotly_chart")
+    assert len(charts) == 2
+    shapes = json.loads(charts[1].proto.spec)["layout"]["shapes"]
+    assert len(shapes) == 1 and shapes[0]["type"] == "rect"  # the hot spot, boxed on the map
 
 
 def test_reconstruct_nifti_ssim_strip_across_the_volume(app_env):
@@ -562,6 +568,7 @@ def test_codebook_surprise_map_of_the_shown_slice(app_env):
     at.toggle(key="codebook_surprise").set_value(True).run()
     no_trouble(at)
     assert any("bits**" in m.value and "more surprising than" in m.value for m in at.markdown)
+    assert any("Hot spot (boxed)" in m.value for m in at.markdown)
     assert len(at.get("plotly_chart")) == 4
 
 

@@ -85,12 +85,14 @@ def test_surprise_prints_one_row_per_slice_and_writes_each_bits_map(capsys, bund
     result = json.loads(out)
     assert list(result) == ["slices"] and len(result["slices"]) == 8
     for row in result["slices"]:
-        assert set(row) == {"name", "bits", "max_bits", "level"}
+        assert set(row) == {"name", "bits", "max_bits", "hot_spot_bits", "level"}
         assert row["level"] == int(row["name"].split("_slice_")[1].split(".")[0])  # levels 0-3 from the names
         bits = np.load(tmp_path / "maps" / f"{row['name']}.npy")
         assert bits.shape == (8, 8)  # the tiny bundle's code grid
         assert bits.sum() == pytest.approx(row["bits"], abs=1e-2)
         assert bits.max() == pytest.approx(row["max_bits"], abs=1e-3)
+        hot_spot = max(bits[i:i + 3, j:j + 3].mean() for i in range(6) for j in range(6))
+        assert hot_spot == pytest.approx(row["hot_spot_bits"], abs=1e-3)
 
 
 def test_surprise_marginalises_a_slice_whose_name_has_no_level(capsys, bundle, tmp_path):

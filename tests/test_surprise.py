@@ -103,12 +103,39 @@ def test_levels_come_from_names_only_when_the_prior_knows_them(level_prior, prio
 
 
 def test_rank_against_the_same_level_else_all():
-    reference = surprise.Surprise(["a", "b", "c", "d"], np.array([1.0, 2.0, 3.0, 4.0])[:, None, None],
-                                  [0, 0, 1, None])
-    assert surprise.rank(2.5, 0, reference) == (1.0, 2)
-    assert surprise.rank(2.5, 1, reference) == (0.0, 1)
-    assert surprise.rank(2.5, None, reference) == (0.5, 4)
-    assert surprise.rank(2.5, 7, reference) == (0.5, 4)  # no reference slice of that level
+    values, levels = np.array([1.0, 2.0, 3.0, 4.0]), [0, 0, 1, None]
+    assert surprise.rank(2.5, 0, values, levels) == (1.0, 2)
+    assert surprise.rank(2.5, 1, values, levels) == (0.0, 1)
+    assert surprise.rank(2.5, None, values, levels) == (0.5, 4)
+    assert surprise.rank(2.5, 7, values, levels) == (0.5, 4)  # no reference slice of that level
+    with pytest.raises(ValueError, match="one level per reference value"):
+        surprise.rank(2.5, 0, values, levels[:3])
+
+
+def test_block_means_match_a_loop_over_every_block():
+    bits = np.random.default_rng(4).exponential(2.0, (3, 7, 9))
+    means = surprise.block_means(bits, 3)
+    assert means.shape == (3, 5, 7)
+    for n in range(3):
+        for i in range(5):
+            for j in range(7):
+                assert means[n, i, j] == pytest.approx(bits[n, i:i + 3, j:j + 3].mean(), rel=1e-12)
+    # A grid smaller than the block: one block, the whole grid.
+    np.testing.assert_allclose(surprise.block_means(bits[:, :2, :2], 3)[:, 0, 0], bits[:, :2, :2].mean(axis=(1, 2)))
+
+
+def test_the_hot_spot_finds_a_planted_block_that_the_total_does_not_rank_first():
+    rng = np.random.default_rng(5)
+    bits = rng.uniform(0.0, 1.0, (3, 16, 16))
+    bits[0] += 2.0  # much more brain: the largest total, but no block stands out
+    bits[1, 9:12, 4:7] += 6.0  # a small lesion: 54 more bits, in one 3x3 block
+    scored = surprise.Surprise(["a", "b", "c"], bits, [None] * 3)
+    assert int(np.argmax(scored.total_bits)) == 0
+    assert int(np.argmax(scored.hot_spot_bits)) == 1
+    assert scored.hot_spot_corner[1].tolist() == [9, 4]
+    assert scored.hot_spot_bits[1] == pytest.approx(bits[1, 9:12, 4:7].mean())
+    row = scored.rows()[1]
+    assert row["hot_spot_bits"] == pytest.approx(scored.hot_spot_bits[1], abs=1e-3)
 
 
 def test_folder_surprise_reads_a_plain_folder_and_reports_rows(oasis_tree):
@@ -119,5 +146,6 @@ def test_folder_surprise_reads_a_plain_folder_and_reports_rows(oasis_tree):
     assert result.bits.shape == (5, 8, 8) and len(result.names) == 5
     rows = result.rows()
     assert {row["level"] for row in rows} <= {0, 1, None} and None in {row["level"] for row in rows}
-    for row, total, peak in zip(rows, result.total_bits, result.max_bits):
+    for row, total, peak, spot in zip(rows, result.total_bits, result.max_bits, result.hot_spot_bits):
         assert row["bits"] == pytest.approx(total, abs=1e-3) and row["max_bits"] == pytest.approx(peak, abs=1e-3)
+        assert peak >= row["hot_spot_bits"] >= total / 64 - 1e-3  # a block's mean lies between the mean and the max

@@ -165,6 +165,34 @@ def reference_surprise(_bundle: bundles.Bundle, key: str, data_folder: str, limi
     return surprise.folder_surprise(_bundle.vqvae, _bundle.prior, data_folder, "validate", limit)
 
 
+def surprise_panel(bundle: bundles.Bundle, image, name: str, shown, reference_folder: str, key: str,
+                   where=st) -> None:
+    """One slice's bits under the prior: its total and hot spot, each ranked against validation
+    slices of its level, and the map with the hot spot boxed. `shown`: the picture under the map."""
+    from core import surprise
+    from ui import viewer
+
+    with guard("Scoring the slice under the prior", stop=False):
+        scored = slice_surprise(bundle, bundle_key(bundle), image[None], [name])
+        reference = reference_surprise(bundle, bundle_key(bundle), reference_folder, 64)
+        level = scored.levels[0]
+        total, spot = float(scored.total_bits[0]), float(scored.hot_spot_bits[0])
+        total_rank, compared = surprise.rank(total, level, reference.total_bits, reference.levels)
+        spot_rank, _ = surprise.rank(spot, level, reference.hot_spot_bits, reference.levels)
+        against = (f"validation slices of level {level}" if level is not None and level in reference.levels
+                   else "validation slices")
+        side = min(surprise.HOT_SPOT, *scored.bits.shape[1:])
+        where.markdown(f"**{total:.0f} bits** ({'level ' + str(level) if level is not None else 'level marginalised'})"
+                       f" · more surprising than **{total_rank:.0%}** of {compared} {against}")
+        where.markdown(f"Hot spot (boxed): **{spot:.2f} bits per code** over {side}x{side} codes · higher "
+                       f"than **{spot_rank:.0%}** of them",
+                       help="The most surprising block of codes. A slice's total bits mostly measure how much "
+                            "brain it holds; a small lesion shows as a hot spot instead (bench/surprise.py).")
+        row, column = scored.hot_spot_corner[0]
+        where.plotly_chart(viewer.overlay_figure(shown, scored.bits[0], "Surprise: -log2 p(code | codes before it)",
+                                                 "bits", box=(int(row), int(column), side)), key=key)
+
+
 @st.cache_data(max_entries=4, show_spinner="Reconstructing every slice of the volume...")
 def volume_ssim(_bundle: bundles.Bundle, key: str, volume_bytes: bytes, name: str, axis: int):
     """(slices,) SSIM of each slice of a NIfTI volume along `axis`, reconstructed by the VQ-VAE."""

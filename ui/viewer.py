@@ -86,14 +86,21 @@ def linked_views(panels: list[tuple], height: int = 340) -> go.Figure:
 
 
 def overlay_figure(image: np.ndarray, values: np.ndarray, title: str, unit: str, colorscale: str = "Hot",
-                   opacity: float = 0.55, height: int = 420) -> go.Figure:
-    """A [0, 1] grey slice with a coarse (h, w) map drawn over it, one cell per code; hover shows the value."""
+                   opacity: float = 0.55, height: int = 420, box: tuple[int, int, int] | None = None) -> go.Figure:
+    """A [0, 1] grey slice with a coarse (h, w) map drawn over it, one cell per code; hover shows the value.
+
+    `box`: (row, column, side) in cells, outlined over the map.
+    """
     size, grid = image.shape[0], values.shape[0]
     scale = size / grid
     fig = go.Figure(go.Image(source=_png_source(image), hoverinfo="skip"))
     fig.add_trace(go.Heatmap(z=values, x0=(scale - 1) / 2, dx=scale, y0=(scale - 1) / 2, dy=scale,
                              opacity=opacity, colorscale=colorscale, colorbar=dict(title=unit),
                              hovertemplate="%{z:.2f} " + unit + "<extra></extra>"))
+    if box is not None:
+        row, column, side = box
+        fig.add_shape(type="rect", x0=column * scale - 0.5, x1=(column + side) * scale - 0.5,
+                      y0=row * scale - 0.5, y1=(row + side) * scale - 0.5, line=dict(color="cyan", width=2))
     fig.update_xaxes(showticklabels=False)
     fig.update_yaxes(showticklabels=False, scaleanchor="x", autorange="reversed")
     fig.update_layout(title=title, height=height, margin=dict(l=0, r=0, t=40, b=0), uirevision=UI_REVISION)

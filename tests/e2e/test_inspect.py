@@ -52,6 +52,11 @@ def test_surprise_map_on_the_reconstruct_page(page, e2e_paths, tmp_path):
     page.get_by_text("more surprising than").wait_for(timeout=120_000)
     page.wait_for_function("Array.from(document.querySelectorAll('.js-plotly-plot'))"
                            ".some(p => p._fullData && p._fullData.some(t => t.type == 'heatmap'))")
+    page.get_by_text("Hot spot (boxed)").wait_for()
+    # The hot spot's box is drawn on the surprise map.
+    page.wait_for_function("Array.from(document.querySelectorAll('.js-plotly-plot'))"
+                           ".some(p => p._fullData && p._fullData.some(t => t.type == 'heatmap')"
+                           " && p.layout.shapes && p.layout.shapes.length == 1)")
     assert_no_traceback(page)
 
 
