@@ -1,4 +1,4 @@
-"""What the pages share: cached loaders, the sidebar checkpoint picker, and the guard that turns errors into messages."""
+"""What the pages share: cached loaders, the sidebar checkpoint picker, the guard that turns errors into messages, the surprise panel."""
 from __future__ import annotations
 
 import os
