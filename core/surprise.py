@@ -1,4 +1,4 @@
-"""Surprise maps: each code's negative log2-likelihood under the prior, from one teacher-forced pass per slice.
+"""Surprise maps: each code's negative log2-likelihood under the prior, from one teacher-forced pass per slice; each slice's total and hot spot.
 
 The prior is an exact autoregressive model, p(codes) = prod_t p(c_t | c_<t): fed a slice's own
 codes, its logits at every position give every factor at once, so the bits of all codes of a
