@@ -12,7 +12,9 @@ Prints one JSON object:
 - fd / kid per slice: every generated slice against the validate split on the reference network's
   features, beside the slice prior's samples (the same number, levels as in training), real
   train slices of --n whole cases (does coming from few brains cost anything?) and random real
-  train slices (the baseline). Target: volume slices no worse than the slice prior's.
+  train slices (the baseline). Target: volume slices no worse than the slice prior's. Also the
+  drift check: slices generated one step from the real slice below (of those whole train cases),
+  and fd by level band of the stacks' slices and of the one-step slices.
 - seconds: 16 single slices, one 32-slice volume, --n volumes batched, timed in this sitting after a
   warm-up each; the ratios are the targets' (<= 20x and <= 40x the 16-slice time).
 """
@@ -99,11 +101,21 @@ def main(argv=None) -> None:
     picks = np.random.default_rng(args.seed).choice(len(train_stacks), min(args.n, len(train_stacks)), replace=False)
     whole_cases = data.load_images([path for i in picks for path in train_stacks[i]], size)[..., 0]
     cases_figures = sample_quality.compare_sets(reference, whole_cases, validate, baseline)
+    # Drift: each slice generated from the real slice below (of those train cases) instead of a
+    # generated one. Far better figures here than for whole stacks mean errors compound up the stack.
+    one_step = _one_step_slices(bundle, volume_prior, whole_cases, depth, args.seed, args.temperature)
+    levels = np.tile(np.arange(depth), len(one_step) // depth)
+    one_step_figures = sample_quality.compare_sets(reference, one_step, validate, baseline, sample_levels=levels,
+                                                   real_levels=validate_levels)
+    stack_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline, sample_levels=levels,
+                                                real_levels=validate_levels)
     report["realism_per_slice"] = {
         "slices": count,
         "volume_slices": {k: volume_figures[k] for k in ("fd", "kid", "area_samples")},
         "slice_prior_samples": {k: slice_figures[k] for k in ("fd", "kid", "area_samples")},
         "real_train_slices_of_whole_cases": {k: cases_figures[k] for k in ("fd", "kid")},
+        "one_step_from_real_slices_below": {k: one_step_figures[k] for k in ("fd", "kid", "fd_by_level_band")},
+        "volume_slices_fd_by_level_band": stack_figures["fd_by_level_band"],
         "real_train_baseline": {"fd": volume_figures["fd_real"], "kid": volume_figures["kid_real"],
                                 "area": volume_figures["area_real"]}}
 
@@ -118,6 +130,20 @@ def _slices_at(bundle, prior, levels, seed, temperature):
 
     codes = sample_codes(prior, len(levels), seed=seed, levels=levels, temperature=temperature)
     return np.clip(bundle.vqvae.decode_indices(codes), 0, 1)[..., 0]
+
+
+def _one_step_slices(bundle, volume_prior, cases, depth, seed, temperature):
+    """Slice z of each case generated at level z given the case's real slice z - 1 (the start token at 0)."""
+    from core.models.prior import start_token
+    from core.models.sampler import sample_codes
+
+    size, grid = cases.shape[-1], bundle.vqvae.config.code_grid
+    codes = bundle.vqvae.encode_to_indices(cases[..., None]).reshape(len(cases) // depth, depth, grid, grid)
+    below = np.concatenate([np.full_like(codes[:, :1], start_token(volume_prior)), codes[:, :-1]], axis=1)
+    generated = np.stack([sample_codes(volume_prior, len(codes), seed=seed, temperature=temperature, levels=z,
+                                       previous=below[:, z], stream=z) for z in range(depth)], axis=1)
+    decoded = bundle.vqvae.decode_indices(generated.reshape(-1, *generated.shape[2:]))
+    return np.clip(decoded, 0, 1)[..., 0].reshape(-1, size, size)
 
 
 def speed(jobs, bundle, slice_prior, volume_prior, args) -> dict:
