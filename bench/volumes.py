@@ -93,7 +93,9 @@ def main(argv=None) -> None:
     slice_samples = jobs.generate_brains(bundle.vqvae, slice_prior, count, seed=args.seed + 1,
                                          temperature=args.temperature)
     as_slices = generated.reshape(-1, size, size)
-    volume_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline)
+    stack_levels = np.tile(np.arange(depth), args.n)  # as_slices runs base to vertex, volume after volume
+    volume_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline, sample_levels=stack_levels,
+                                                 real_levels=validate_levels)
     slice_figures = sample_quality.compare_sets(reference, slice_samples.images, validate, baseline)
     # Are slices of a few whole brains judged worse just for coming from few brains? Real train
     # slices of n whole cases against as many random train slices, on the same scale.
@@ -104,18 +106,16 @@ def main(argv=None) -> None:
     # Drift: each slice generated from the real slice below (of those train cases) instead of a
     # generated one. Far better figures here than for whole stacks mean errors compound up the stack.
     one_step = _one_step_slices(bundle, volume_prior, whole_cases, depth, args.seed, args.temperature)
-    levels = np.tile(np.arange(depth), len(one_step) // depth)
-    one_step_figures = sample_quality.compare_sets(reference, one_step, validate, baseline, sample_levels=levels,
+    one_step_figures = sample_quality.compare_sets(reference, one_step, validate, baseline,
+                                                   sample_levels=np.tile(np.arange(depth), len(one_step) // depth),
                                                    real_levels=validate_levels)
-    stack_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline, sample_levels=levels,
-                                                real_levels=validate_levels)
     report["realism_per_slice"] = {
         "slices": count,
         "volume_slices": {k: volume_figures[k] for k in ("fd", "kid", "area_samples")},
         "slice_prior_samples": {k: slice_figures[k] for k in ("fd", "kid", "area_samples")},
         "real_train_slices_of_whole_cases": {k: cases_figures[k] for k in ("fd", "kid")},
         "one_step_from_real_slices_below": {k: one_step_figures[k] for k in ("fd", "kid", "fd_by_level_band")},
-        "volume_slices_fd_by_level_band": stack_figures["fd_by_level_band"],
+        "volume_slices_fd_by_level_band": volume_figures["fd_by_level_band"],
         "real_train_baseline": {"fd": volume_figures["fd_real"], "kid": volume_figures["kid_real"],
                                 "area": volume_figures["area_real"]}}
 
