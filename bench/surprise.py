@@ -142,7 +142,7 @@ def main() -> None:
           f"{np.mean(after.total_bits > before.total_bits):.1%}; median extra bits "
           f"{np.median(after.total_bits - before.total_bits):.1f}")
     print(f"AUROC of max code bits (pooled): {auroc(after.max_bits, before.max_bits):.3f}")
-    print(f"AUROC of the hot spot, the largest {surprise.HOT_SPOT}x{surprise.HOT_SPOT}-code mean of bits "
+    print(f"AUROC of the hot spot, the largest {after.hot_spot_side}x{after.hot_spot_side}-code mean of bits "
           f"(pooled): {auroc(after.hot_spot_bits, before.hot_spot_bits):.3f}")
     contrast = np.array([lesion_contrast(clean_image, lesion_image, mask)
                          for clean_image, lesion_image, mask in zip(clean, lesioned, masks)])
@@ -155,7 +155,7 @@ def main() -> None:
         print(f"  |contrast| {np.abs(contrast[band]).min():.2f}-{np.abs(contrast[band]).max():.2f} "
               f"({len(band)} lesions, {int((contrast[band] > 0).sum())} bright): hot spot AUROC "
               f"{auroc(after.hot_spot_bits[band], before.hot_spot_bits):.3f} against all clean slices")
-    on_lesion = [box_overlaps(corner, min(surprise.HOT_SPOT, *after.bits.shape[1:]), mask, factor)
+    on_lesion = [box_overlaps(corner, after.hot_spot_side, mask, factor)
                  for corner, mask in zip(after.hot_spot_corner, masks)]
     print(f"the hot spot's box overlaps the lesion: {np.mean(on_lesion):.1%} of lesion slices, "
           f"{np.mean(np.array(on_lesion)[visible]):.1%} of visible ones")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import tensorflow as tf
@@ -28,10 +29,15 @@ BATCH = 16  # slices per prior pass: bounded memory for any number of slices
 HOT_SPOT = 3
 
 
+def block_side(height: int, width: int, size: int = HOT_SPOT) -> int:
+    """The side of the blocks a (height, width) grid is scored in: `size`, or the grid's when it is smaller."""
+    return min(size, height, width)
+
+
 def block_means(bits: np.ndarray, size: int = HOT_SPOT) -> np.ndarray:
-    """(N, H - s + 1, W - s + 1) mean bits of every s x s block of codes, s = min(size, H, W)."""
+    """(N, H - s + 1, W - s + 1) mean bits of every s x s block of codes, s = block_side(H, W, size)."""
     bits = np.asarray(bits, np.float64)
-    size = min(size, bits.shape[1], bits.shape[2])
+    size = block_side(bits.shape[1], bits.shape[2], size)
     table = np.pad(bits.cumsum(axis=1).cumsum(axis=2), ((0, 0), (1, 0), (1, 0)))  # summed-area table
     sums = table[:, size:, size:] - table[:, :-size, size:] - table[:, size:, :-size] + table[:, :-size, :-size]
     return sums / (size * size)
@@ -55,15 +61,24 @@ class Surprise:
         """(N,) the bits of each slice's most surprising code."""
         return self.bits.max(axis=(1, 2))
 
+    @cached_property
+    def _block_means(self) -> np.ndarray:
+        return block_means(self.bits)
+
+    @property
+    def hot_spot_side(self) -> int:
+        """The side, in codes, of the blocks hot spots are found in (HOT_SPOT, or a smaller grid's)."""
+        return block_side(*self.bits.shape[1:])
+
     @property
     def hot_spot_bits(self) -> np.ndarray:
-        """(N,) mean bits per code of each slice's most surprising HOT_SPOT x HOT_SPOT block of codes."""
-        return block_means(self.bits).max(axis=(1, 2))
+        """(N,) mean bits per code of each slice's most surprising hot_spot_side x hot_spot_side block of codes."""
+        return self._block_means.max(axis=(1, 2))
 
     @property
     def hot_spot_corner(self) -> np.ndarray:
         """(N, 2) (row, column) of the code at the top left of each slice's hot spot."""
-        means = block_means(self.bits)
+        means = self._block_means
         flat = means.reshape(len(means), -1).argmax(axis=1)
         return np.stack(np.unravel_index(flat, means.shape[1:]), axis=1)
 

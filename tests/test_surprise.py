@@ -132,7 +132,8 @@ def test_the_hot_spot_finds_a_planted_block_that_the_total_does_not_rank_first()
     scored = surprise.Surprise(["a", "b", "c"], bits, [None] * 3)
     assert int(np.argmax(scored.total_bits)) == 0
     assert int(np.argmax(scored.hot_spot_bits)) == 1
-    assert scored.hot_spot_corner[1].tolist() == [9, 4]
+    assert scored.hot_spot_corner[1].tolist() == [9, 4] and scored.hot_spot_side == 3
+    assert surprise.Surprise(["d"], bits[:1, :2, :5], [None]).hot_spot_side == 2  # a grid smaller than a block
     assert scored.hot_spot_bits[1] == pytest.approx(bits[1, 9:12, 4:7].mean())
     row = scored.rows()[1]
     assert row["hot_spot_bits"] == pytest.approx(scored.hot_spot_bits[1], abs=1e-3)

@@ -181,7 +181,7 @@ def surprise_panel(bundle: bundles.Bundle, image, name: str, shown, reference_fo
         spot_rank, _ = surprise.rank(spot, level, reference.hot_spot_bits, reference.levels)
         against = (f"validation slices of level {level}" if level is not None and level in reference.levels
                    else "validation slices")
-        side = min(surprise.HOT_SPOT, *scored.bits.shape[1:])
+        side = scored.hot_spot_side
         where.markdown(f"**{total:.0f} bits** ({'level ' + str(level) if level is not None else 'level marginalised'})"
                        f" · more surprising than **{total_rank:.0%}** of {compared} {against}")
         where.markdown(f"Hot spot (boxed): **{spot:.2f} bits per code** over {side}x{side} codes · higher "
