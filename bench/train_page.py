@@ -72,20 +72,11 @@ def recipe_run(runs_root: Path, name: str, data: str) -> Path:
 
 
 def differing_settings(first: Path, second: Path) -> dict:
-    """{section.key: (first, second)} of the two runs' config.json entries that differ."""
-    from core import runs
+    """{setting: (first, second)} of the two runs' config.json entries that differ (core.curves' rule)."""
+    from core import curves
 
-    a, b = runs.read_config(first), runs.read_config(second)
-    out = {}
-    for section in sorted(set(a) | set(b)):
-        left, right = a.get(section), b.get(section)
-        if isinstance(left, dict) and isinstance(right, dict):
-            for key in sorted(set(left) | set(right)):
-                if left.get(key) != right.get(key):
-                    out[f"{section}.{key}"] = (left.get(key), right.get(key))
-        elif left != right:
-            out[section] = (left, right)
-    return out
+    flat = {"first": curves.run_settings(first), "second": curves.run_settings(second)}
+    return {name: (flat["first"].get(name), flat["second"].get(name)) for name in curves.differing_settings(flat)}
 
 
 def main() -> None:
