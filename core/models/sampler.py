@@ -54,10 +54,9 @@ def _condition_map(prior_model, n, height, width, levels, previous=None) -> tf.T
     """(n, H, W, D) the condition maps of the slice levels and the slices below, added as the model
     adds them; D = 0 for a prior with neither."""
     maps = []
-    if level_layer(prior_model) is not None:
-        maps.append(tf.convert_to_tensor(level_layer(prior_model)(tf.constant(levels, tf.int32))))
-    if previous_layer(prior_model) is not None:
-        maps.append(tf.convert_to_tensor(previous_layer(prior_model)(tf.constant(previous, tf.int32))))
+    for layer, given in ((level_layer(prior_model), levels), (previous_layer(prior_model), previous)):
+        if layer is not None:
+            maps.append(tf.convert_to_tensor(layer(tf.constant(given, tf.int32))))
     return tf.add_n(maps) if maps else tf.zeros([n, height, width, 0])
 
 
