@@ -26,6 +26,15 @@ def wait_until_idle(page) -> None:
     page.get_by_test_id("stStatusWidgetRunningIcon").wait_for(state="detached", timeout=180_000)
 
 
+def wait_until_fresh(page, text: str) -> None:
+    """Until the element showing `text` has been drawn by the latest script run (Streamlit marks an
+    element of an earlier run data-stale="true" until the run draws it again)."""
+    page.wait_for_function(
+        "text => [...document.querySelectorAll('[data-testid=stElementContainer]')]"
+        ".some(c => c.innerText.includes(text) && c.getAttribute('data-stale') === 'false')", arg=text,
+        timeout=180_000)
+
+
 def assert_no_traceback(page) -> None:
     assert page.get_by_test_id("stException").count() == 0
 
@@ -112,8 +121,9 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     # The axial slider moves the axial view (and the cross-hair in the other two).
     page.get_by_test_id("stSlider").filter(has_text="Axial slice").get_by_role("slider").press("Home")
     page.get_by_text("axial, slice 0", exact=True).wait_for()
-    # The slider's rerun replaces the button and frees the old one's file: a click before the run
-    # is over downloads nothing.
+    # The slider's rerun replaces the button and frees the old one's file: a click on the old button
+    # downloads nothing, so wait for the run to draw the new one, and to end.
+    wait_until_fresh(page, "Download .nii.gz")
     wait_until_idle(page)
     with page.expect_download(timeout=120_000) as download:
         page.get_by_role("button", name="Download .nii.gz").click()
