@@ -55,11 +55,25 @@ def _gaussian_taps() -> tf.Tensor:
     return tf.constant(taps / taps.sum(), tf.float32)
 
 
-def _blur(x: tf.Tensor) -> tf.Tensor:
-    """Valid 11x11 Gaussian filtering as two 1-D passes (rows, then columns): 11+11 taps, not 121."""
+def _band(size) -> tf.Tensor:
+    """(size, size - 10) matrix whose column j holds the Gaussian taps in rows j .. j + 10."""
     taps = _gaussian_taps()
-    x = tf.nn.conv2d(x, tf.reshape(taps, (SSIM_WINDOW, 1, 1, 1)), 1, "VALID")
-    return tf.nn.conv2d(x, tf.reshape(taps, (1, SSIM_WINDOW, 1, 1)), 1, "VALID")
+    offset = tf.range(size)[:, None] - tf.range(size - SSIM_WINDOW + 1)[None, :]
+    inside = (offset >= 0) & (offset < SSIM_WINDOW)
+    return tf.where(inside, tf.gather(taps, tf.clip_by_value(offset, 0, SSIM_WINDOW - 1)), 0.0)
+
+
+def _blur(x: tf.Tensor) -> tf.Tensor:
+    """Valid 11x11 Gaussian filtering of (N, H, W, 1) as two 1-D passes (columns, then rows).
+
+    Each pass is a matmul with a banded matrix of the taps: on CPU about 5x faster than the
+    same pass as a one-channel conv2d (bench/evaluate.py), and equal to it within float rounding.
+    """
+    images = x[..., 0]
+    shape = tf.shape(images)
+    images = tf.matmul(images, _band(shape[2]))  # (N, H, W - 10)
+    images = tf.matmul(_band(shape[1]), images, transpose_a=True)  # (N, H - 10, W - 10)
+    return images[..., None]
 
 
 def ssim_components(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
