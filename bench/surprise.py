@@ -1,16 +1,18 @@
 """Benchmark: surprise maps on checkpoints/demo — seconds per slice, and how well bits find synthetic lesions.
 
-    python bench/surprise.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy] [--n 128]
+    python bench/surprise.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy] [--n 128] [--seeds 0 1 2 3 4]
 
 Speed: one 256x256 slice at a time (encode + one teacher-forced prior pass), warm, median of
-repeats (target <= 0.3 s). Detection: `--n` evenly spaced validate slices, each copied with one
-synthetic lesion (a bright or a dark disc of radius 4-12 px, soft-edged, blended inside the brain);
-AUROC of slice bits and of the hot spot (core.surprise), lesion copies against the same slices
-without (target >= 0.9), on all lesions, on visible ones (the disc differs from the tissue around
-it by >= VISIBLE) and by contrast quartile; the paired rate (lesion copy scores more bits than its
-own clean slice); how often the map's top decile of codes covers the lesion: some code whose 4x4
-patch overlaps the disc is among the 10% most surprising codes of the slice (target >= 80%); and
-how often the hot spot's box lands on the lesion.
+repeats (target <= 0.3 s). Detection, for each lesion seed: `--n` evenly spaced validate slices,
+each copied with one synthetic lesion (a bright or a dark disc of radius 4-12 px, soft-edged,
+blended inside the brain); AUROC of slice bits and of the hot spot (core.surprise: bits above
+expected, largest 4x4 mean), lesion copies against the same slices without (target >= 0.9), on
+all lesions, on visible ones (the disc differs from the tissue around it by >= VISIBLE) and by
+contrast quartile; the paired rate (lesion copy scores more bits than its own clean slice); how
+often the map's top decile of codes covers the lesion: some code whose 4x4 patch overlaps the disc
+is among the 10% most surprising codes of the slice (target >= 80%); and how often the hot spot's
+box lands on the lesion. Each under the slice prior alone and, when the checkpoint has one, under
+the whole-brain prior given the (clean) slice below from the validate split.
 """
 from __future__ import annotations
 
@@ -90,80 +92,97 @@ def share_in_top_decile(bits: np.ndarray, mask: np.ndarray, factor: int) -> floa
     return float((bits[patches] >= np.quantile(bits, 0.9)).mean())
 
 
+def detection(scored_clean, scored_lesion, clean, lesioned, masks, factor: int, label: str) -> float:
+    """Print the detection figures of one prior on one lesion set; returns the hot spot's AUROC."""
+    before, after = scored_clean, scored_lesion
+    hits = [covered(bits, mask, factor) for bits, mask in zip(after.bits, masks)]
+    print(f"  [{label}] AUROC of slice bits, lesion vs clean (pooled, {len(masks)} + {len(masks)}): "
+          f"{auroc(after.total_bits, before.total_bits):.3f}; paired: lesion copy has more bits than its own "
+          f"clean slice in {np.mean(after.total_bits > before.total_bits):.1%}, median extra bits "
+          f"{np.median(after.total_bits - before.total_bits):.1f}")
+    spot = auroc(after.hot_spot_bits, before.hot_spot_bits)
+    print(f"  [{label}] AUROC of the hot spot (largest {after.hot_spot_side}x{after.hot_spot_side}-code mean of bits "
+          f"above expected, pooled): {spot:.3f}; of max code bits: {auroc(after.max_bits, before.max_bits):.3f}")
+    contrast = np.array([lesion_contrast(clean_image, lesion_image, mask)
+                         for clean_image, lesion_image, mask in zip(clean, lesioned, masks)])
+    visible = np.abs(contrast) >= VISIBLE
+    print(f"  [{label}] visible lesions (|contrast| >= {VISIBLE}): {visible.sum()} of {len(visible)}; hot spot "
+          f"AUROC on them {auroc(after.hot_spot_bits[visible], before.hot_spot_bits[visible]):.3f}")
+    quartiles = []
+    for band in np.array_split(np.argsort(np.abs(contrast)), 4):
+        quartiles.append(f"{np.abs(contrast[band]).min():.2f}-{np.abs(contrast[band]).max():.2f}: "
+                         f"{auroc(after.hot_spot_bits[band], before.hot_spot_bits):.3f}")
+    print(f"  [{label}] hot spot AUROC by |contrast| quartile (against all clean slices): " + ", ".join(quartiles))
+    on_lesion = [box_overlaps(corner, after.hot_spot_side, mask, factor)
+                 for corner, mask in zip(after.hot_spot_corner, masks)]
+    grid = before.bits.shape[1]
+    print(f"  [{label}] hot spot's box on the lesion: {np.mean(on_lesion):.1%} ({np.mean(np.array(on_lesion)[visible]):.1%} "
+          f"of visible); top decile of bits covers the lesion: {np.mean(hits):.1%} (a random decile: "
+          f"{np.mean([coverage_by_chance(m, factor, grid) for m in masks]):.1%}); share of the lesion's codes in "
+          f"it: median {np.median([share_in_top_decile(b, m, factor) for b, m in zip(after.bits, masks)]):.1%}")
+    return spot
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", default=str(REPO_ROOT / "checkpoints" / "demo"))
     parser.add_argument("--data", default=str(REPO_ROOT.parent / "shared" / "oasis_proxy"))
     parser.add_argument("--n", type=int, default=128)
     parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="lesion sets")
     args = parser.parse_args()
 
     from core import data, surprise
     from core.bundles import load_bundle
 
     bundle = load_bundle(args.checkpoint)
-    vqvae, prior = bundle.vqvae, bundle.prior
+    vqvae, prior, whole_brain = bundle.vqvae, bundle.prior, bundle.volume_prior
     size = vqvae.config.image_size
     every = data.find_slices(args.data, "validate")
     images = data.load_images(every, size)[..., 0]
+    below_index = data.slice_below(every)
     # A lesion needs brain to sit in: slices with almost none (the lowest levels) are left out.
     has_brain = [i for i, image in enumerate(images) if (image > 0.08).sum() > 2000]
     chosen = data.evenly_spaced(has_brain, args.n)
     names, clean = [every[i].name for i in chosen], images[chosen]
+    below = [images[below_index[i]] if below_index[i] >= 0 else None for i in chosen]  # clean, from the split
     print(f"{len(chosen)} of {len(every)} validate slices ({len(has_brain)} with > 2000 brain pixels)")
 
-    surprise.image_surprise(vqvae, prior, clean[:1], names[:1])  # start-up: tracing, first calls
-    times = []
-    for i in range(args.repeats):
-        started = time.perf_counter()
-        surprise.image_surprise(vqvae, prior, clean[i % len(clean)][None], [names[i % len(names)]])
-        times.append(time.perf_counter() - started)
+    scorers = {"slice prior": lambda x, idx: surprise.image_surprise(vqvae, prior, x, [names[i] for i in idx])}
+    if whole_brain is not None:
+        scorers["whole-brain prior, given the slice below"] = lambda x, idx: surprise.image_surprise(
+            vqvae, whole_brain, x, [names[i] for i in idx], [below[i] for i in idx])
+    for label, score in scorers.items():
+        score(clean[:1], [0])  # start-up: tracing, first calls
+        times = []
+        for i in range(args.repeats):
+            started = time.perf_counter()
+            score(clean[i % len(clean)][None], [i % len(clean)])
+            times.append(time.perf_counter() - started)
+        print(f"[{label}] one slice, level from its name: median {statistics.median(times):.3f} s "
+              f"(min {min(times):.3f}, max {max(times):.3f}, {args.repeats} repeats)")
     started = time.perf_counter()
     unnamed = surprise.image_surprise(vqvae, prior, clean[:1], ["upload.png"])
-    marginal_s = time.perf_counter() - started
-    print(f"one slice, level from its name: median {statistics.median(times):.3f} s "
-          f"(min {min(times):.3f}, max {max(times):.3f}, {args.repeats} repeats)")
-    print(f"one slice without a level in its name (levels marginalised: {unnamed.levels[0] is None}): "
-          f"{marginal_s:.3f} s")
+    print(f"[slice prior] one slice without a level in its name (levels marginalised: {unnamed.levels[0] is None}): "
+          f"{time.perf_counter() - started:.3f} s")
 
-    rng = np.random.default_rng(args.seed)
-    lesioned, masks = zip(*(add_lesion(image, rng) for image in clean))
-    started = time.perf_counter()
-    before = surprise.image_surprise(vqvae, prior, clean, names)
-    after = surprise.image_surprise(vqvae, prior, np.stack(lesioned), names)
-    batch_s = time.perf_counter() - started
-    factor = size // before.bits.shape[1]
-    hits = [covered(bits, mask, factor) for bits, mask in zip(after.bits, masks)]
-    print(f"{2 * len(names)} slices scored in {batch_s:.2f} s ({batch_s / (2 * len(names)):.3f} s per slice in batches)")
-    print(f"AUROC of slice bits, lesion vs clean (pooled, {len(names)} + {len(names)}): "
-          f"{auroc(after.total_bits, before.total_bits):.3f}")
-    print(f"paired: lesion copy has more bits than its own clean slice in "
-          f"{np.mean(after.total_bits > before.total_bits):.1%}; median extra bits "
-          f"{np.median(after.total_bits - before.total_bits):.1f}")
-    print(f"AUROC of max code bits (pooled): {auroc(after.max_bits, before.max_bits):.3f}")
-    print(f"AUROC of the hot spot, the largest {after.hot_spot_side}x{after.hot_spot_side}-code mean of bits "
-          f"(pooled): {auroc(after.hot_spot_bits, before.hot_spot_bits):.3f}")
-    contrast = np.array([lesion_contrast(clean_image, lesion_image, mask)
-                         for clean_image, lesion_image, mask in zip(clean, lesioned, masks)])
-    visible = np.abs(contrast) >= VISIBLE
-    print(f"lesions whose disc differs from the tissue around it by >= {VISIBLE} (visible): "
-          f"{visible.sum()} of {len(visible)}; AUROC of the hot spot on them, against the same slices "
-          f"without: {auroc(after.hot_spot_bits[visible], before.hot_spot_bits[visible]):.3f}; of slice bits: "
-          f"{auroc(after.total_bits[visible], before.total_bits[visible]):.3f}")
-    for band in np.array_split(np.argsort(np.abs(contrast)), 4):
-        print(f"  |contrast| {np.abs(contrast[band]).min():.2f}-{np.abs(contrast[band]).max():.2f} "
-              f"({len(band)} lesions, {int((contrast[band] > 0).sum())} bright): hot spot AUROC "
-              f"{auroc(after.hot_spot_bits[band], before.hot_spot_bits):.3f} against all clean slices")
-    on_lesion = [box_overlaps(corner, after.hot_spot_side, mask, factor)
-                 for corner, mask in zip(after.hot_spot_corner, masks)]
-    print(f"the hot spot's box overlaps the lesion: {np.mean(on_lesion):.1%} of lesion slices, "
-          f"{np.mean(np.array(on_lesion)[visible]):.1%} of visible ones")
-    grid = before.bits.shape[1]
-    print(f"top decile of the map covers the lesion: {np.mean(hits):.1%} of {len(hits)} lesion slices "
-          f"(a random decile would: {np.mean([coverage_by_chance(m, factor, grid) for m in masks]):.1%})")
-    print(f"share of the lesion's codes in the top decile: median "
-          f"{np.median([share_in_top_decile(b, m, factor) for b, m in zip(after.bits, masks)]):.1%} (random: 10%)")
+    everything = list(range(len(clean)))
+    spots = {label: [] for label in scorers}
+    for seed in args.seeds:
+        rng = np.random.default_rng(seed)
+        lesioned, masks = zip(*(add_lesion(image, rng) for image in clean))
+        lesioned = np.stack(lesioned)
+        print(f"lesion seed {seed}:")
+        for label, score in scorers.items():
+            started = time.perf_counter()
+            before, after = score(clean, everything), score(lesioned, everything)
+            seconds = time.perf_counter() - started
+            factor = size // before.bits.shape[1]
+            spots[label].append(detection(before, after, clean, lesioned, masks, factor, label))
+            print(f"  [{label}] {2 * len(names)} slices scored in {seconds:.1f} s")
+    for label, values in spots.items():
+        print(f"[{label}] hot spot AUROC over seeds {args.seeds}: " + ", ".join(f"{v:.3f}" for v in values)
+              + f"; mean {np.mean(values):.3f}, min {np.min(values):.3f}")
 
 
 if __name__ == "__main__":

@@ -138,6 +138,19 @@ def case_and_level(name: str | Path) -> tuple[str, int] | None:
     return match.group(1), int(match.group(2))
 
 
+def name_below(name: str | Path) -> str | None:
+    """The file name of the slice one level below in the same case (case_001_slice_12.nii.png ->
+    case_001_slice_11.nii.png; a zero-padded number keeps its width), None for a base slice or a
+    name without one."""
+    name = Path(name).name
+    match = _CASE_AND_LEVEL.match(name)
+    if not match or not match.group(1) or int(match.group(2)) == 0:
+        return None
+    digits = match.group(2)
+    width = len(digits) if digits.startswith("0") else 1
+    return f"{name[:match.start(2)]}{int(digits) - 1:0{width}d}{name[match.end(2):]}"
+
+
 def slice_below(paths) -> np.ndarray:
     """(N,) index of the slice one level below each slice of the same case (-1: none, a stack's base).
 

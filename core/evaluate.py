@@ -47,16 +47,40 @@ def build_samples_parser() -> cli.Parser:
     return parser
 
 
+PRIOR_CHOICES = ("auto", "slice", "whole-brain")
+
+
 def build_surprise_parser() -> cli.Parser:
     parser = _command("python -m core.evaluate surprise",
                       "Bits of every code of each slice under a prior checkpoint (one teacher-forced pass): "
-                      "prints {\"slices\": [{name, bits, max_bits, hot_spot_bits, level}]}; hot_spot_bits: the "
-                      "largest mean over 3x3 codes, what a small lesion raises; level null: no level in the name, "
-                      "marginalised over p(level).", "a prior run directory or bundle folder", "validate")
+                      "prints {\"slices\": [{name, bits, expected_bits, max_bits, hot_spot_bits, level, "
+                      "given_below}]}; expected_bits: the entropy of the prior's predictions; hot_spot_bits: "
+                      "the largest mean over 4x4 codes of bits above expected, what a small lesion raises; "
+                      "level null: no level in the name, marginalised over p(level).",
+                      "a prior run directory or bundle folder", "validate")
     parser.add_argument("--limit", type=positive_int, default=None, help="score N evenly spaced slices")
+    parser.add_argument("--prior", choices=PRIOR_CHOICES, default="auto",
+                        help="whole-brain: score each slice given the slice below it in the folder (its names "
+                             "must carry case and slice numbers); slice: the slice prior alone; auto: "
+                             "whole-brain when the checkpoint has one and the names allow it")
     parser.add_argument("--out", default=None,
                         help="write OUT/<slice name>.npy: each slice's code grid of bits per code")
     return parser
+
+
+def surprise_prior(bundle, choice: str, data_path: str, split: str):
+    """The prior --prior names: a whole-brain one needs the bundle to hold it and the names to say
+    which slice lies below which (a DataError naming a file when they do not)."""
+    if choice == "slice" or (choice == "auto" and bundle.volume_prior is None):
+        return bundle.require_prior()
+    volume_prior = bundle.require_volume_prior()
+    try:
+        data.slice_below(data.find_slices(data_path, split))
+    except data.DataError:
+        if choice == "whole-brain" or bundle.prior is None:
+            raise
+        return bundle.prior
+    return volume_prior
 
 
 def score_surprise(args) -> dict:
@@ -65,13 +89,11 @@ def score_surprise(args) -> dict:
     import numpy as np
 
     from core import surprise
-    from core.bundles import CheckpointError, load_bundle
+    from core.bundles import load_bundle
 
     bundle = load_bundle(args.checkpoint)
-    if bundle.prior is None:
-        raise CheckpointError(f"{bundle.path} holds no prior.keras: train one with "
-                              f"`python -m core.train prior --vqvae {args.checkpoint}`.")
-    result = surprise.folder_surprise(bundle.vqvae, bundle.prior, args.data, args.split, args.limit)
+    prior = surprise_prior(bundle, args.prior, args.data, args.split)
+    result = surprise.folder_surprise(bundle.vqvae, prior, args.data, args.split, args.limit)
     if args.out is not None:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)

@@ -52,6 +52,14 @@ def load_split_slices(data_path: str | Path, names: list[str], image_size: int,
     return data.load_images([folder / n for n in names], image_size)
 
 
+def find_split_slice(data_path: str | Path, name: str | None, image_size: int,
+                     split: str = "test") -> np.ndarray | None:
+    """The (S, S, 1) slice of that file name among a split's slices (any layout data.find_slices
+    reads), or None when it holds none of that name."""
+    found = [p for p in data.find_slices(data_path, split) if p.name == name] if name else []
+    return data.load_images(found, image_size)[0] if found else None
+
+
 # --- generation ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class Brains:

@@ -7,7 +7,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 import streamlit as st
 
-from core import codebook, data
+from core import codebook, data, jobs
 from ui import access, shared, viewer
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
@@ -58,7 +58,8 @@ code_map.update_layout(title="Code-index map (hover shows the code)", height=420
 map_column.plotly_chart(code_map, key="code_map")
 if bundle.prior is not None and map_column.toggle("Surprise map of this slice (prior)", key="codebook_surprise"):
     shared.surprise_panel(bundle, report.images[shown], report.names[shown], report.images[shown], data_folder,
-                          key="codebook_surprise_map", where=map_column)
+                          key="codebook_surprise_map", where=map_column,
+                          find=lambda name: jobs.find_split_slice(data_folder, name, config.image_size, split))
 
 projection = px.scatter(x=report.projection[:, 0], y=report.projection[:, 1],
                         color=np.log10(stats.counts + 1), color_continuous_scale="Viridis",

@@ -84,9 +84,13 @@ else:
 st.plotly_chart(viewer.linked_views(panels), key="linked_views")
 
 if bundle.prior is not None and st.toggle("Surprise map: bits of each code under the prior", key="surprise"):
-    reference_folder = data_folder if source == "test split" else str(paths.default_data_folder())
+    if source == "test split":
+        reference_folder, find = data_folder, lambda name: jobs.find_split_slice(data_folder, name, size, "test")
+    else:  # the slice below may be among the uploads
+        reference_folder, uploaded = str(paths.default_data_folder()), dict(zip(names, slices))
+        find = uploaded.get
     shared.surprise_panel(bundle, original, report.names[shown], viewer.apply_window(original, window),
-                          reference_folder, key="surprise_map")
+                          reference_folder, key="surprise_map", find=find)
 st.dataframe(report.rows(), hide_index=True)
 st.download_button("Download reconstructions (zip of PNGs)",
                    images.zip_of_pngs(report.reconstructions, report.names),

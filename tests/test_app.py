@@ -531,11 +531,37 @@ def test_reconstruct_surprise_map_gives_bits_and_a_rank(app_env):
     no_trouble(at)
     text = " ".join(m.value for m in at.markdown)
     assert "bits**" in text and "more surprising than" in text and "validation slices of level" in text
-    assert "Hot spot (boxed)" in text and "bits per code** over 3x3 codes" in text
+    assert "Hot spot (boxed)" in text and "bits above expected per code** over 4x4 codes" in text
+    assert "slice prior" in text  # the tiny bundle has no whole-brain prior
     charts = at.get("plotly_chart")
     assert len(charts) == 2
-    shapes = json.loads(charts[1].proto.spec)["layout"]["shapes"]
+    spec = json.loads(charts[1].proto.spec)
+    shapes = spec["layout"]["shapes"]
     assert len(shapes) == 1 and shapes[0]["type"] == "rect"  # the hot spot, boxed on the map
+    assert "-log2 p(code" in spec["layout"]["title"]["text"]
+    next(r for r in at.radio if r.label == "Map").set_value("bits above expected").run()
+    no_trouble(at)
+    spec = json.loads(at.get("plotly_chart")[1].proto.spec)
+    assert "above expected" in spec["layout"]["title"]["text"] and len(spec["layout"]["shapes"]) == 1
+
+
+def test_reconstruct_surprise_uses_the_slice_below_with_a_whole_brain_prior(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "both", with_volume_prior=True)))
+    at = open_page("pages/reconstruct.py")
+    at.radio[0].set_value("test split").run()
+    names = at.multiselect(key="test_slices").options
+    above_base = next(n for n in names if "_slice_0." not in n)
+    at.multiselect(key="test_slices").set_value([above_base]).run()
+    at.toggle(key="surprise").set_value(True).run()
+    no_trouble(at)
+    text = " ".join(m.value for m in at.markdown)
+    assert "whole-brain prior, given the slice below" in text and "more surprising than" in text
+    # An upload alone has no slice below among the uploads: the slice prior scores it.
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value((above_base, png_bytes(brain()), "image/png")).run()
+    at.toggle(key="surprise").set_value(True).run()
+    no_trouble(at)
+    assert "slice prior" in " ".join(m.value for m in at.markdown)
 
 
 def test_reconstruct_nifti_ssim_strip_across_the_volume(app_env):

@@ -274,6 +274,17 @@ def test_case_and_level_read_oasis_names():
     assert data.case_and_level("slice_3.png") is None and data.case_and_level("brain.png") is None
 
 
+def test_name_below_names_the_same_cases_slice_one_level_down():
+    assert data.name_below("case_001_slice_12.nii.png") == "case_001_slice_11.nii.png"
+    assert data.name_below("/x/OAS1_0441_MR1_slice_10.png") == "OAS1_0441_MR1_slice_9.png"
+    assert data.name_below("case_7_slice_010.png") == "case_7_slice_009.png"  # the number's width kept
+    assert data.name_below("case_001_slice_0.nii.png") is None  # a base slice
+    assert data.name_below("slice_3.png") is None and data.name_below("brain.png") is None
+    # The one below is what slice_below pairs it with.
+    names = ["case_001_slice_12.nii.png", data.name_below("case_001_slice_12.nii.png")]
+    assert data.slice_below(names).tolist() == [1, -1]
+
+
 def test_slice_below_finds_the_same_cases_neighbour_one_level_down():
     names = ["a_slice_1.png", "a_slice_0.png", "b_slice_1.png", "a_slice_2.png", "b_slice_3.png"]
     np.testing.assert_array_equal(data.slice_below(names), [1, -1, -1, 0, -1])  # b has no slice 0 or 2

@@ -85,14 +85,47 @@ def test_surprise_prints_one_row_per_slice_and_writes_each_bits_map(capsys, bund
     result = json.loads(out)
     assert list(result) == ["slices"] and len(result["slices"]) == 8
     for row in result["slices"]:
-        assert set(row) == {"name", "bits", "max_bits", "hot_spot_bits", "level"}
+        assert set(row) == {"name", "bits", "expected_bits", "max_bits", "hot_spot_bits", "level", "given_below"}
         assert row["level"] == int(row["name"].split("_slice_")[1].split(".")[0])  # levels 0-3 from the names
+        assert row["given_below"] is False  # the tiny bundle has no whole-brain prior
         bits = np.load(tmp_path / "maps" / f"{row['name']}.npy")
         assert bits.shape == (8, 8)  # the tiny bundle's code grid
         assert bits.sum() == pytest.approx(row["bits"], abs=1e-2)
         assert bits.max() == pytest.approx(row["max_bits"], abs=1e-3)
-        hot_spot = max(bits[i:i + 3, j:j + 3].mean() for i in range(6) for j in range(6))
-        assert hot_spot == pytest.approx(row["hot_spot_bits"], abs=1e-3)
+        # Bits above expected: the hot spot's mean lies between their mean and the largest bits.
+        assert (row["bits"] - row["expected_bits"]) / 64 - 1e-3 <= row["hot_spot_bits"] <= row["max_bits"] + 1e-3
+
+
+def test_surprise_scores_each_slice_given_the_one_below_with_a_whole_brain_prior(capsys, tmp_path, oasis_tree):
+    both = make_tiny_bundle(tmp_path / "both", with_volume_prior=True)
+    folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"
+    results = {}
+    for choice in ("auto", "whole-brain", "slice"):
+        code, out, err = run(capsys, "surprise", "--checkpoint", str(both), "--data", str(folder), "--prior", choice)
+        assert code == 0, err
+        results[choice] = json.loads(out)["slices"]
+    assert all(row["given_below"] for row in results["auto"]) and results["auto"] == results["whole-brain"]
+    assert not any(row["given_below"] for row in results["slice"])
+    assert [row["bits"] for row in results["slice"]] != [row["bits"] for row in results["auto"]]
+
+
+def test_surprise_with_the_whole_brain_prior_needs_case_and_slice_names(capsys, tmp_path):
+    from oasis_fixtures import brain_slice, write_png
+
+    both = make_tiny_bundle(tmp_path / "both", with_volume_prior=True)
+    write_png(tmp_path / "slices" / "scan.png", brain_slice(3, 32))
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(both), "--data", str(tmp_path / "slices"),
+                         "--prior", "whole-brain")
+    assert code == 2 and out == "" and err.startswith("error:") and "scan.png" in err
+    assert len(err.strip().splitlines()) == 1
+    # auto falls back to the slice prior for such names.
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(both), "--data", str(tmp_path / "slices"))
+    assert code == 0, err
+    assert json.loads(out)["slices"][0]["given_below"] is False
+    vqvae_only = make_tiny_bundle(tmp_path / "vqvae", with_prior=False)
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(vqvae_only), "--data", str(tmp_path / "slices"),
+                         "--prior", "whole-brain")
+    assert code == 2 and "--volume" in err and len(err.strip().splitlines()) == 1
 
 
 def test_surprise_marginalises_a_slice_whose_name_has_no_level(capsys, bundle, tmp_path):

@@ -77,6 +77,19 @@ def test_split_slices_load_resized_and_missing_names_are_data_errors(oasis_tree)
         jobs.load_split_slices(oasis_tree, ["nope.png"], 16)
 
 
+def test_find_split_slice_loads_a_slice_by_name_or_gives_none(oasis_tree):
+    from core import data
+    names = jobs.split_slice_names(oasis_tree, "test")
+    found = jobs.find_split_slice(oasis_tree, names[1], 32, "test")
+    np.testing.assert_array_equal(found, jobs.load_split_slices(oasis_tree, [names[1]], 32, "test")[0])
+    assert jobs.find_split_slice(oasis_tree, "case_999_slice_3.nii.png", 32, "test") is None
+    assert jobs.find_split_slice(oasis_tree, "../" + names[1], 32, "test") is None  # names, not paths
+    assert jobs.find_split_slice(oasis_tree, None, 32, "test") is None
+    # A folder holding only that split's slices works too.
+    only = data.find_data_root(oasis_tree) / data.split_folder_name("test")
+    assert jobs.find_split_slice(only, names[1], 32, "test").shape == (32, 32, 1)
+
+
 def test_a_level_for_an_unconditional_prior_is_refused(bundle):
     from core.models.prior import PriorConfig, build_prior
 

@@ -126,17 +126,136 @@ def test_block_means_match_a_loop_over_every_block():
 
 def test_the_hot_spot_finds_a_planted_block_that_the_total_does_not_rank_first():
     rng = np.random.default_rng(5)
+    side = surprise.HOT_SPOT
     bits = rng.uniform(0.0, 1.0, (3, 16, 16))
     bits[0] += 2.0  # much more brain: the largest total, but no block stands out
-    bits[1, 9:12, 4:7] += 6.0  # a small lesion: 54 more bits, in one 3x3 block
+    bits[1, 9:9 + side, 4:4 + side] += 6.0  # a small lesion, in one block
     scored = surprise.Surprise(["a", "b", "c"], bits, [None] * 3)
     assert int(np.argmax(scored.total_bits)) == 0
     assert int(np.argmax(scored.hot_spot_bits)) == 1
-    assert scored.hot_spot_corner[1].tolist() == [9, 4] and scored.hot_spot_side == 3
+    assert scored.hot_spot_corner[1].tolist() == [9, 4] and scored.hot_spot_side == side
     assert surprise.Surprise(["d"], bits[:1, :2, :5], [None]).hot_spot_side == 2  # a grid smaller than a block
-    assert scored.hot_spot_bits[1] == pytest.approx(bits[1, 9:12, 4:7].mean())
+    assert scored.hot_spot_bits[1] == pytest.approx(bits[1, 9:9 + side, 4:4 + side].mean())
     row = scored.rows()[1]
     assert row["hot_spot_bits"] == pytest.approx(scored.hot_spot_bits[1], abs=1e-3)
+
+
+def test_the_hot_spot_is_where_bits_exceed_what_the_prior_expected():
+    rng = np.random.default_rng(6)
+    side = surprise.HOT_SPOT
+    expected = rng.uniform(0.0, 1.0, (1, 16, 16))
+    expected[0, 1:1 + side, 1:1 + side] += 8.0  # the prior was unsure here: many bits, as expected
+    bits = expected + rng.uniform(0.0, 0.1, expected.shape)
+    bits[0, 10:10 + side, 8:8 + side] += 3.0  # fewer bits than the unsure block, but unexpected
+    scored = surprise.Surprise(["a"], bits, [None], expected)
+    assert scored.hot_spot_corner[0].tolist() == [10, 8]
+    assert surprise.Surprise(["a"], bits, [None]).hot_spot_corner[0].tolist() == [1, 1]  # bits alone
+    np.testing.assert_allclose(scored.excess_bits, bits - expected)
+    row = scored.rows()[0]
+    assert row["expected_bits"] == pytest.approx(expected.sum(), abs=1e-3)
+    assert row["bits"] == pytest.approx(bits.sum(), abs=1e-3)
+
+
+def numpy_entropy_bits(logits: np.ndarray) -> np.ndarray:
+    logits = logits.astype(np.float64)
+    shifted = logits - logits.max(axis=-1, keepdims=True)
+    log_p = shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+    return -(np.exp(log_p) * log_p).sum(axis=-1) / math.log(2.0)
+
+
+def test_expected_bits_are_the_entropy_of_each_prediction(prior, level_prior):
+    grids = codes(2, seed=8)
+    bits, expected = surprise.score_codes(prior, grids)
+    np.testing.assert_allclose(expected, numpy_entropy_bits(np.asarray(prior(grids))), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(bits, surprise.code_bits(prior, grids))
+    levels = np.array([1, 2], np.int32)
+    _, expected = surprise.score_codes(level_prior, grids, [1, 2])
+    np.testing.assert_allclose(expected, numpy_entropy_bits(np.asarray(level_prior([grids, levels]))),
+                               rtol=1e-4, atol=1e-4)
+
+
+def test_marginal_expected_bits_are_the_entropy_of_the_level_mixture(level_prior):
+    grid = codes(1, seed=9)
+    _, expected = surprise.score_codes(level_prior, grid, [None])
+    # Reference: at code t the prediction is sum_l p(l | c_<t) p(. | c_<t, l).
+    flat = grid.reshape(-1)
+    distributions, log_joint = [], []
+    for level in range(3):
+        logits = np.asarray(level_prior([grid, np.array([level], np.int32)]), np.float64).reshape(flat.size, -1)
+        p = np.exp(logits - logits.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        distributions.append(p)
+        log_joint.append(np.log([1, 2, 3][level] / 6) + np.concatenate([[0.0], np.cumsum(np.log(p[np.arange(flat.size), flat]))[:-1]]))
+    weights = np.exp(np.array(log_joint) - np.array(log_joint).max(axis=0))
+    weights /= weights.sum(axis=0)
+    mixture = np.einsum("lt,ltk->tk", weights, np.array(distributions))
+    reference = -(mixture * np.log(mixture)).sum(axis=1) / math.log(2.0)
+    np.testing.assert_allclose(expected.reshape(-1), reference, rtol=1e-4, atol=1e-4)
+
+
+@pytest.fixture(scope="module")
+def whole_brain_prior():
+    model = randomize_weights(build_prior(PriorConfig(**{**TINY, "grid_height": 8, "grid_width": 8},
+                                                      num_levels=2, previous_slice=True)))
+    set_level_frequency(model, [0, 1])
+    return model
+
+
+def test_a_whole_brain_prior_scores_a_slice_given_the_slice_below(whole_brain_prior):
+    from core.models.prior import start_token
+
+    vqvae = build_vqvae(VQVAEConfig(**{**TINY_VQVAE, "num_embeddings": 8}))
+    rng = np.random.default_rng(10)
+    images = rng.uniform(0, 1, (2, 32, 32, 1)).astype(np.float32)
+    below = rng.uniform(0, 1, (32, 32, 1)).astype(np.float32)
+    names = ["case_001_slice_1.nii.png", "case_001_slice_0.nii.png"]
+    scored = surprise.image_surprise(vqvae, whole_brain_prior, images, names, below=[below, None])
+    assert scored.given_below and scored.levels == [1, 0]
+    grid = vqvae.encode_to_indices(images)
+    previous = np.stack([vqvae.encode_to_indices(below[None])[0], np.full((8, 8), start_token(whole_brain_prior))])
+    logits = np.asarray(whole_brain_prior([grid, np.array([1, 0], np.int32), previous.astype(np.int32)]))
+    np.testing.assert_allclose(scored.bits, numpy_bits(logits, grid), rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(scored.expected_bits, numpy_entropy_bits(logits), rtol=1e-4, atol=1e-4)
+    # Another slice below changes the bits: the context is used.
+    other = surprise.image_surprise(vqvae, whole_brain_prior, images[:1], names[:1], below=[1.0 - below])
+    assert np.abs(other.bits[0] - scored.bits[0]).max() > 1e-3
+
+
+def test_slice_below_of_tells_which_slices_a_whole_brain_prior_can_score():
+    store = {"case_001_slice_4.nii.png": np.ones((4, 4, 1))}
+    known, below = surprise.slice_below_of("case_001_slice_5.nii.png", store.get)
+    assert known and below is store["case_001_slice_4.nii.png"]
+    assert surprise.slice_below_of("case_001_slice_0.nii.png", store.get) == (True, None)  # a base: the token
+    assert surprise.slice_below_of("case_001_slice_9.nii.png", store.get) == (False, None)  # not found
+    assert surprise.slice_below_of("scan.png", store.get) == (False, None)  # no case or slice
+
+
+def test_the_slice_below_is_for_a_whole_brain_prior_only(prior, whole_brain_prior):
+    vqvae = build_vqvae(VQVAEConfig(**{**TINY_VQVAE, "num_embeddings": 8}))
+    image = np.zeros((1, 32, 32, 1), np.float32)
+    slice_prior = build_prior(PriorConfig(**{**TINY, "grid_height": 8, "grid_width": 8}))
+    with pytest.raises(ValueError, match="(?i)slice below|previous"):
+        surprise.image_surprise(vqvae, slice_prior, image, ["a.png"], below=[None])
+    with pytest.raises(ValueError, match="(?i)slice below|previous"):
+        surprise.image_surprise(vqvae, whole_brain_prior, image, ["case_001_slice_1.png"])
+    with pytest.raises(ValueError, match="one slice below"):
+        surprise.image_surprise(vqvae, whole_brain_prior, image, ["case_001_slice_1.png"], below=[None, None])
+
+
+def test_folder_surprise_with_a_whole_brain_prior_reads_each_slice_below_from_the_folder(oasis_tree, whole_brain_prior):
+    from core import data
+
+    vqvae = build_vqvae(VQVAEConfig(**{**TINY_VQVAE, "num_embeddings": 8}))
+    folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"
+    result = surprise.folder_surprise(vqvae, whole_brain_prior, folder, limit=4)
+    assert result.given_below and len(result.names) == 4
+    paths = data.find_slices(folder, "validate")
+    below = data.slice_below(paths)
+    for name, bits in zip(result.names, result.bits):
+        i = [p.name for p in paths].index(name)
+        under = None if below[i] < 0 else data.load_images([paths[below[i]]], 32)[0]
+        alone = surprise.image_surprise(vqvae, whole_brain_prior, data.load_images([paths[i]], 32), [name], [under])
+        np.testing.assert_allclose(bits, alone.bits[0], rtol=1e-6, atol=1e-6)
 
 
 def test_folder_surprise_reads_a_plain_folder_and_reports_rows(oasis_tree):
@@ -149,4 +268,6 @@ def test_folder_surprise_reads_a_plain_folder_and_reports_rows(oasis_tree):
     assert {row["level"] for row in rows} <= {0, 1, None} and None in {row["level"] for row in rows}
     for row, total, peak, spot in zip(rows, result.total_bits, result.max_bits, result.hot_spot_bits):
         assert row["bits"] == pytest.approx(total, abs=1e-3) and row["max_bits"] == pytest.approx(peak, abs=1e-3)
-        assert peak >= row["hot_spot_bits"] >= total / 64 - 1e-3  # a block's mean lies between the mean and the max
+        excess = (row["bits"] - row["expected_bits"]) / 64
+        # A block's mean of bits above expected lies between their mean and their max.
+        assert result.excess_bits[rows.index(row)].max() + 1e-3 >= row["hot_spot_bits"] >= excess - 1e-3

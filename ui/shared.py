@@ -150,47 +150,77 @@ def sample_quality(_bundle: bundles.Bundle, key: str, data_folder: str, n: int, 
 
 
 @st.cache_data(max_entries=16, show_spinner="Scoring the codes under the prior...")
-def slice_surprise(_bundle: bundles.Bundle, key: str, images, names: list[str]):
-    """core.surprise.image_surprise of slices, remembered per checkpoint and slices."""
+def slice_surprise(_bundle: bundles.Bundle, key: str, images, names: list[str], whole_brain: bool, below=None):
+    """core.surprise.image_surprise of slices (by the whole-brain prior given `below`, else the slice
+    prior), remembered per checkpoint, slices and context."""
     from core import surprise
 
-    return surprise.image_surprise(_bundle.vqvae, _bundle.prior, images, list(names))
+    prior = _bundle.volume_prior if whole_brain else _bundle.prior
+    return surprise.image_surprise(_bundle.vqvae, prior, images, list(names), below if whole_brain else None)
 
 
 @st.cache_data(max_entries=4, show_spinner="Scoring validation slices under the prior...")
-def reference_surprise(_bundle: bundles.Bundle, key: str, data_folder: str, limit: int):
-    """The bits of `limit` evenly spaced validation slices: what a slice's total is ranked against."""
+def reference_surprise(_bundle: bundles.Bundle, key: str, data_folder: str, limit: int, whole_brain: bool):
+    """The bits of `limit` evenly spaced validation slices, scored as the slice is: what it is ranked against."""
     from core import surprise
 
-    return surprise.folder_surprise(_bundle.vqvae, _bundle.prior, data_folder, "validate", limit)
+    prior = _bundle.volume_prior if whole_brain else _bundle.prior
+    return surprise.folder_surprise(_bundle.vqvae, prior, data_folder, "validate", limit)
+
+
+SURPRISE_MAPS = ("bits", "bits above expected")
 
 
 def surprise_panel(bundle: bundles.Bundle, image, name: str, shown, reference_folder: str, key: str,
-                   where=st) -> None:
+                   where=st, find=None) -> None:
     """One slice's bits under the prior: its total and hot spot, each ranked against validation
-    slices of its level, and the map with the hot spot boxed. `shown`: the picture under the map."""
+    slices of its level, and the map with the hot spot boxed. `shown`: the picture under the map.
+
+    `find(name)`: the slice of that name where this one came from, or None. With a whole-brain
+    prior and the slice below found (or a base slice), the slice is scored given the slice below.
+    """
     from core import surprise
     from ui import viewer
 
     with guard("Scoring the slice under the prior", stop=False):
-        scored = slice_surprise(bundle, bundle_key(bundle), image[None], [name])
-        reference = reference_surprise(bundle, bundle_key(bundle), reference_folder, 64)
+        whole_brain, below = False, None
+        if bundle.volume_prior is not None and find is not None:
+            whole_brain, below = surprise.slice_below_of(name, find)
+        reference = None
+        if whole_brain:
+            try:
+                reference = reference_surprise(bundle, bundle_key(bundle), reference_folder, 64, True)
+            except data.DataError:  # reference names without case and slice numbers: the slice prior for both
+                whole_brain, below = False, None
+        if reference is None:
+            reference = reference_surprise(bundle, bundle_key(bundle), reference_folder, 64, False)
+        scored = slice_surprise(bundle, bundle_key(bundle), image[None], [name], whole_brain,
+                                [below] if whole_brain else None)
         level = scored.levels[0]
         total, spot = float(scored.total_bits[0]), float(scored.hot_spot_bits[0])
+        expected = float(scored.expected_bits[0].sum())
         total_rank, compared = surprise.rank(total, level, reference.total_bits, reference.levels)
         spot_rank, _ = surprise.rank(spot, level, reference.hot_spot_bits, reference.levels)
         against = (f"validation slices of level {level}" if level is not None and level in reference.levels
                    else "validation slices")
         side = scored.hot_spot_side
-        where.markdown(f"**{total:.0f} bits** ({'level ' + str(level) if level is not None else 'level marginalised'})"
+        how = ("whole-brain prior, given the slice below" if whole_brain and below is not None
+               else "whole-brain prior, as a base slice" if whole_brain else "slice prior")
+        where.markdown(f"**{total:.0f} bits** (expected {expected:.0f}; "
+                       f"{'level ' + str(level) if level is not None else 'level marginalised'}; {how})"
                        f" · more surprising than **{total_rank:.0%}** of {compared} {against}")
-        where.markdown(f"Hot spot (boxed): **{spot:.2f} bits per code** over {side}x{side} codes · higher "
-                       f"than **{spot_rank:.0%}** of them",
-                       help="The most surprising block of codes. A slice's total bits mostly measure how much "
-                            "brain it holds; a small lesion shows as a hot spot instead (bench/surprise.py).")
+        where.markdown(f"Hot spot (boxed): **{spot:.2f} bits above expected per code** over {side}x{side} "
+                       f"codes · higher than **{spot_rank:.0%}** of them",
+                       help="The block of codes the prior found most unexpected: bits above the entropy of "
+                            "its predictions there. A slice's total bits mostly measure how much brain it "
+                            "holds; a small lesion shows as a hot spot instead (bench/surprise.py).")
+        shown_map = where.radio("Map", SURPRISE_MAPS, horizontal=True, key=f"{key}_kind")
+        values = scored.bits[0] if shown_map == SURPRISE_MAPS[0] else scored.excess_bits[0]
+        title = ("Surprise: -log2 p(code | codes before it)" if shown_map == SURPRISE_MAPS[0]
+                 else "Surprise above expected: bits - entropy of the prediction")
         row, column = scored.hot_spot_corner[0]
-        where.plotly_chart(viewer.overlay_figure(shown, scored.bits[0], "Surprise: -log2 p(code | codes before it)",
-                                                 "bits", box=(int(row), int(column), side)), key=key)
+        where.plotly_chart(viewer.overlay_figure(shown, values, title, "bits", box=(int(row), int(column), side)),
+                           key=key)
 
 
 @st.cache_data(max_entries=4, show_spinner="Reconstructing every slice of the volume...")
