@@ -62,3 +62,25 @@ def test_training_step_metrics_equal_codebook_usage_of_its_indices(task, monkeyp
     usage = codebook_usage(indices, TINY["num_embeddings"])
     assert float(metrics["perplexity"]) == pytest.approx(usage.perplexity, rel=1e-6)
     assert float(metrics["codes_used"]) == usage.codes_used
+
+
+def test_validation_count_is_one_per_twenty_train_slices_within_32_to_256():
+    from core.training.vqvae_task import validation_count
+
+    assert validation_count(1_280) == 64  # the proxy's train split
+    assert validation_count(9_664) == 256  # OASIS: capped
+    assert validation_count(100) == 32 and validation_count(0) == 32
+    assert validation_count(2_000) == 100
+
+
+def test_by_default_a_task_validates_validation_count_evenly_spaced_slices(tmp_path):
+    from core.training.vqvae_task import validation_count
+
+    # 4 train slices: the floor of 32 of the 40 validate slices.
+    root = make_oasis_tree(tmp_path, {"train": 4, "validate": 40}, image_size=32)
+    default = VQVAETask(VQVAEConfig(**TINY), TrainConfig(epochs=1, batch_size=4), str(root),
+                        tf.distribute.get_strategy())
+    assert len(default.val_images) == validation_count(4) == 32
+    chosen = VQVAETask(VQVAEConfig(**TINY), TrainConfig(epochs=1, batch_size=4), str(root),
+                       tf.distribute.get_strategy(), val_limit=5)
+    assert len(chosen.val_images) == 5

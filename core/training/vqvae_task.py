@@ -18,6 +18,16 @@ from core.training.loop import TrainConfig
 SAMPLE_SLICES = 8
 
 
+def validation_count(train_slices: int) -> int:
+    """How many validation slices an epoch scores by default: one per 20 train slices, 32 to 256.
+
+    Scoring a whole slice costs about two training crops of 128x128 on a CPU, so this keeps
+    validation near a tenth of an epoch of the crop recipe (bench/evaluate.py); 256 slices
+    (8 OASIS cases) already give a stable mean, so larger splits validate no more.
+    """
+    return max(32, min(256, train_slices // 20))
+
+
 class VQVAETask(loop.KerasTask):
     """Trains a VQ-VAE on the train split; validation SSIM picks the best checkpoint."""
 
@@ -28,14 +38,15 @@ class VQVAETask(loop.KerasTask):
 
     def __init__(self, model_config: VQVAEConfig, train: TrainConfig, data_path: str,
                  strategy: tf.distribute.Strategy, crop_size: int | None = None,
-                 val_limit: int = 256):
+                 val_limit: int | None = None):
         root = data.find_data_root(data_path)
         self.train_set = data.scan_split(root, "train")
         validate = data.scan_split(root, "validate")
         size = model_config.image_size
         self.config, self.train, self.strategy, self.crop_size = model_config, train, strategy, crop_size
         self.batch_size = min(train.batch_size, len(self.train_set))
-        self.val_images = data.load_images(data.evenly_spaced(validate.paths, val_limit), size)
+        count = validation_count(len(self.train_set)) if val_limit is None else val_limit
+        self.val_images = data.load_images(data.evenly_spaced(validate.paths, count), size)
         self.sample_images = np.stack(data.evenly_spaced(list(self.val_images), SAMPLE_SLICES))
         self._build(lambda: build_vqvae(model_config))
 
@@ -90,8 +101,9 @@ class VQVAEData(Config):
                                     "whole slices); 128 trains about 4x faster on 256x256 slices",
                                     flag="--crop-size", label="Crop size (pixels)", minimum=8, maximum=4096,
                                     none_means="whole slices")
-    val_limit: int = setting(256, help="validation slices scored each epoch (evenly spaced)", flag="--val-limit",
-                             minimum=1, maximum=100000)
+    val_limit: int | None = setting(None, help="validation slices scored each epoch (evenly spaced)",
+                                    flag="--val-limit", minimum=1, maximum=100000,
+                                    none_means="one per 20 train slices, 32 to 256")
 
     def check_fits(self, model: VQVAEConfig) -> None:
         """A crop must fit the image and cover whole code cells: a ValueError, before any file, otherwise."""
