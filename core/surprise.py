@@ -100,12 +100,12 @@ class Surprise:
 
     def rows(self) -> list[dict]:
         """One JSON-ready row per slice: name, bits, expected_bits, max_bits, hot_spot_bits, level, given_below."""
-        expected = self.bits.sum(axis=(1, 2)) - self.excess_bits.sum(axis=(1, 2))
-        return [{"name": name, "bits": round(float(total), 3), "expected_bits": round(float(hoped), 3),
+        expected_totals = self.total_bits - self.excess_bits.sum(axis=(1, 2))
+        return [{"name": name, "bits": round(float(total), 3), "expected_bits": round(float(expected), 3),
                  "max_bits": round(float(peak), 3), "hot_spot_bits": round(float(spot), 3), "level": level,
                  "given_below": self.given_below}
-                for name, total, hoped, peak, spot, level in zip(self.names, self.total_bits, expected,
-                                                                 self.max_bits, self.hot_spot_bits, self.levels)]
+                for name, total, expected, peak, spot, level in zip(self.names, self.total_bits, expected_totals,
+                                                                    self.max_bits, self.hot_spot_bits, self.levels)]
 
 
 # One compiled pass per prior (as core.scoring's): eager calls of the functional model cost a
@@ -268,8 +268,9 @@ def image_surprise(vqvae, prior_model, images, names: list[str], below=None) -> 
     if below is not None:
         if len(below) != len(images):
             raise ValueError(f"Expected one slice below (or None) per slice ({len(images)}). Received: {len(below)}")
+        check_previous(prior_model, len(codes), codes)  # the one rule: a slice prior takes no slice below
+        previous = np.full(codes.shape, start_token(prior_model), np.int32)
         known = [i for i, image in enumerate(below) if image is not None]
-        previous = np.full(codes.shape, start_token(prior_model) if is_whole_brain(prior_model) else -1, np.int32)
         if known:
             previous[known] = vqvae.encode_to_indices(_as_slices(np.stack([below[i] for i in known])))
     levels = slice_levels_for(prior_model, names)
