@@ -55,27 +55,39 @@ def find_data_root(path: str | Path) -> Path:
         f"Found: {present or 'nothing'}.")
 
 
-def find_slices(path: str | Path, split: str = "test") -> list[Path]:
-    """The PNG slices to score at `path`, in case/slice order, whichever of three layouts it has.
+def slice_folder(path: str | Path, split: str = "test") -> tuple[Path, bool]:
+    """(the folder whose PNG slices `find_slices` reads at `path`, whether it is a plain folder of them).
 
-    An OASIS layout (as `find_data_root` accepts; the `split` folder is read), a folder holding only
-    `keras_png_slices_{split}/`, or a plain folder of PNG slices (then `split` is not used).
+    Nothing is read but folder listings: a DataError when `path` has none of the three layouts.
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        plain = [p for p in path.iterdir() if p.suffix.lower() == ".png" and p.is_file()]
-        if plain:
-            return sorted(plain, key=_slice_sort_key)
+        if any(p.suffix.lower() == ".png" and p.is_file() for p in path.iterdir()):
+            return path, True
         for candidate in (path, path / DATA_FOLDER, path / "slices", path / "slices" / DATA_FOLDER):
             if (candidate / split_folder_name(split)).is_dir():
-                return list(scan_split(candidate, split).paths)
+                return candidate / split_folder_name(split), False
         if not any((path / name).is_dir() for name in (DATA_FOLDER, "slices", split_folder_name("train"),
                                                           split_folder_name("validate"))):
             present = sorted(p.name for p in path.iterdir())[:8]
             raise DataError(f"{path} holds no PNG slices: expected an OASIS folder (with "
                             f"{split_folder_name(split)}/ inside it or inside {DATA_FOLDER}/), or a "
                             f"folder of *.png slices. Found: {present or 'nothing'}.")
-    return list(scan_split(find_data_root(path), split).paths)  # its errors say what is missing
+    return find_data_root(path) / split_folder_name(split), False  # its errors say what is missing
+
+
+def find_slices(path: str | Path, split: str = "test") -> list[Path]:
+    """The PNG slices to score at `path`, in case/slice order, whichever of three layouts it has.
+
+    An OASIS layout (as `find_data_root` accepts; the `split` folder is read, every file checked), a
+    folder holding only `keras_png_slices_{split}/`, or a plain folder of PNG slices (then `split`
+    is not used).
+    """
+    folder, plain = slice_folder(path, split)
+    if plain:
+        return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()),
+                      key=_slice_sort_key)
+    return list(scan_split(folder.parent, split).paths)  # its errors say what is missing
 
 
 def _slice_sort_key(path: Path) -> tuple:

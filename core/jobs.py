@@ -54,10 +54,12 @@ def load_split_slices(data_path: str | Path, names: list[str], image_size: int,
 
 def find_split_slice(data_path: str | Path, name: str | None, image_size: int,
                      split: str = "test") -> np.ndarray | None:
-    """The (S, S, 1) slice of that file name among a split's slices (any layout data.find_slices
-    reads), or None when it holds none of that name."""
-    found = [p for p in data.find_slices(data_path, split) if p.name == name] if name else []
-    return data.load_images(found, image_size)[0] if found else None
+    """The (S, S, 1) slice of that file name in the folder data.find_slices reads for a split (any
+    layout), or None when it holds none of that name. Only that file is read, not the whole split."""
+    folder, _ = data.slice_folder(data_path, split)
+    if not name or Path(name).name != name or Path(name).suffix.lower() != ".png" or not (folder / name).is_file():
+        return None
+    return data.load_images([folder / name], image_size)[0]
 
 
 # --- generation ----------------------------------------------------------------------------------

@@ -90,6 +90,17 @@ def test_find_split_slice_loads_a_slice_by_name_or_gives_none(oasis_tree):
     assert jobs.find_split_slice(only, names[1], 32, "test").shape == (32, 32, 1)
 
 
+def test_find_split_slice_reads_only_the_slice_it_finds(tmp_path):
+    from core import data
+    from oasis_fixtures import make_oasis_tree
+    root = make_oasis_tree(tmp_path, {"test": 4}, image_size=32)
+    split = root / "keras_png_slices_data" / "keras_png_slices_test"
+    (split / "case_009_slice_0.nii.png").write_bytes(b"not a png")  # the split fails a full scan
+    with pytest.raises(DataError):
+        data.find_slices(root, "test")
+    assert jobs.find_split_slice(root, "case_001_slice_1.nii.png", 32, "test").shape == (32, 32, 1)
+
+
 def test_a_level_for_an_unconditional_prior_is_refused(bundle):
     from core.models.prior import PriorConfig, build_prior
 
