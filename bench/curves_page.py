@@ -8,7 +8,7 @@ rerun a row selection causes (the table's callback writes the chosen runs, then 
 again: timed here by choosing 3 runs in the "Runs" box, the same rerun). Chromium against
 `streamlit run`: navigation to the Curves page until the table and a chart are drawn; a click on
 a column header until the grid has redrawn sorted (sorting happens in the browser, no rerun);
-a click on a row's checkbox until the chosen runs show it. Targets: first render <= 2 s, sort and
+a click on a row's checkbox until the chosen runs show it and a chart's legend names it. Targets: first render <= 2 s, sort and
 selection <= 1 s.
 """
 from __future__ import annotations
@@ -87,8 +87,9 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
 
     process, url = start_app({"BRAINVQ_RUNS": str(runs_root), "TF_CPP_MIN_LOG_LEVEL": "2"})
     tables, firsts, sorts, selections, agains = [], [], [], [], []
-    chart = ("Array.from(document.querySelectorAll('.js-plotly-plot'))"
-             ".some(p => p._fullData && p._fullData.length > 0)")
+    chart = "document.querySelectorAll('[data-testid=stVegaLiteChart] .mark-line path').length > 0"
+    drawn_with = ("name => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]'))"
+                  ".some(c => c.querySelector('.mark-line path') && c.textContent.includes(name))")
     first_run = ("Array.from(document.querySelectorAll('[data-testid=stDataFrame] table tbody tr:first-child td'))"
                  ".map(c => c.innerText).find(t => t.startsWith('run-'))")
     try:
@@ -120,7 +121,7 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
                 started = time.perf_counter()
                 page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # the first row's checkbox
                 page.get_by_test_id("stMultiSelect").filter(has_text=chosen.strip()).wait_for()
-                page.wait_for_function(chart)
+                page.wait_for_function(drawn_with, arg=chosen.strip())  # its curve is drawn (the legend names it)
                 selection = time.perf_counter() - started
                 page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()
                 page.get_by_role("heading", name="Train").wait_for()

@@ -2,12 +2,10 @@
 
 Also a sortable run table whose selected rows pick the runs, and one epoch slider for all of them.
 """
-import plotly.graph_objects as go
-import plotly.colors
 import streamlit as st
 
 from core import curves, runs
-from ui import access, shared
+from ui import access, charts, shared
 
 access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
 
@@ -53,25 +51,14 @@ left, middle, right = st.columns(3)
 x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True)
 smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01)
 log_y = right.checkbox("log y (loss)", value=True)
-COLOURS = plotly.colors.qualitative.Plotly
 
 
-def figure(title: str, runs_records: dict, kind: str, metric: str, log: bool = False) -> go.Figure:
-    """Each run's raw line faint behind its smoothed line, one colour per run."""
-    fig = go.Figure()
-    for i, (name, records) in enumerate(runs_records.items()):
-        x, raw, smooth = curves.curve(records, kind, metric, x_axis, smoothing)
-        colour = COLOURS[i % len(COLOURS)]
-        if kind == "step":
-            fig.add_trace(go.Scatter(x=x, y=raw, name=f"{name} raw", line=dict(color=colour, width=1),
-                                     opacity=0.25, showlegend=False, hoverinfo="skip"))
-        fig.add_trace(go.Scatter(x=x, y=smooth if kind == "step" else raw, name=name,
-                                 mode="lines" if kind == "step" else "lines+markers",
-                                 line=dict(color=colour, width=2)))
-    fig.update_layout(title=title, height=300, margin=dict(l=10, r=10, t=40, b=10),
-                      xaxis_title=x_axis, yaxis_type="log" if log else "linear",
-                      legend=dict(orientation="h"))
-    return fig
+def chart(where, key: str, runs_records: dict, kind: str, metric: str, log: bool = False) -> None:
+    """One metric of the chosen runs as a Vega-Lite chart (plotly's 4.6 MB script made a new tab's first
+    visit to this page twice as slow: BENCHMARKS.md)."""
+    rows = charts.curve_rows(runs_records, kind, metric, x_axis, smoothing)
+    where.vega_lite_chart(rows, charts.curve_spec(metric, list(runs_records), kind, x_axis, log), key=key,
+                          width="stretch")
 
 
 @st.fragment(run_every=2)
@@ -93,13 +80,13 @@ def live_curves() -> None:
     val = top_right.selectbox("validation metric", epoch_metrics, key="epoch_metric",
                               index=epoch_metrics.index(val_default) if val_default else 0)
     if loss:
-        top_left.plotly_chart(figure(loss, records, "step", loss, log_y), key="loss_chart")
+        chart(top_left, "loss_chart", records, "step", loss, log_y)
     if val:
-        top_right.plotly_chart(figure(val, records, "epoch", val), key="val_chart")
+        chart(top_right, "val_chart", records, "epoch", val)
     bottom_left, bottom_right = st.columns(2)
     for column, metric in ((bottom_left, "perplexity"), (bottom_right, "codes_used")):
         if metric in step_metrics:
-            column.plotly_chart(figure(metric, records, "step", metric), key=f"{metric}_chart")
+            chart(column, f"{metric}_chart", records, "step", metric)
 
 
 live_curves()

@@ -138,13 +138,17 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     assert_no_traceback(page)
 
 
+FIRST_CHART = "document.querySelector('[data-testid=stVegaLiteChart]')"
+
+
 def loss_points(page) -> int:
-    """Points of the longest line in the first plotly chart (the training loss)."""
+    """Points of the longest line the first chart (the training loss) has drawn: Vega draws each line as
+    one SVG path, a point per segment command."""
     return page.evaluate(
-        "(() => { const p = document.querySelector('.js-plotly-plot');"
-        " if (!p || !p._fullData) return 0;"  # decoded traces (plotly.py sends base64 arrays)
-        " return Math.max(0, ...p._fullData.map(t => t._length || (t.x ? t.x.length : 0) || 0));"
-        " })()")
+        f"(() => {{ const chart = {FIRST_CHART}; if (!chart) return 0;"
+        " const counts = Array.from(chart.querySelectorAll('.mark-line path'))"
+        "   .map(p => ((p.getAttribute('d') || '').match(/[ML]/g) || []).length);"
+        " return Math.max(0, ...counts); })()")
 
 
 def run_state(runs_root: Path, name: str) -> str:
@@ -173,11 +177,9 @@ def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, 
     page.screenshot(path=str(screenshots_dir / "train.png"), full_page=True)
 
     go_to(page, "Curves")
-    page.wait_for_function("document.querySelectorAll('.js-plotly-plot').length >= 1",
-                           timeout=120_000)
-    # The chart's element appears before plotly has drawn its data: count from the first drawn point.
-    page.wait_for_function("(() => { const p = document.querySelector('.js-plotly-plot');"
-                           " return p && p._fullData && p._fullData.length > 0; })()", timeout=60_000)
+    page.wait_for_function(FIRST_CHART, timeout=120_000)
+    # The chart's element appears before Vega has drawn its data: count from the first drawn point.
+    page.wait_for_function(f"{FIRST_CHART}.querySelectorAll('.mark-line path').length > 0", timeout=60_000)
     seen = [loss_points(page)]
     deadline = time.time() + 120
     while time.time() < deadline and seen[-1] <= seen[0]:

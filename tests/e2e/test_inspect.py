@@ -99,6 +99,9 @@ def test_run_table_rows_pick_the_curves_and_the_epoch_images(page, e2e_paths):
         page.wait_for_timeout(1500)
     page.wait_for_function("document.body.innerText.includes('table-a') && document.body.innerText.includes('table-b')")
     assert {"table-a", "table-b"} <= set(chosen_runs(page)), (chosen_runs(page), names)
+    # The curves drawn are the chosen runs': the charts' legends name both.
+    page.wait_for_function("Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]'))"
+                           ".some(c => c.textContent.includes('table-a') && c.textContent.includes('table-b'))")
     page.get_by_text("Reconstructions per epoch").wait_for()
     page.wait_for_function("document.querySelectorAll('[data-testid=stImage]').length >= 2")
     assert_no_traceback(page)
