@@ -1,7 +1,7 @@
 """Benchmark: whole-brain volumes — coherence, anatomy along the stack, realism per slice and speed, beside real volumes and independent slices.
 
     python bench/volumes.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy] [--n 4] [--seed 0]
-                            [--temperature 1.0] [--skip-speed]
+                            [--temperature 1.0] [--guidance G] [--skip-speed]
 
 Prints one JSON object:
 - adjacent_ssim: mean SSIM between neighbouring axial slices, for the real validation volumes
@@ -17,6 +17,9 @@ Prints one JSON object:
   and fd by level band of the stacks' slices and of the one-step slices.
 - seconds: 16 single slices, one 32-slice volume, --n volumes batched, timed in this sitting after a
   warm-up each; the ratios are the targets' (<= 20x and <= 40x the 16-slice time).
+Volumes are generated with --guidance (the slice prior's weight in each slice's logits; default the
+dashboard's, core.jobs.VOLUME_GUIDANCE; 0 = the whole-brain prior alone); the one-step drift check
+uses the whole-brain prior alone.
 """
 from __future__ import annotations
 
@@ -40,6 +43,7 @@ def parse_args(argv=None):
     parser.add_argument("--n", type=int, default=4, help="generated volumes (and batch of the batched timing)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=1.0, help="for the volumes and both kinds of slices")
+    parser.add_argument("--guidance", type=float, default=None, help="default: core.jobs.VOLUME_GUIDANCE")
     parser.add_argument("--skip-speed", action="store_true")
     return parser.parse_args(argv)
 
@@ -59,6 +63,8 @@ def main(argv=None) -> None:
 
     bundle = load_bundle(args.checkpoint)
     volume_prior, slice_prior = bundle.require_volume_prior(), bundle.require_prior()
+    args.guidance = jobs.VOLUME_GUIDANCE if args.guidance is None else args.guidance
+    guided = dict(slice_prior=slice_prior, guidance=args.guidance)
     size, depth = bundle.image_size, num_levels(volume_prior)
     root = data.find_data_root(args.data)
 
@@ -66,7 +72,7 @@ def main(argv=None) -> None:
     real = np.stack([data.load_images(stack, size)[..., 0] for stack in stacks])  # (cases, Z, H, W)
 
     generation_s, generated = timed(lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed,
-                                                                  temperature=args.temperature))
+                                                                  temperature=args.temperature, **guided))
     # The "before": the slice prior's independent slices, n per level, stacked by level.
     independent_levels = np.tile(np.arange(depth), args.n)
     independent = _slices_at(bundle, slice_prior, independent_levels, args.seed, args.temperature)
@@ -74,7 +80,8 @@ def main(argv=None) -> None:
 
     real_profile = volumes.area_profile(real)
     report = {
-        "checkpoint": str(bundle.path), "n": args.n, "temperature": args.temperature, "real_cases": len(real),
+        "checkpoint": str(bundle.path), "n": args.n, "temperature": args.temperature, "guidance": args.guidance,
+        "real_cases": len(real),
         "slices_per_volume": depth,
         "adjacent_ssim": {"real": round(volumes.adjacent_ssim(real), 4),
                           "generated": round(volumes.adjacent_ssim(generated), 4),
@@ -120,7 +127,7 @@ def main(argv=None) -> None:
                                 "area": volume_figures["area_real"]}}
 
     if not args.skip_speed:
-        report["seconds"] = speed(jobs, bundle, slice_prior, volume_prior, args)
+        report["seconds"] = speed(jobs, bundle, slice_prior, volume_prior, args, guided)
     report["first_generation_s"] = round(generation_s, 2)
     print(json.dumps(report, indent=1))
 
@@ -146,11 +153,13 @@ def _one_step_slices(bundle, volume_prior, cases, depth, seed, temperature):
     return np.clip(decoded, 0, 1)[..., 0].reshape(-1, size, size)
 
 
-def speed(jobs, bundle, slice_prior, volume_prior, args) -> dict:
+def speed(jobs, bundle, slice_prior, volume_prior, args, guided) -> dict:
     """Median of 2 timed runs each, after one warm-up each, interleaved so that load hits all alike."""
     runs = {"slices_16": lambda: jobs.generate_brains(bundle.vqvae, slice_prior, 16, seed=1),
-            "volume_1": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, 1, seed=1),
-            f"volumes_{args.n}": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=1)}
+            "volume_1": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, 1, seed=1, **guided),
+            f"volumes_{args.n}": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=1, **guided)}
+    if args.guidance:  # what the guide costs
+        runs["volume_1_unguided"] = lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, 1, seed=1, guidance=0.0)
     for job in runs.values():
         job()  # traces the graphs for this batch size
     times = {name: [] for name in runs}

@@ -127,15 +127,25 @@ def complete_brain(vqvae, prior, image, keep_rows: int, n: int, *, seed: int = 0
 # neighbouring slices differ more than real ones (demo: adjacent-slice SSIM 0.794 against 0.829
 # for real validation volumes); at 0.9 they match (0.824). bench/volumes.py, BENCHMARKS.md.
 VOLUME_TEMPERATURE = 0.9
+# The slice prior's weight in a whole brain's logits: it holds each slice to what slices of its level
+# look like, against the drift of errors handed up the stack (demo, T = 0.9, 16 volumes: FD per slice
+# 32.6 at 0, 25.4 at 0.3, 27.3 at 0.5; the slice prior's own samples 23.8; adjacent-slice SSIM 0.807
+# at 0.3, real 0.829, below 0.8 from 0.5 on). bench/volumes.py --guidance, BENCHMARKS.md.
+VOLUME_GUIDANCE = 0.3
 
 
 def generate_volumes(vqvae, volume_prior, n: int, *, seed: int = 0, temperature: float = VOLUME_TEMPERATURE,
-                     top_k: int | None = None, progress=None) -> np.ndarray:
+                     top_k: int | None = None, progress=None, slice_prior=None,
+                     guidance: float = VOLUME_GUIDANCE) -> np.ndarray:
     """n whole brains (n, Z, H, W) in [0, 1]: each slice's codes sampled given the slice below, then decoded.
 
+    With a slice prior, each slice samples from the whole-brain prior's logits mixed with the slice
+    prior's at weight `guidance` (0: the whole-brain prior alone).
     `progress(slices_done, Z)` is called after each slice of the stack (all n advance together).
     """
-    stacks = sample_volumes(volume_prior, n, seed=seed, temperature=temperature, top_k=top_k, progress=progress)
+    guide = (slice_prior, guidance) if slice_prior is not None and guidance != 0 else None  # NaN: refused there
+    stacks = sample_volumes(volume_prior, n, seed=seed, temperature=temperature, top_k=top_k, progress=progress,
+                            guide=guide)
     n, depth, height, width = stacks.shape
     decoded = vqvae.decode_indices(stacks.reshape(n * depth, height, width))
     return np.clip(decoded, 0.0, 1.0)[..., 0].reshape(n, depth, *decoded.shape[1:3])

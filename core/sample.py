@@ -33,6 +33,10 @@ def build_parser() -> cli.Parser:
     parser.add_argument("--volume", action="store_true",
                         help="whole brains: --n volumes of every slice level, base to vertex, from the bundle's "
                              "whole-brain prior, each as NIfTI (.nii.gz), a montage and a three-plane preview")
+    parser.add_argument("--guidance", type=settings.number(float, "guidance", minimum=0.0, maximum=1.0), default=None,
+                        help="--volume: the slice prior's weight in each slice's logits, which holds slices to "
+                             "their level against drift up the stack (0 = the whole-brain prior alone; default: "
+                             f"{jobs.VOLUME_GUIDANCE} when the bundle has a slice prior)")
     parser.add_argument("--out", default="samples", help="folder for the files (made if missing)")
     return parser
 
@@ -48,6 +52,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.volume and (args.complete or args.level is not None or args.keep_rows is not None):
             raise ValueError("--volume makes whole brains from the base up: --complete, --keep-rows and --level "
                              "do not apply.")
+        if args.guidance is not None and not args.volume:
+            raise ValueError("--guidance applies to whole brains only: add --volume.")
         bundle = load_bundle(args.checkpoint)
         if args.volume:
             report = _volumes(bundle, args, out)
@@ -85,9 +91,15 @@ def main(argv: list[str] | None = None) -> int:
 def _volumes(bundle, args, out: Path) -> dict:
     """Generate --n whole brains and write each as .nii.gz, montage PNG and three-plane PNG."""
     volume_prior = bundle.require_volume_prior()
+    guidance = args.guidance
+    if guidance is None:
+        guidance = jobs.VOLUME_GUIDANCE if bundle.prior is not None else 0.0
+    elif guidance and bundle.prior is None:
+        raise ValueError(f"--guidance {guidance} needs a slice prior (prior.keras), and {bundle.path} holds none: "
+                         "give --guidance 0.")
     started = time.perf_counter()
-    brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed,
-                                   temperature=args.temperature, top_k=args.top_k)
+    brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed, temperature=args.temperature,
+                                   top_k=args.top_k, slice_prior=bundle.prior, guidance=guidance)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     files = []
@@ -100,6 +112,7 @@ def _volumes(bundle, args, out: Path) -> dict:
         written["planes"].write_bytes(images.png_bytes(volumes.three_plane(volume)))
         files.append({k: str(v) for k, v in written.items()})
     return {"n": len(brains), "shape": list(brains.shape[1:]), "seconds": round(seconds, 3), "files": files,
+            "temperature": args.temperature, "guidance": guidance,
             "checkpoint": str(bundle.path)}
 
 

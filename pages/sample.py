@@ -45,18 +45,26 @@ def whole_brain() -> None:
                 f"`python -m core.train prior --volume --vqvae {bundle.path} --run-dir runs/my-volume`.")
         return
     depth = num_levels(bundle.volume_prior)
-    st.caption(f"{depth} axial slices from the base of the brain up, each drawn given the slice below it.")
-    settings = st.columns(3)
+    st.caption(f"{depth} axial slices from the base of the brain up, each drawn given the slice below it"
+               + (" and held to its level by the slice prior (guidance)." if bundle.prior is not None else "."))
+    settings = st.columns(4)
     volume_seed = settings[0].number_input("Seed", 0, 2**31 - 1, 0, key="volume_seed")
     volume_temperature = settings[1].slider("Temperature", 0.0, 2.0, jobs.VOLUME_TEMPERATURE, 0.05,
                                             key="volume_temperature",
                                             help="0 = always the most likely code; the default keeps neighbouring "
                                                  "slices as alike as in real brains")
-    if settings[2].button("Generate a whole brain", type="primary"):
+    guidance = settings[2].slider(
+        "Slice-prior guidance", 0.0, 1.0, jobs.VOLUME_GUIDANCE if bundle.prior is not None else 0.0, 0.05,
+        key="volume_guidance", disabled=bundle.prior is None,
+        help="The slice prior's weight in each slice's choice: more keeps each slice like real slices of its "
+             "level (errors compound less up the stack), less keeps neighbours more alike; 0 = the whole-brain "
+             "prior alone" + ("" if bundle.prior is not None else ". This checkpoint has no slice prior."))
+    if settings[3].button("Generate a whole brain", type="primary"):
         bar = st.progress(0.0, text="Generating a whole brain")
         with shared.guard("Generating a whole brain"):
             volume = jobs.generate_volumes(
                 bundle.vqvae, bundle.volume_prior, 1, seed=int(volume_seed), temperature=volume_temperature,
+                slice_prior=bundle.prior, guidance=guidance,
                 progress=lambda done, total: bar.progress(done / total, text=f"Generating: slice {done}/{total}"))[0]
         bar.empty()
         st.session_state["volume"] = (bundle.path, int(volume_seed), volume)

@@ -271,6 +271,19 @@ def test_whole_brain_generates_a_volume_shown_in_three_linked_planes(app_env, tm
     assert [caption for caption, _ in moved[:3]] == ["axial, slice 0", "coronal, row 16", "sagittal, column 16"]
     assert all(moved[i][1] != views[i][1] for i in range(3))
     assert at.session_state["volume"][2] is volume or np.array_equal(at.session_state["volume"][2], volume)
+    # Guidance: the slice prior's weight, the core's default; 0 makes the whole-brain prior's own volume.
+    from core import jobs
+    from core.bundles import load_bundle
+
+    guidance = at.slider(key="volume_guidance")
+    assert guidance.value == jobs.VOLUME_GUIDANCE and not guidance.proto.disabled
+    guidance.set_value(0.0).run()
+    next(b for b in at.button if b.label == "Generate a whole brain").click().run()
+    no_trouble(at)
+    bundle = load_bundle(tmp_path / "both")
+    unguided = jobs.generate_volumes(bundle.vqvae, bundle.volume_prior, 1, seed=0, guidance=0.0)[0]
+    np.testing.assert_allclose(at.session_state["volume"][2], unguided, atol=1e-6)
+    assert not np.allclose(unguided, volume, atol=1e-3)  # the default's volume was guided
 
 
 def shown_images(at: AppTest) -> list[tuple[str, str]]:
@@ -302,6 +315,8 @@ def test_a_checkpoint_with_only_a_whole_brain_prior_offers_whole_brains(app_env,
     no_trouble(at)
     assert any("whole-brain prior only" in i.value for i in at.info)
     assert not any(b.label == "Generate" for b in at.button)
+    guidance = at.slider(key="volume_guidance")
+    assert guidance.value == 0.0 and guidance.proto.disabled  # no slice prior to guide with
     next(b for b in at.button if b.label == "Generate a whole brain").click().run()
     no_trouble(at)
     assert at.session_state["volume"][2].shape == (4, 32, 32)

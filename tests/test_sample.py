@@ -17,7 +17,8 @@ def bundle(tmp_path_factory):
 
 
 @pytest.mark.parametrize("flags", [["--n", "0"], ["--temperature", "nan"], ["--temperature", "-1"],
-                                   ["--top-k", "0"], ["--keep-rows", "-1"], ["--level", "-1"], ["--n", "two"]])
+                                   ["--top-k", "0"], ["--keep-rows", "-1"], ["--level", "-1"], ["--n", "two"],
+                                   ["--volume", "--guidance", "nan"], ["--volume", "--guidance", "1.5"]])
 def test_bad_flags_are_one_error_line_before_anything_loads(bundle, tmp_path, capsys, flags):
     with pytest.raises(SystemExit) as exited:
         sample.main(["--checkpoint", str(bundle), "--out", str(tmp_path / "out"), *flags])
@@ -84,3 +85,25 @@ def test_volume_from_a_bundle_without_a_whole_brain_prior_says_which_command_tra
 def test_volume_with_slice_options_is_refused(bundle, tmp_path, capsys):
     assert sample.main(["--checkpoint", str(bundle), "--volume", "--level", "2", "--out", str(tmp_path / "o")]) == 2
     assert "--volume makes whole brains" in capsys.readouterr().err
+
+
+def test_volumes_are_guided_by_the_slice_prior_unless_told_or_the_bundle_has_none(tmp_path, capsys):
+    from core import jobs
+
+    both = make_tiny_bundle(tmp_path / "both", with_volume_prior=True)
+    run = lambda bundle, *flags: sample.main(["--checkpoint", str(bundle), "--volume", "--n", "1",
+                                              "--out", str(tmp_path / "out"), *flags])
+    report = lambda: json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run(both) == 0 and report()["guidance"] == jobs.VOLUME_GUIDANCE
+    assert run(both, "--guidance", "0") == 0 and report()["guidance"] == 0
+    volume_only = make_tiny_bundle(tmp_path / "volume-only", with_prior=False, with_volume_prior=True)
+    assert run(volume_only) == 0 and report()["guidance"] == 0  # nothing to guide with: the prior alone
+    assert run(volume_only, "--guidance", "0.5") == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "needs a slice prior (prior.keras)" in lines[0]
+
+
+def test_guidance_without_volume_is_refused(bundle, tmp_path, capsys):
+    assert sample.main(["--checkpoint", str(bundle), "--guidance", "0.3", "--out", str(tmp_path / "o")]) == 2
+    assert "--guidance applies to whole brains only" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()

@@ -255,6 +255,79 @@ def test_naive_and_fast_agree_given_the_slice_below(volume_prior):
                                                      method="naive"))
 
 
+@pytest.fixture(scope="module")
+def guide_prior():
+    """A slice prior over the volume prior's codes, grid and levels."""
+    return randomize_weights(build_prior(PriorConfig(**TINY, num_levels=5)), seed=12)
+
+
+def test_a_guide_of_weight_zero_changes_nothing_and_of_weight_one_is_the_slice_prior(volume_prior, guide_prior):
+    below = np.random.default_rng(13).integers(0, 9, (2, 6, 7))
+    levels = [1, 3]
+    alone = sample_codes(volume_prior, 2, seed=5, levels=levels, previous=below)
+    np.testing.assert_array_equal(
+        sample_codes(volume_prior, 2, seed=5, levels=levels, previous=below, guide=(guide_prior, 0.0)), alone)
+    slice_prior_codes = sample_codes(guide_prior, 2, seed=5, levels=levels)
+    assert (slice_prior_codes != alone).any()
+    np.testing.assert_array_equal(
+        sample_codes(volume_prior, 2, seed=5, levels=levels, previous=below, guide=(guide_prior, 1.0)),
+        slice_prior_codes)
+
+
+@pytest.mark.parametrize("weight, temperature, structure", [
+    (0.4, 0.8, "same"),  # the one batched step for both priors (sampler._fused_columns)
+    (0.7, 1.0, "same"),
+    (0.4, 0.8, "other"),  # a guide of other layers: one prior's step after the other
+])
+def test_a_guided_code_is_the_gumbel_argmax_of_the_mixed_logits(volume_prior, guide_prior, weight, temperature,
+                                                                structure):
+    # The reference: full passes of both priors over the codes sampled (each position's logits depend
+    # only on the codes before it), mixed, divided by the temperature, plus the same Gumbel noise.
+    if structure == "other":
+        guide_prior = randomize_weights(build_prior(PriorConfig(**{**TINY, "num_layers": 2, "filters": 12},
+                                                                num_levels=5)), seed=15)
+    weights = [sampler._prior_weights(m) for m in (volume_prior, guide_prior)]
+    assert sampler._one_structure([w[0] for w in weights], [w[1] for w in weights],
+                                  [w[2] for w in weights]) == (structure == "same")
+    below = np.random.default_rng(14).integers(0, 9, (3, 6, 7))
+    levels = np.array([0, 2, 4], np.int32)
+    codes = sample_codes(volume_prior, 3, seed=7, levels=levels, previous=below, temperature=temperature,
+                         guide=(guide_prior, weight))
+    whole = volume_prior(prior_inputs(volume_prior, codes, levels, below.astype(np.int32))).numpy()
+    alone = guide_prior(prior_inputs(guide_prior, codes, levels)).numpy()
+    gumbel = sampler.gumbel_noise(7, (3, 6, 7, 8)).numpy()
+    expected = np.argmax(((1 - weight) * whole + weight * alone) / temperature + gumbel, axis=-1)
+    np.testing.assert_array_equal(codes, expected)
+    assert (codes != sample_codes(volume_prior, 3, seed=7, levels=levels, previous=below,
+                                  temperature=temperature)).any()
+
+
+def test_a_guided_volume_samples_every_slice_with_the_guide(volume_prior, guide_prior):
+    # Weight 1: each slice is the slice prior's own sample at its level (stream z), whatever lies below.
+    stacks = sample_volumes(volume_prior, 2, seed=3, guide=(guide_prior, 1.0))
+    for z in range(5):
+        np.testing.assert_array_equal(stacks[:, z], sample_codes(guide_prior, 2, seed=3, levels=z, stream=z))
+    mixed = sample_volumes(volume_prior, 2, seed=3, guide=(guide_prior, 0.5))
+    assert (mixed != stacks).any() and (mixed != sample_volumes(volume_prior, 2, seed=3)).any()
+    # Another weight is another input, not another trace (a slider move on the Sample page).
+    traces = sampler._row_step_graph.experimental_get_tracing_count()
+    sample_volumes(volume_prior, 2, seed=3, guide=(guide_prior, 0.2))
+    assert sampler._row_step_graph.experimental_get_tracing_count() == traces
+
+
+def test_a_guide_must_be_a_slice_prior_over_the_same_codes_and_levels(volume_prior, guide_prior, prior):
+    below = np.zeros((1, 6, 7))
+    with pytest.raises(ValueError, match="slice prior as the guide"):
+        sample_codes(volume_prior, 1, levels=0, previous=below, guide=(volume_prior, 0.5))
+    with pytest.raises(ValueError, match="same codes, grid and levels"):
+        sample_codes(volume_prior, 1, levels=0, previous=below, guide=(prior, 0.5))  # no levels
+    for weight in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"guide weight in \[0, 1\]"):
+            sample_codes(volume_prior, 1, levels=0, previous=below, guide=(guide_prior, weight))
+    with pytest.raises(ValueError, match="method 'fast' with a guide"):
+        sample_codes(volume_prior, 1, levels=0, previous=below, guide=(guide_prior, 0.5), method="naive")
+
+
 def test_volume_progress_counts_slices(volume_prior):
     calls = []
     sample_volumes(volume_prior, 1, num_slices=3, progress=lambda done, total: calls.append((done, total)))

@@ -287,10 +287,10 @@ class GatedPixelCNNLayer(keras.layers.Layer):
 
     @staticmethod
     def horizontal_pixel(weights: dict, window, link, h, residual: bool):
-        """The horizontal stack at one position: window (n, r + 1, C) of the r columns on the left and
-        this one, link (n, 2F) from vertical_row, h (n, C) this position's input. Returns (n, F)."""
-        n = ops.shape(window)[0]
-        h_pre = ops.matmul(ops.reshape(window, (n, -1)), weights["h_kernel"]) + link
+        """The horizontal stack at one position: window (..., r + 1, C) of the r columns on the left and
+        this one, link (..., 2F) from vertical_row, h (..., C) this position's input. Returns (..., F).
+        The leading axes are the samples, (n,), or several priors' samples, (P, n) with P-leading weights."""
+        h_pre = ops.matmul(ops.reshape(window, (*ops.shape(window)[:-2], -1)), weights["h_kernel"]) + link
         out = ops.matmul(gate(h_pre), weights["out_kernel"]) + weights["out_bias"]
         return out + h if residual else out
 

@@ -22,16 +22,17 @@ ProgressFn = Callable[[int, int], None]
 
 
 class _Static(NamedTuple):
-    """Python-level structure of a prior: part of the tf.function cache key.
+    """Python-level structure of the priors a row step runs: part of the tf.function cache key.
 
     A NamedTuple, which tf.function compares by value; it keys a dataclass by identity, so every
     call traced the row step again.
     """
 
-    reaches: tuple  # k // 2 of each gated layer
-    residuals: tuple  # whether each gated layer adds its horizontal input
+    reaches: tuple  # per prior, k // 2 of each gated layer
+    residuals: tuple  # per prior, whether each gated layer adds its horizontal input
     top_k: Optional[int]
     return_logits: bool
+    fused: bool = False  # several priors of one structure: their per-pixel steps run as one batched step
 
 
 def _prior_weights(prior_model: keras.Model):
@@ -60,91 +61,185 @@ def _condition_map(prior_model, n, height, width, levels, previous=None) -> tf.T
     return tf.add_n(maps) if maps else tf.zeros([n, height, width, 0])
 
 
-def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_temperature, condition,
-              static: _Static):
-    """Samples one row of codes for all n samples.
-
-    v_buffers[l]: (n, r, W + 2r, C_l) the last r rows of layer l's vertical input (zero padded);
-    v_input: (n, W, E) embedded codes of the previous row; position (W, E) this row's position
-    embedding; gumbel (n, W, K); condition (n, W, D) this row of the level map; keep, init (n, W): where
-    keep is True the code is init instead of the sampled one. Returns codes (n, W), logits (n, W, K)
-    (empty unless static.return_logits), the new buffers and the embedded row (n, W, E).
-    """
-    n, width = tf.shape(v_input)[0], v_input.shape[1]
-    # Vertical stack for the whole row at once, from the cached rows above.
+def _vertical_rows(weights, v_buffers, v_input, condition, reaches):
+    """One prior's vertical stack for a whole row: (links (W, L, n, 2F), the new buffers)."""
     new_buffers, links = [], []
     v = v_input
-    for layer, buffer, r in zip(weights["layers"], v_buffers, static.reaches):
+    for layer, buffer, r in zip(weights["layers"], v_buffers, reaches):
         row = tf.pad(v, [[0, 0], [r, r], [0, 0]])[:, None]  # (n, 1, W + 2r, C)
         window = tf.concat([buffer, row], axis=1)  # (n, r + 1, W + 2r, C)
         v, link = GatedPixelCNNLayer.vertical_row(layer, window, condition)  # (n, W, F), (n, W, 2F)
         links.append(link)
         new_buffers.append(window[:, 1:])
-    links = tf.transpose(tf.stack(links), [2, 0, 1, 3])  # (W, L, n, 2F): one slice per pixel
+    return tf.transpose(tf.stack(links), [2, 0, 1, 3]), tuple(new_buffers)  # one slice of links per pixel
+
+
+def _horizontal_pixel(weights, h_buffers, h, links, reaches, residuals):
+    """One prior's horizontal stack and head at one position: (logits (n, K), the new buffers)."""
+    new_buffers = []
+    for layer, buffer, r, residual, link in zip(weights["layers"], h_buffers, reaches, residuals, tf.unstack(links)):
+        window = tf.concat([buffer, h[:, None]], axis=1)  # (n, r + 1, C)
+        new_buffers.append(window[:, 1:])
+        h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (n, F)
+    return LogitsHead.logits(weights["head"], h), tuple(new_buffers)
+
+
+def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_temperature, condition, mix,
+              static: _Static):
+    """Samples one row of codes for all n samples, from one prior or from several priors' mixed logits.
+
+    Per prior p (tuples, one entry each): v_buffers[p][l] (n, r, W + 2r, C_l) the last r rows of
+    layer l's vertical input (zero padded); v_input[p] (n, W, E) embedded codes of the previous row;
+    position[p] (W, E) this row's position embedding; condition[p] (n, W, D) this row of its condition
+    map; mix (P,) the weight of each prior's logits in the logits sampled from (a tensor: another weight
+    needs no new trace). gumbel (n, W, K); keep, init (n, W): where keep is True the code is init
+    instead of the sampled one. Returns codes (n, W), logits (n, W, K) (empty unless
+    static.return_logits), the new buffers and the embedded rows, per prior.
+    """
+    n, width = tf.shape(v_input[0])[0], v_input[0].shape[1]
+    # Vertical stacks for the whole row at once, from the cached rows above.
+    rows = [_vertical_rows(w, b, v, c, r) for w, b, v, c, r in zip(weights, v_buffers, v_input, condition,
+                                                                     static.reaches)]
+    links, new_buffers = tuple(row[0] for row in rows), tuple(row[1] for row in rows)
     gumbel_t = tf.transpose(gumbel, [1, 0, 2])  # (W, n, K)
     keep_t, init_t = tf.transpose(keep), tf.transpose(init)  # (W, n)
-    embedding = weights["embedding"]
-    emb_dim = embedding.shape[-1]
+    if static.fused:
+        return _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mix, position, static,
+                              new_buffers, n, width)
 
-    # Horizontal stack one column at a time; h_buffers[l]: (n, r, C_l) last r columns of layer l's input.
-    h_buffers0 = tuple(tf.zeros([n, r, layer["h_kernel"].shape[0] // (r + 1)])
-                       for layer, r in zip(weights["layers"], static.reaches))
+    # Horizontal stacks one column at a time; h_buffers[p][l]: (n, r, C_l) last r columns of layer l's input.
+    h_buffers0 = tuple(tuple(tf.zeros([n, r, layer["h_kernel"].shape[0] // (r + 1)])
+                             for layer, r in zip(w["layers"], reaches))
+                       for w, reaches in zip(weights, static.reaches))
+    h0 = tuple(tf.zeros([n, w["embedding"].shape[-1]]) for w in weights)
     codes_ta = tf.TensorArray(tf.int32, size=width)
     logits_ta = tf.TensorArray(tf.float32, size=width if static.return_logits else 1)
 
-    def body(j, h0, h_buffers, codes_ta, logits_ta):
-        h, new_h_buffers = h0, []
-        for layer, buffer, r, residual, link in zip(weights["layers"], h_buffers, static.reaches,
-                                                    static.residuals, tf.unstack(links[j])):
-            window = tf.concat([buffer, h[:, None]], axis=1)  # (n, r + 1, C)
-            new_h_buffers.append(window[:, 1:])
-            h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (n, F)
-        logits = LogitsHead.logits(weights["head"], h)  # (n, K)
+    def body(j, h, h_buffers, codes_ta, logits_ta):
+        steps = [_horizontal_pixel(w, b, x, l[j], reaches, residuals) for w, b, x, l, reaches, residuals
+                 in zip(weights, h_buffers, h, links, static.reaches, static.residuals)]
+        if len(steps) == 1:  # exactly the prior's own logits, as the naive path computes them
+            logits = steps[0][0]
+        else:
+            logits = tf.add_n([mix[p] * step[0] for p, step in enumerate(steps)])
         code = tf.where(keep_t[j], init_t[j], _choose(logits, gumbel_t[j], inv_temperature, static.top_k))
         codes_ta = codes_ta.write(j, code)
         if static.return_logits:
             logits_ta = logits_ta.write(j, logits)
-        return j + 1, tf.gather(embedding, code) + position[j], tuple(new_h_buffers), codes_ta, logits_ta
+        embedded = tuple(tf.gather(w["embedding"], code) + p[j] for w, p in zip(weights, position))
+        return j + 1, embedded, tuple(step[1] for step in steps), codes_ta, logits_ta
 
     # A tf.function retraced for another n relaxes some inputs' batch size to None and keeps others
     # static, so the loop state must allow any batch size.
-    invariants = (tf.TensorShape([]), tf.TensorShape([None, emb_dim]),
-                  tuple(tf.TensorShape([None, *b.shape[1:]]) for b in h_buffers0),
+    invariants = (tf.TensorShape([]), tuple(tf.TensorShape([None, x.shape[-1]]) for x in h0),
+                  tuple(tuple(tf.TensorShape([None, *b.shape[1:]]) for b in buffers) for buffers in h_buffers0),
                   tf.TensorShape(None), tf.TensorShape(None))
     _, _, _, codes_ta, logits_ta = tf.while_loop(
-        lambda j, *_: j < width, body,
-        (tf.constant(0), tf.zeros([n, emb_dim]), h_buffers0, codes_ta, logits_ta),
+        lambda j, *_: j < width, body, (tf.constant(0), h0, h_buffers0, codes_ta, logits_ta),
         shape_invariants=invariants, maximum_iterations=width)
     codes = tf.transpose(codes_ta.stack())  # (n, W)
     logits = tf.transpose(logits_ta.stack(), [1, 0, 2]) if static.return_logits else tf.zeros([0])
-    return codes, logits, tuple(new_buffers), tf.gather(embedding, codes) + position
+    embedded = tuple(tf.gather(w["embedding"], codes) + p for w, p in zip(weights, position))
+    return codes, logits, new_buffers, embedded
+
+
+def _stacked(weights) -> dict:
+    """The horizontal-stack, head and embedding weights of priors of one structure, stacked on a new
+    leading axis (biases as (P, 1, F), to broadcast over the samples)."""
+    layers = [dict(h_kernel=tf.stack([w["layers"][l]["h_kernel"] for w in weights]),
+                   out_kernel=tf.stack([w["layers"][l]["out_kernel"] for w in weights]),
+                   out_bias=tf.stack([w["layers"][l]["out_bias"] for w in weights])[:, None])
+              for l in range(len(weights[0]["layers"]))]
+    head = [tf.stack([w["head"][i] for w in weights]) for i in range(4)]
+    head[1], head[3] = head[1][:, None], head[3][:, None]
+    return dict(layers=layers, head=head, embedding=tf.stack([w["embedding"] for w in weights]))
+
+
+def _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mix, position, static,
+                   new_buffers, n, width):
+    """The horizontal stacks of P priors of one structure, one column at a time, as one batched step
+    (P-leading tensors): half the ops of running them one after the other, which on a CPU is most of the
+    cost of a pixel. The same maths as `_row_step`'s loop; returns what `_row_step` returns."""
+    stacked = _stacked(weights)
+    links = tf.stack(links, axis=2)  # (W, L, P, n, 2F)
+    positions = tf.stack(position)  # (P, W, E)
+    reaches, residuals = static.reaches[0], static.residuals[0]
+    priors = len(weights)
+    h_buffers0 = tuple(tf.zeros([priors, n, r, layer["h_kernel"].shape[1] // (r + 1)])
+                       for layer, r in zip(stacked["layers"], reaches))
+    h0 = tf.zeros([priors, n, stacked["embedding"].shape[-1]])
+    codes_ta = tf.TensorArray(tf.int32, size=width)
+    logits_ta = tf.TensorArray(tf.float32, size=width if static.return_logits else 1)
+
+    def body(j, h, h_buffers, codes_ta, logits_ta):
+        new_h_buffers = []
+        for layer, buffer, r, residual, link in zip(stacked["layers"], h_buffers, reaches, residuals,
+                                                    tf.unstack(links[j])):
+            window = tf.concat([buffer, h[:, :, None]], axis=2)  # (P, n, r + 1, C)
+            new_h_buffers.append(window[:, :, 1:])
+            h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (P, n, F)
+        logits = tf.tensordot(mix, LogitsHead.logits(stacked["head"], h), axes=1)  # (n, K)
+        code = tf.where(keep_t[j], init_t[j], _choose(logits, gumbel_t[j], inv_temperature, static.top_k))
+        codes_ta = codes_ta.write(j, code)
+        if static.return_logits:
+            logits_ta = logits_ta.write(j, logits)
+        embedded = tf.gather(stacked["embedding"], code, axis=1) + positions[:, j][:, None]  # (P, n, E)
+        return j + 1, embedded, tuple(new_h_buffers), codes_ta, logits_ta
+
+    invariants = (tf.TensorShape([]), tf.TensorShape([priors, None, h0.shape[-1]]),
+                  tuple(tf.TensorShape([priors, None, *b.shape[2:]]) for b in h_buffers0),
+                  tf.TensorShape(None), tf.TensorShape(None))
+    _, _, _, codes_ta, logits_ta = tf.while_loop(
+        lambda j, *_: j < width, body, (tf.constant(0), h0, h_buffers0, codes_ta, logits_ta),
+        shape_invariants=invariants, maximum_iterations=width)
+    codes = tf.transpose(codes_ta.stack())  # (n, W)
+    logits = tf.transpose(logits_ta.stack(), [1, 0, 2]) if static.return_logits else tf.zeros([0])
+    embedded = tuple(tf.gather(w["embedding"], codes) + p for w, p in zip(weights, position))
+    return codes, logits, new_buffers, embedded
 
 
 _row_step_xla = tf.function(_row_step, jit_compile=True)
 _row_step_graph = tf.function(_row_step, jit_compile=False)
 
 
+def _one_structure(weights, reaches, residuals) -> bool:
+    """Whether priors share every shape of their horizontal stacks and heads (then `_fused_columns` runs them)."""
+    shapes = [([tuple(l[k].shape) for l in w["layers"] for k in ("h_kernel", "out_kernel", "out_bias")],
+               [tuple(t.shape) for t in w["head"]], tuple(w["embedding"].shape)) for w in weights]
+    return all(x == shapes[0] for x in shapes) and len(set(reaches)) == 1 and len(set(residuals)) == 1
+
+
 def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits, levels,
-              previous=None):
-    weights, reaches, residuals = _prior_weights(prior_model)
-    static = _Static(reaches, residuals, top_k, return_logits)
+              previous=None, guide=None):
+    """The cached fast path; guide=(slice prior, weight) mixes the slice prior's logits in at that weight."""
+    priors, mix = [(prior_model, levels, previous)], [1.0]
+    if guide is not None:
+        guide_model, guide_weight = guide
+        priors.append((guide_model, levels, None))
+        mix = [1.0 - guide_weight, guide_weight]
+    parts = [_prior_weights(model) for model, _, _ in priors]
+    weights = tuple(p[0] for p in parts)
+    static = _Static(tuple(p[1] for p in parts), tuple(p[2] for p in parts), top_k, return_logits,
+                     fused=len(parts) > 1 and _one_structure(weights, [p[1] for p in parts], [p[2] for p in parts]))
+    mix = tf.constant(mix, tf.float32)
     use_xla = bool(tf.config.list_logical_devices("GPU")) if USE_XLA is None else USE_XLA
     step = _row_step_xla if use_xla else _row_step_graph
     _, height, width = keep.shape
-    condition = _condition_map(prior_model, n, height, width, levels, previous)
-    emb_dim = weights["embedding"].shape[-1]
-    buffers = []
-    for layer, r in zip(weights["layers"], reaches):
-        channels = layer["h_kernel"].shape[0] // (r + 1)
-        buffers.append(tf.zeros([n, r, width + 2 * r, channels]))
-    buffers = tuple(buffers)
-    v_input = tf.zeros([n, width, emb_dim])
+    conditions = tuple(_condition_map(model, n, height, width, model_levels, model_previous)
+                       for model, model_levels, model_previous in priors)
+    buffers, v_input = [], []
+    for w, reaches in zip(weights, static.reaches):
+        buffers.append(tuple(tf.zeros([n, r, width + 2 * r, layer["h_kernel"].shape[0] // (r + 1)])
+                             for layer, r in zip(w["layers"], reaches)))
+        v_input.append(tf.zeros([n, width, w["embedding"].shape[-1]]))
+    buffers, v_input = tuple(buffers), tuple(v_input)
     codes, logits = np.zeros((n, height, width), np.int32), []
     inv_temperature = tf.constant(inv_temperature, tf.float32)
     for i in range(height):
         row_codes, row_logits, buffers, v_input = step(
-            weights, buffers, v_input, weights["position"][i], gumbel[:, i], tf.constant(keep[:, i]),
-            tf.constant(init[:, i]), inv_temperature, condition[:, i], static)
+            weights, buffers, v_input, tuple(w["position"][i] for w in weights), gumbel[:, i],
+            tf.constant(keep[:, i]), tf.constant(init[:, i]), inv_temperature,
+            tuple(c[:, i] for c in conditions), mix, static)
         codes[:, i] = row_codes.numpy()
         if return_logits:
             logits.append(row_logits.numpy())
@@ -191,6 +286,21 @@ def gumbel_noise(seed: int, shape, stream: int = 0) -> tf.Tensor:
     return -tf.math.log(-tf.math.log(uniform))
 
 
+def _check_guide(prior_model, guide, method: str) -> None:
+    """A guide is (a slice prior over the same codes, grid and levels, a weight in [0, 1]), fast path only."""
+    guide_model, weight = guide
+    if method != "fast":
+        raise ValueError(f"Expected method 'fast' with a guide. Received: method={method!r}")
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"Expected a guide weight in [0, 1]. Received: {weight}")
+    if previous_layer(guide_model) is not None:
+        raise ValueError("Expected a slice prior as the guide. Received: a whole-brain prior")
+    if _grid_shape(guide_model) != _grid_shape(prior_model) or num_levels(guide_model) != num_levels(prior_model):
+        raise ValueError("Expected a guide over the same codes, grid and levels. Received: (H, W, K) "
+                         f"{_grid_shape(guide_model)} with {num_levels(guide_model)} levels against "
+                         f"{_grid_shape(prior_model)} with {num_levels(prior_model)}")
+
+
 def _grid_shape(prior_model):
     _, height, width = prior_model.inputs[0].shape
     num_embeddings = prior_model.output_shape[-1]
@@ -221,7 +331,8 @@ def _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask):
 
 def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature: float = 1.0,
                  top_k: Optional[int] = None, method: str = "fast", progress: Optional[ProgressFn] = None,
-                 init_codes=None, keep_mask=None, levels=None, previous=None, stream: int = 0) -> np.ndarray:
+                 init_codes=None, keep_mask=None, levels=None, previous=None, stream: int = 0,
+                 guide=None) -> np.ndarray:
     """Samples n code grids (n, H, W) int32 in raster order from a prior built by core.models.prior.build_prior.
 
     Args:
@@ -236,6 +347,8 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
             `draw_levels` (from the training frequencies, or given the kept codes when completing).
         previous: (n, H, W) codes of the slices below, for a whole-brain prior (`sample_volumes`).
         stream: another stream of noise for the same seed.
+        guide: (slice prior, weight): sample from (1 - weight) * this prior's logits + weight * the
+            slice prior's at the same levels (the fast method only).
     """
     height, width, num_embeddings = _grid_shape(prior_model)
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
@@ -257,16 +370,18 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
     else:
         gumbel = gumbel_noise(seed, (n, height, width, num_embeddings), stream)
         inv_temperature = 1.0 / temperature
+    if guide is not None:
+        _check_guide(prior_model, guide, method)
     if method == "naive":
         return _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, levels, previous)
     codes, _ = _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, False, levels,
-                         previous)
+                         previous, guide)
     return codes
 
 
 def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None = None, seed: int = 0,
                    temperature: float = 1.0, top_k: Optional[int] = None,
-                   progress: Optional[ProgressFn] = None) -> np.ndarray:
+                   progress: Optional[ProgressFn] = None, guide=None) -> np.ndarray:
     """Samples n whole stacks of code grids (n, Z, H, W) int32 from a whole-brain prior, base to vertex.
 
     Slice z is sampled at level z (a level-conditioned prior) given the codes of slice z - 1 (the
@@ -274,6 +389,9 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
     Args:
         num_slices: Z; default the prior's level count (32 for OASIS).
         progress: called as progress(slices_done, Z) after each slice.
+        guide: (slice prior, weight): each slice's logits mixed with the slice prior's at its level
+            (`sample_codes`), which holds every slice to what slices of its level look like, so that
+            errors handed up the stack compound less (BENCHMARKS.md, whole brains).
     """
     if previous_layer(prior_model) is None:
         raise ValueError("This prior is a slice prior: whole brains need a whole-brain prior (trained with "
@@ -287,7 +405,7 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
     stacks = np.zeros((n, num_slices, height, width), np.int32)
     for z in range(num_slices):
         previous = sample_codes(prior_model, n, seed=seed, temperature=temperature, top_k=top_k,
-                                levels=z if levels else None, previous=previous, stream=z)
+                                levels=z if levels else None, previous=previous, stream=z, guide=guide)
         stacks[:, z] = previous
         if progress is not None:
             progress(z + 1, num_slices)
