@@ -112,8 +112,6 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
                              for layer, r in zip(w["layers"], reaches))
                        for w, reaches in zip(weights, static.reaches))
     h0 = tuple(tf.zeros([n, w["embedding"].shape[-1]]) for w in weights)
-    codes_ta = tf.TensorArray(tf.int32, size=width)
-    logits_ta = tf.TensorArray(tf.float32, size=width if static.return_logits else 1)
 
     def body(j, h, h_buffers, codes_ta, logits_ta):
         steps = [_horizontal_pixel(w, b, x, l[j], reaches, residuals) for w, b, x, l, reaches, residuals
@@ -131,12 +129,20 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
 
     # A tf.function retraced for another n relaxes some inputs' batch size to None and keeps others
     # static, so the loop state must allow any batch size.
-    invariants = (tf.TensorShape([]), tuple(tf.TensorShape([None, x.shape[-1]]) for x in h0),
-                  tuple(tuple(tf.TensorShape([None, *b.shape[1:]]) for b in buffers) for buffers in h_buffers0),
-                  tf.TensorShape(None), tf.TensorShape(None))
-    _, _, _, codes_ta, logits_ta = tf.while_loop(
-        lambda j, *_: j < width, body, (tf.constant(0), h0, h_buffers0, codes_ta, logits_ta),
-        shape_invariants=invariants, maximum_iterations=width)
+    invariants = (tuple(tf.TensorShape([None, x.shape[-1]]) for x in h0),
+                  tuple(tuple(tf.TensorShape([None, *b.shape[1:]]) for b in buffers) for buffers in h_buffers0))
+    return _columns(body, (h0, h_buffers0), invariants, width, weights, position, new_buffers, static)
+
+
+def _columns(body, state, invariants, width, weights, position, new_buffers, static: _Static):
+    """Runs a row's column loop, body(j, *state, codes, logits) -> (j + 1, *state, codes, logits), and
+    returns what `_row_step` returns."""
+    codes_ta = tf.TensorArray(tf.int32, size=width)
+    logits_ta = tf.TensorArray(tf.float32, size=width if static.return_logits else 1)
+    *_, codes_ta, logits_ta = tf.while_loop(
+        lambda j, *_: j < width, body, (tf.constant(0), *state, codes_ta, logits_ta),
+        shape_invariants=(tf.TensorShape([]), *invariants, tf.TensorShape(None), tf.TensorShape(None)),
+        maximum_iterations=width)
     codes = tf.transpose(codes_ta.stack())  # (n, W)
     logits = tf.transpose(logits_ta.stack(), [1, 0, 2]) if static.return_logits else tf.zeros([0])
     embedded = tuple(tf.gather(w["embedding"], codes) + p for w, p in zip(weights, position))
@@ -168,8 +174,6 @@ def _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mi
     h_buffers0 = tuple(tf.zeros([priors, n, r, layer["h_kernel"].shape[1] // (r + 1)])
                        for layer, r in zip(stacked["layers"], reaches))
     h0 = tf.zeros([priors, n, stacked["embedding"].shape[-1]])
-    codes_ta = tf.TensorArray(tf.int32, size=width)
-    logits_ta = tf.TensorArray(tf.float32, size=width if static.return_logits else 1)
 
     def body(j, h, h_buffers, codes_ta, logits_ta):
         new_h_buffers = []
@@ -186,16 +190,9 @@ def _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mi
         embedded = tf.gather(stacked["embedding"], code, axis=1) + positions[:, j][:, None]  # (P, n, E)
         return j + 1, embedded, tuple(new_h_buffers), codes_ta, logits_ta
 
-    invariants = (tf.TensorShape([]), tf.TensorShape([priors, None, h0.shape[-1]]),
-                  tuple(tf.TensorShape([priors, None, *b.shape[2:]]) for b in h_buffers0),
-                  tf.TensorShape(None), tf.TensorShape(None))
-    _, _, _, codes_ta, logits_ta = tf.while_loop(
-        lambda j, *_: j < width, body, (tf.constant(0), h0, h_buffers0, codes_ta, logits_ta),
-        shape_invariants=invariants, maximum_iterations=width)
-    codes = tf.transpose(codes_ta.stack())  # (n, W)
-    logits = tf.transpose(logits_ta.stack(), [1, 0, 2]) if static.return_logits else tf.zeros([0])
-    embedded = tuple(tf.gather(w["embedding"], codes) + p for w, p in zip(weights, position))
-    return codes, logits, new_buffers, embedded
+    invariants = (tf.TensorShape([priors, None, h0.shape[-1]]),
+                  tuple(tf.TensorShape([priors, None, *b.shape[2:]]) for b in h_buffers0))
+    return _columns(body, (h0, h_buffers0), invariants, width, weights, position, new_buffers, static)
 
 
 _row_step_xla = tf.function(_row_step, jit_compile=True)
