@@ -94,4 +94,4 @@ if bundle.prior is not None and st.toggle("Surprise map: bits of each code under
 st.dataframe(report.rows(), hide_index=True)
 st.download_button("Download reconstructions (zip of PNGs)",
                    images.zip_of_pngs(report.reconstructions, report.names),
-                   file_name="reconstructions.zip", mime="application/zip")
+                   file_name="reconstructions.zip", mime="application/zip", on_click="ignore")

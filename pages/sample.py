@@ -33,7 +33,7 @@ def level_picker(where, label: str, default_choice: str, default_level: int | No
 def gallery(slices, names, key: str) -> None:
     st.image(list(slices), caption=names, width=max(96, min(size, 192)), clamp=True)
     st.download_button("Download all (zip of PNGs)", images.zip_of_pngs(slices, names),
-                       file_name=f"{key}.zip", mime="application/zip", key=f"{key}-zip")
+                       file_name=f"{key}.zip", mime="application/zip", key=f"{key}-zip", on_click="ignore")
 
 
 def whole_brain() -> None:
@@ -81,7 +81,7 @@ def whole_brain() -> None:
     with st.expander("Play through the axial slices"):
         st.image(images.gif_bytes(volume), caption="base to vertex, looping", width=min(width, 256))
     st.download_button("Download .nii.gz", volumes.nifti_bytes(volume), file_name=f"brain_seed{made_with_seed}.nii.gz",
-                       mime="application/gzip", key="volume_download",
+                       mime="application/gzip", key="volume_download", on_click="ignore",
                        help="NIfTI, RAS, 1 x 1 x 5 mm nominal voxels, marked synthetic; the Reconstruct page reads it")
 
 
