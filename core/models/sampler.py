@@ -75,12 +75,13 @@ def _vertical_rows(weights, v_buffers, v_input, condition, reaches):
 
 
 def _horizontal_pixel(weights, h_buffers, h, links, reaches, residuals):
-    """One prior's horizontal stack and head at one position: (logits (n, K), the new buffers)."""
+    """A prior's horizontal stack and head at one position: (logits (..., K), the new buffers). The
+    leading axes are (n,) for one prior, or (P, n) for priors of one structure with `_stacked` weights."""
     new_buffers = []
     for layer, buffer, r, residual, link in zip(weights["layers"], h_buffers, reaches, residuals, tf.unstack(links)):
-        window = tf.concat([buffer, h[:, None]], axis=1)  # (n, r + 1, C)
-        new_buffers.append(window[:, 1:])
-        h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (n, F)
+        window = tf.concat([buffer, h[..., None, :]], axis=-2)  # (..., r + 1, C)
+        new_buffers.append(window[..., 1:, :])
+        h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (..., F)
     return LogitsHead.logits(weights["head"], h), tuple(new_buffers)
 
 
@@ -177,19 +178,14 @@ def _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mi
     h0 = tf.zeros([priors, n, stacked["embedding"].shape[-1]])
 
     def body(j, h, h_buffers, codes_ta, logits_ta):
-        new_h_buffers = []
-        for layer, buffer, r, residual, link in zip(stacked["layers"], h_buffers, reaches, residuals,
-                                                    tf.unstack(links[j])):
-            window = tf.concat([buffer, h[:, :, None]], axis=2)  # (P, n, r + 1, C)
-            new_h_buffers.append(window[:, :, 1:])
-            h = GatedPixelCNNLayer.horizontal_pixel(layer, window, link, h, residual)  # (P, n, F)
-        logits = tf.tensordot(mix, LogitsHead.logits(stacked["head"], h), axes=1)  # (n, K)
+        per_prior, new_h_buffers = _horizontal_pixel(stacked, h_buffers, h, links[j], reaches, residuals)
+        logits = tf.tensordot(mix, per_prior, axes=1)  # (P, n, K) -> (n, K)
         code = tf.where(keep_t[j], init_t[j], _choose(logits, gumbel_t[j], inv_temperature, static.top_k))
         codes_ta = codes_ta.write(j, code)
         if static.return_logits:
             logits_ta = logits_ta.write(j, logits)
         embedded = tf.gather(stacked["embedding"], code, axis=1) + positions[:, j][:, None]  # (P, n, E)
-        return j + 1, embedded, tuple(new_h_buffers), codes_ta, logits_ta
+        return j + 1, embedded, new_h_buffers, codes_ta, logits_ta
 
     invariants = (tf.TensorShape([priors, None, h0.shape[-1]]),
                   tuple(tf.TensorShape([priors, None, *b.shape[2:]]) for b in h_buffers0))
