@@ -55,6 +55,11 @@ def find_data_root(path: str | Path) -> Path:
         f"Found: {present or 'nothing'}.")
 
 
+def is_png_file(path: Path) -> bool:
+    """Whether `path` is a file that a folder of slices counts as a slice (a *.png, any case)."""
+    return path.suffix.lower() == ".png" and path.is_file()
+
+
 def slice_folder(path: str | Path, split: str = "test") -> tuple[Path, bool]:
     """(the folder whose PNG slices `find_slices` reads at `path`, whether it is a plain folder of them).
 
@@ -62,7 +67,7 @@ def slice_folder(path: str | Path, split: str = "test") -> tuple[Path, bool]:
     """
     path = Path(path).expanduser()
     if path.is_dir():
-        if any(p.suffix.lower() == ".png" and p.is_file() for p in path.iterdir()):
+        if any(is_png_file(p) for p in path.iterdir()):
             return path, True
         for candidate in (path, path / DATA_FOLDER, path / "slices", path / "slices" / DATA_FOLDER):
             if (candidate / split_folder_name(split)).is_dir():
@@ -85,8 +90,7 @@ def find_slices(path: str | Path, split: str = "test") -> list[Path]:
     """
     folder, plain = slice_folder(path, split)
     if plain:
-        return sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png" and p.is_file()),
-                      key=_slice_sort_key)
+        return sorted(filter(is_png_file, folder.iterdir()), key=_slice_sort_key)
     return list(scan_split(folder.parent, split).paths)  # its errors say what is missing
 
 

@@ -57,7 +57,7 @@ def find_split_slice(data_path: str | Path, name: str | None, image_size: int,
     """The (S, S, 1) slice of that file name in the folder data.find_slices reads for a split (any
     layout), or None when it holds none of that name. Only that file is read, not the whole split."""
     folder, _ = data.slice_folder(data_path, split)
-    if not name or Path(name).name != name or Path(name).suffix.lower() != ".png" or not (folder / name).is_file():
+    if not name or Path(name).name != name or not data.is_png_file(folder / name):
         return None
     return data.load_images([folder / name], image_size)[0]
 
