@@ -1,6 +1,8 @@
 """The dashboard in real headless chromium against `streamlit run`: every page, uploads, Generate, a live training run."""
 from __future__ import annotations
 
+import os
+import shutil
 import time
 from pathlib import Path
 
@@ -33,6 +35,17 @@ def wait_until_fresh(page, text: str) -> None:
         "text => [...document.querySelectorAll('[data-testid=stElementContainer]')]"
         ".some(c => c.innerText.includes(text) && c.getAttribute('data-stale') === 'false')", arg=text,
         timeout=180_000)
+
+
+def wait_until_drawn(page) -> None:
+    """Until every picture on the page has loaded: one still loading can shift the button under the pointer."""
+    page.wait_for_function("[...document.querySelectorAll('[data-testid=stMain] img')]"
+                           ".every(i => i.complete && i.naturalWidth > 0)", timeout=60_000)
+
+
+def pick_checkpoint(page, label: str) -> None:
+    page.get_by_test_id("stSidebar").get_by_test_id("stSelectbox").filter(has_text="Checkpoint").click()
+    page.get_by_role("option", name=label).click()
 
 
 def assert_no_traceback(page) -> None:
@@ -106,8 +119,31 @@ def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
     assert_no_traceback(page)
 
 
-def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(page, tmp_path, screenshots_dir):
+@pytest.fixture
+def whole_brain_checkpoint(e2e_paths):
+    """The checkpoint label the whole-brain test picks, or None to keep the app's first.
+
+    A tiny finished run: its whole brain takes seconds, the demo's minutes on 2 cores (a loaded CI run's
+    longest test). The demo when screenshots are kept for docs/, which should show a brain.
+    """
+    if not e2e_paths["uses_demo"] or os.environ.get("BRAINVQ_SCREENSHOTS"):
+        yield None  # without the demo the app's own checkpoint is already a tiny one with a whole-brain prior
+        return
+    from core import runs
+    from helpers_bundle import make_tiny_bundle
+
+    run_dir = runs.create_run(e2e_paths["runs"] / "tiny-whole-brain", {"kind": "prior", "train": {"epochs": 1}})
+    runs.save_checkpoint(run_dir, 1, lambda folder: make_tiny_bundle(folder, with_volume_prior=True), {"last": {}})
+    runs.write_status(run_dir, state="finished", step=1, epoch=1)
+    yield "tiny-whole-brain (prior, finished)"
+    shutil.rmtree(run_dir)  # the Curves test after this one counts only its own run
+
+
+def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(page, tmp_path, screenshots_dir,
+                                                                           whole_brain_checkpoint):
     go_to(page, "Sample")
+    if whole_brain_checkpoint:
+        pick_checkpoint(page, whole_brain_checkpoint)
     page.get_by_role("button", name="Generate a whole brain").click()
     page.get_by_role("button", name="Download .nii.gz").wait_for(timeout=300_000)
     for caption in ("axial, slice", "coronal, row", "sagittal, column"):
@@ -125,6 +161,7 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     # downloads nothing, so wait for the run to draw the new one, and to end.
     wait_until_fresh(page, "Download .nii.gz")
     wait_until_idle(page)
+    wait_until_drawn(page)
     with page.expect_download(timeout=120_000) as download:
         page.get_by_role("button", name="Download .nii.gz").click()
     volume = tmp_path / "brain.nii.gz"
