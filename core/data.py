@@ -109,7 +109,7 @@ def list_slices(root: str | Path, split: str, required: bool = True) -> list[Pat
         raise DataError(f"Split folder {folder} is missing. An OASIS data folder holds "
                         f"keras_png_slices_train/, keras_png_slices_validate/ and "
                         f"keras_png_slices_test/.")
-    paths = sorted((p for p in folder.iterdir() if p.suffix.lower() == ".png"), key=_slice_sort_key)
+    paths = sorted(filter(is_png_file, folder.iterdir()), key=_slice_sort_key)
     if required and not paths:
         raise DataError(f"No PNG slices in {folder}. Copy the *.png slices of the {split} split "
                         f"there.")

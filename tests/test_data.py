@@ -107,6 +107,14 @@ def test_slices_are_in_natural_case_and_slice_order(tmp_path):
                        "case_002_slice_0.nii.png", "case_010_slice_0.nii.png"]
 
 
+def test_a_folder_named_like_a_slice_is_not_a_slice(tmp_path):
+    folder = tmp_path / "keras_png_slices_train"
+    write_png(folder / "case_001_slice_0.nii.png", np.zeros((8, 8), np.uint8))
+    (folder / "case_001_slice_1.nii.png").mkdir()  # as every other reader of slices counts it (data.is_png_file)
+    assert [p.name for p in data.list_slices(tmp_path, "train")] == ["case_001_slice_0.nii.png"]
+    assert len(data.scan_split(tmp_path, "train")) == 1
+
+
 def test_missing_split_folder_is_a_data_error_unless_optional(tmp_path):
     root = _data_root(make_oasis_tree(tmp_path, {"train": 2, "validate": 2}))
     with pytest.raises(DataError, match="keras_png_slices_test"):
