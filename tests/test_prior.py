@@ -185,6 +185,22 @@ def test_the_slice_below_conditions_every_position_and_keeps_the_codes_causal():
     np.testing.assert_array_equal(model(prior_inputs(model, changed, levels, below)).numpy(), logits)
 
 
+def test_a_condition_row_from_the_rows_around_it_is_that_row_of_the_whole_map():
+    # What lets a slice start before the one below is finished (core.models.sampler.sample_volumes).
+    model = randomize_weights(build_prior(PriorConfig(**{**TINY, "previous_slice": True})), seed=9)
+    encoder = previous_layer(model)
+    encoder.out_kernel.assign(np.random.default_rng(4).normal(size=encoder.out_kernel.shape).astype("float32"))
+    height, width, reach = TINY["grid_height"], TINY["grid_width"], encoder.reach
+    assert reach == 2  # two 3x3 convolutions
+    below = np.random.default_rng(10).integers(0, 9, (2, height, width)).astype(np.int32)
+    whole = encoder(below).numpy()
+    for i in range(height):
+        rows = np.arange(i - reach, i + reach + 1)
+        on_grid = np.broadcast_to((rows >= 0) & (rows < height), (2, len(rows)))
+        window = np.where(on_grid[:, :, None], below[:, np.clip(rows, 0, height - 1)], 3)  # off the grid: ignored
+        np.testing.assert_allclose(encoder.row(window, on_grid).numpy(), whole[:, i], atol=1e-5)
+
+
 def test_a_fresh_encoder_of_the_slice_below_adds_nothing(tmp_path):
     # Its last convolution starts at zero: a whole-brain prior with a slice prior's weights begins
     # as that slice prior (the warm start of core.training.prior_task).

@@ -328,6 +328,54 @@ def test_a_guide_must_be_a_slice_prior_over_the_same_codes_and_levels(volume_pri
         sample_codes(volume_prior, 1, levels=0, previous=below, guide=(guide_prior, 0.5), method="naive")
 
 
+def slice_by_slice(prior_model, n, seed, num_slices, levels=True, **options):
+    """The definition of a whole brain: sample_codes slice after slice, each given the one below."""
+    below, slices = np.full((n, 6, 7), start_token(prior_model)), []
+    for z in range(num_slices):
+        below = sample_codes(prior_model, n, seed=seed, levels=z if levels else None, previous=below, stream=z,
+                             **options)
+        slices.append(below)
+    return np.stack(slices, axis=1)
+
+
+@pytest.mark.parametrize("options", [
+    dict(guide_weight=0.5, temperature=0.8),  # the two priors' one batched step
+    dict(temperature=0.0),  # greedy
+    dict(top_k=3, num_slices=3),  # a stack shorter than the lanes' cycle
+    dict(use_xla=True, guide_weight=0.3),
+], ids=["guided", "greedy", "top_k", "xla"])
+def test_slices_side_by_side_are_the_slices_sampled_one_after_the_other(volume_prior, guide_prior, options,
+                                                                        monkeypatch):
+    # sample_volumes runs slice z a few rows behind slice z - 1 (sampler._run_wavefront): it must not
+    # change a code. 6 rows and a lag of 3 rows: 2 lanes, each slice's lane free again for slice z + 2.
+    options = dict(options)
+    monkeypatch.setattr(sampler, "USE_XLA", options.pop("use_xla", False))
+    weight = options.pop("guide_weight", None)
+    if weight is not None:
+        options["guide"] = (guide_prior, weight)
+    num_slices = options.pop("num_slices", 5)
+    stacks = sample_volumes(volume_prior, 3, seed=6, num_slices=num_slices, **options)
+    np.testing.assert_array_equal(stacks, slice_by_slice(volume_prior, 3, 6, num_slices, **options))
+
+
+def test_a_whole_brain_prior_without_levels_stacks_slices_side_by_side_too():
+    model = randomize_weights(build_prior(PriorConfig(**TINY, previous_slice=True)), seed=16)
+    encoder = previous_layer(model)
+    encoder.out_kernel.assign(np.random.default_rng(17).normal(size=encoder.out_kernel.shape).astype("float32"))
+    stacks = sample_volumes(model, 2, seed=1, num_slices=4)
+    np.testing.assert_array_equal(stacks, slice_by_slice(model, 2, 1, 4, levels=False))
+
+
+def test_a_whole_brain_keeps_one_row_step_shape(volume_prior):
+    # Slices join and leave the batch as the stack goes up, but in fixed lanes: one trace (one XLA
+    # compile on a GPU) per call, none for the next call.
+    before = sampler._row_step_graph.experimental_get_tracing_count()
+    sample_volumes(volume_prior, 7, seed=1)
+    traced = sampler._row_step_graph.experimental_get_tracing_count()
+    sample_volumes(volume_prior, 7, seed=2)
+    assert traced - before <= 1 and sampler._row_step_graph.experimental_get_tracing_count() == traced
+
+
 def test_volume_progress_counts_slices(volume_prior):
     calls = []
     sample_volumes(volume_prior, 1, num_slices=3, progress=lambda done, total: calls.append((done, total)))

@@ -155,6 +155,28 @@ class PreviousSliceEncoder(keras.layers.Layer):
         x = ops.relu(ops.conv(x, self.hidden_kernel, padding="same") + self.hidden_bias)
         return ops.conv(x, self.out_kernel, padding="same") + self.out_bias
 
+    @property
+    def reach(self) -> int:
+        """R: a condition row reads the rows of the slice below from R above it to R below it (2 here)."""
+        return self.hidden_kernel.shape[0] // 2 + self.out_kernel.shape[0] // 2
+
+    def row(self, window, on_grid):
+        """One row of `call`'s map from the rows of the slice below around it, so that a slice can start
+        before the slice below is finished.
+
+        window (B, 2R + 1, W) int: the codes of rows i - R .. i + R of the slice below; on_grid (B, 2R + 1)
+        bool: False for the rows off the grid (their codes are ignored: `call` pads there with zeros).
+        Returns (B, W, D), row i of `call`'s output.
+        """
+        hidden_reach, out_reach = self.hidden_kernel.shape[0] // 2, self.out_kernel.shape[0] // 2
+        on_grid = ops.cast(on_grid, "float32")[:, :, None, None]
+        x = ops.take(self.table, ops.cast(window, "int32"), axis=0) * on_grid  # (B, 2R + 1, W, E)
+        x = ops.pad(x, [[0, 0], [0, 0], [hidden_reach, hidden_reach], [0, 0]])  # "same" across, exact rows down
+        x = ops.relu(ops.conv(x, self.hidden_kernel, padding="valid") + self.hidden_bias)  # (B, 2 out_reach + 1, W, D)
+        x = x * on_grid[:, hidden_reach:hidden_reach + 2 * out_reach + 1]  # hidden rows off the grid are padding
+        x = ops.pad(x, [[0, 0], [0, 0], [out_reach, out_reach], [0, 0]])
+        return (ops.conv(x, self.out_kernel, padding="valid") + self.out_bias)[:, 0]
+
     def compute_output_shape(self, input_shape):
         return tuple(input_shape) + (self.output_dim,)
 

@@ -1,4 +1,4 @@
-"""Exact sampling from the gated PixelCNN prior: naive full passes and cached fast generation (Ramachandran et al. 2017, arXiv:1704.06001)."""
+"""Exact sampling from the gated PixelCNN prior: naive full passes, cached fast generation (Ramachandran et al. 2017, arXiv:1704.06001), whole stacks with their slices side by side."""
 
 from __future__ import annotations
 
@@ -91,7 +91,8 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
 
     Per prior p (tuples, one entry each): v_buffers[p][l] (n, r, W + 2r, C_l) the last r rows of
     layer l's vertical input (zero padded); v_input[p] (n, W, E) embedded codes of the previous row;
-    position[p] (W, E) this row's position embedding; condition[p] (n, W, D) this row of its condition
+    position[p] (n, W, E) each sample's row of the position embedding (the samples of `sample_volumes`
+    are at different rows); condition[p] (n, W, D) each sample's row of its condition
     map; mix (P,) the weight of each prior's logits in the logits sampled from (a tensor: another weight
     needs no new trace). gumbel (n, W, K); keep, init (n, W): where keep is True the code is init
     instead of the sampled one. Returns codes (n, W), logits (n, W, K) (empty unless
@@ -125,7 +126,7 @@ def _row_step(weights, v_buffers, v_input, position, gumbel, keep, init, inv_tem
         codes_ta = codes_ta.write(j, code)
         if static.return_logits:
             logits_ta = logits_ta.write(j, logits)
-        embedded = tuple(tf.gather(w["embedding"], code) + p[j] for w, p in zip(weights, position))
+        embedded = tuple(tf.gather(w["embedding"], code) + p[:, j] for w, p in zip(weights, position))
         return j + 1, embedded, tuple(step[1] for step in steps), codes_ta, logits_ta
 
     # A tf.function retraced for another n relaxes some inputs' batch size to None and keeps others
@@ -170,7 +171,7 @@ def _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mi
     what `_row_step` returns."""
     stacked = _stacked(weights)
     links = tf.stack(links, axis=2)  # (W, L, P, n, 2F)
-    positions = tf.stack(position)  # (P, W, E)
+    positions = tf.stack(position)  # (P, n, W, E)
     reaches, residuals = static.reaches[0], static.residuals[0]
     priors = len(weights)
     h_buffers0 = tuple(tf.zeros([priors, n, r, layer["h_kernel"].shape[1] // (r + 1)])
@@ -184,7 +185,7 @@ def _fused_columns(weights, links, gumbel_t, keep_t, init_t, inv_temperature, mi
         codes_ta = codes_ta.write(j, code)
         if static.return_logits:
             logits_ta = logits_ta.write(j, logits)
-        embedded = tf.gather(stacked["embedding"], code, axis=1) + positions[:, j][:, None]  # (P, n, E)
+        embedded = tf.gather(stacked["embedding"], code, axis=1) + positions[:, :, j]  # (P, n, E)
         return j + 1, embedded, new_h_buffers, codes_ta, logits_ta
 
     invariants = (tf.TensorShape([priors, None, h0.shape[-1]]),
@@ -203,35 +204,42 @@ def _one_structure(weights, reaches, residuals) -> bool:
     return all(x == shapes[0] for x in shapes) and len(set(reaches)) == 1 and len(set(residuals)) == 1
 
 
-def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits, levels,
-              previous=None, guide=None):
-    """The cached fast path; guide=(slice prior, weight) mixes the slice prior's logits in at that weight."""
-    priors, mix = [(prior_model, levels, previous)], [1.0]
+def _steppers(prior_model, guide, top_k, return_logits):
+    """(weights, static, mix, row step) of the prior, with guide=(slice prior, weight) mixed in at that weight."""
+    priors, mix = [prior_model], [1.0]
     if guide is not None:
-        guide_model, guide_weight = guide
-        priors.append((guide_model, levels, None))
-        mix = [1.0 - guide_weight, guide_weight]
-    parts = [_prior_weights(model) for model, _, _ in priors]
+        priors.append(guide[0])
+        mix = [1.0 - guide[1], guide[1]]
+    parts = [_prior_weights(model) for model in priors]
     weights = tuple(p[0] for p in parts)
     static = _Static(tuple(p[1] for p in parts), tuple(p[2] for p in parts), top_k, return_logits,
                      fused=len(parts) > 1 and _one_structure(weights, [p[1] for p in parts], [p[2] for p in parts]))
-    mix = tf.constant(mix, tf.float32)
     use_xla = bool(tf.config.list_logical_devices("GPU")) if USE_XLA is None else USE_XLA
-    step = _row_step_xla if use_xla else _row_step_graph
+    return weights, static, tf.constant(mix, tf.float32), _row_step_xla if use_xla else _row_step_graph
+
+
+def _fresh_state(weights, static, n, width):
+    """The row step's state before a grid's first row: per prior, empty buffers and an empty row above."""
+    buffers = tuple(tuple(tf.zeros([n, r, width + 2 * r, layer["h_kernel"].shape[0] // (r + 1)])
+                          for layer, r in zip(w["layers"], reaches)) for w, reaches in zip(weights, static.reaches))
+    return buffers, tuple(tf.zeros([n, width, w["embedding"].shape[-1]]) for w in weights)
+
+
+def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits, levels,
+              previous=None, guide=None):
+    """The cached fast path; guide=(slice prior, weight) mixes the slice prior's logits in at that weight."""
+    weights, static, mix, step = _steppers(prior_model, guide, top_k, return_logits)
+    models = [(prior_model, previous)] + ([(guide[0], None)] if guide is not None else [])
     _, height, width = keep.shape
-    conditions = tuple(_condition_map(model, n, height, width, model_levels, model_previous)
-                       for model, model_levels, model_previous in priors)
-    buffers, v_input = [], []
-    for w, reaches in zip(weights, static.reaches):
-        buffers.append(tuple(tf.zeros([n, r, width + 2 * r, layer["h_kernel"].shape[0] // (r + 1)])
-                             for layer, r in zip(w["layers"], reaches)))
-        v_input.append(tf.zeros([n, width, w["embedding"].shape[-1]]))
-    buffers, v_input = tuple(buffers), tuple(v_input)
+    conditions = tuple(_condition_map(model, n, height, width, levels, model_previous)
+                       for model, model_previous in models)
+    buffers, v_input = _fresh_state(weights, static, n, width)
     codes, logits = np.zeros((n, height, width), np.int32), []
     inv_temperature = tf.constant(inv_temperature, tf.float32)
     for i in range(height):
         row_codes, row_logits, buffers, v_input = step(
-            weights, buffers, v_input, tuple(w["position"][i] for w in weights), gumbel[:, i],
+            weights, buffers, v_input, tuple(tf.broadcast_to(w["position"][i], [n, *w["position"].shape[1:]])
+                                             for w in weights), gumbel[:, i],
             tf.constant(keep[:, i]), tf.constant(init[:, i]), inv_temperature,
             tuple(c[:, i] for c in conditions), mix, static)
         codes[:, i] = row_codes.numpy()
@@ -240,6 +248,88 @@ def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progre
         if progress is not None:
             progress(i + 1, height)
     return codes, (np.stack(logits, axis=1) if return_logits else None)
+
+
+def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide):
+    """Whole stacks with the slices of a stack sampled side by side, each a few rows behind the one below.
+
+    Row i of a slice reads the slice below only through row i of its condition map, which needs the rows
+    up to i + R below (R = PreviousSliceEncoder.reach). So slice z can sample row i as soon as slice z - 1
+    has sampled row i + R: slice z runs `lag` = R + 1 rows behind slice z - 1, and a stack of Z slices of
+    H rows takes H + lag (Z - 1) row steps instead of Z H (157 instead of 2048 for the demo's 32 x 64).
+    Each step samples a row of every slice in flight from the inputs `sample_codes` gives that row (the
+    same noise, level, condition and state), so the codes are those of sampling the slices one after the
+    other. Slices run in fixed lanes of the batch (slice z in lane z % lanes, free again before slice
+    z + lanes starts), so that the row step keeps one shape: one trace, one XLA compile.
+    """
+    height, width, num_embeddings = _grid_shape(prior_model)
+    weights, static, mix, step = _steppers(prior_model, guide, top_k, False)
+    encoder, token = previous_layer(prior_model), start_token(prior_model)
+    lag = encoder.reach + 1
+    lanes = min(num_slices, -(-height // lag))
+    models = [prior_model] + ([guide[0]] if guide is not None else [])
+    levels = np.arange(num_slices, dtype=np.int32) if num_levels(prior_model) else None
+    # Per prior, (Z, H, W, D) the level part of each slice's condition map (None: a prior without levels).
+    level_maps = [tf.convert_to_tensor(level_layer(model)(tf.constant(levels))) if levels is not None else None
+                  for model in models]
+    buffers, v_input = _fresh_state(weights, static, lanes * n, width)
+    keep, init = tf.zeros([lanes * n, width], tf.bool), tf.zeros([lanes * n, width], tf.int32)
+    inv_temperature = tf.constant(1.0 / temperature if temperature else 1.0, tf.float32)
+    stacks, noise = np.zeros((n, num_slices, height, width), np.int32), {}
+    offsets = np.arange(-encoder.reach, encoder.reach + 1)
+    for t in range(height + lag * (num_slices - 1)):
+        # Per lane: (slice, row) it samples in this step, or None (idle: it samples a row thrown away).
+        rows = [None] * lanes
+        for z in range(num_slices):
+            if 0 <= t - lag * z < height:
+                rows[z % lanes] = (z, t - lag * z)
+        starting = np.repeat([row is not None and row[1] == 0 for row in rows], n)
+        if starting.any():  # a lane takes a new slice: the empty state of a grid's first row
+            fresh = tf.constant(~starting, tf.float32)
+            buffers = tuple(tuple(b * fresh[:, None, None, None] for b in per_prior) for per_prior in buffers)
+            v_input = tuple(v * fresh[:, None, None] for v in v_input)
+        window = np.zeros((lanes, n, len(offsets), width), np.int32)  # the slice below around each lane's row
+        on_grid = np.zeros((lanes, n, len(offsets)), bool)
+        for lane, row in enumerate(rows):
+            if row is None:
+                continue
+            z, i = row
+            if i == 0:
+                noise[z] = (gumbel_noise(seed, (n, height, width, num_embeddings), z) if temperature
+                            else tf.zeros((n, height, width, num_embeddings)))
+            around = i + offsets
+            inside = (around >= 0) & (around < height)
+            window[lane][:, inside] = stacks[:, z - 1, around[inside]] if z else token
+            on_grid[lane] = inside
+        from_below = encoder.row(window.reshape(lanes * n, len(offsets), width), on_grid.reshape(lanes * n, -1))
+        conditions = []
+        for model, level_map in zip(models, level_maps):
+            depth = from_below.shape[-1] if level_map is None else level_map.shape[-1]
+            level_part = tf.concat([tf.zeros((n, width, depth)) if row is None or level_map is None
+                                    else tf.broadcast_to(level_map[row[0], row[1]], (n, width, depth))
+                                    for row in rows], axis=0)
+            if model is prior_model:
+                conditions.append(level_part + from_below)
+            else:  # the guide, a slice prior: its level only (none: an empty condition, as _condition_map's)
+                conditions.append(level_part if level_map is not None else tf.zeros((lanes * n, width, 0)))
+        gumbel = tf.concat([noise[row[0]][:, row[1]] if row is not None else tf.zeros((n, width, num_embeddings))
+                            for row in rows], axis=0)
+        positions = tuple(tf.concat([tf.broadcast_to(w["position"][row[1] if row is not None else 0],
+                                                     [n, *w["position"].shape[1:]]) for row in rows], axis=0)
+                          for w in weights)
+        row_codes, _, buffers, v_input = step(weights, buffers, v_input, positions, gumbel, keep, init,
+                                              inv_temperature, tuple(conditions), mix, static)
+        row_codes = row_codes.numpy().reshape(lanes, n, width)
+        for lane, row in enumerate(rows):
+            if row is None:
+                continue
+            z, i = row
+            stacks[:, z, i] = row_codes[lane]
+            if i == height - 1:
+                del noise[z]
+                if progress is not None:
+                    progress(z + 1, num_slices)
+    return stacks
 
 
 def _run_naive(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, levels, previous=None):
@@ -295,6 +385,15 @@ def _check_guide(prior_model, guide, method: str) -> None:
                          f"{_grid_shape(prior_model)} with {num_levels(prior_model)}")
 
 
+def _check_request(n, temperature, top_k, num_embeddings) -> None:
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
+        raise ValueError(f"Expected n to be a positive integer. Received: n={n!r}")
+    if not temperature >= 0:
+        raise ValueError(f"Expected temperature >= 0. Received: temperature={temperature}")
+    if top_k is not None and not 1 <= top_k <= num_embeddings:
+        raise ValueError(f"Expected top_k in [1, {num_embeddings}] or None. Received: top_k={top_k}")
+
+
 def _grid_shape(prior_model):
     _, height, width = prior_model.inputs[0].shape
     num_embeddings = prior_model.output_shape[-1]
@@ -345,12 +444,7 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
             slice prior's at the same levels (the fast method only).
     """
     height, width, num_embeddings = _grid_shape(prior_model)
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-        raise ValueError(f"Expected n to be a positive integer. Received: n={n!r}")
-    if not temperature >= 0:
-        raise ValueError(f"Expected temperature >= 0. Received: temperature={temperature}")
-    if top_k is not None and not 1 <= top_k <= num_embeddings:
-        raise ValueError(f"Expected top_k in [1, {num_embeddings}] or None. Received: top_k={top_k}")
+    _check_request(n, temperature, top_k, num_embeddings)
     if method not in ("fast", "naive"):
         raise ValueError(f"Expected method 'fast' or 'naive'. Received: method={method!r}")
     keep, init = _completion_inputs(n, height, width, num_embeddings, init_codes, keep_mask)
@@ -379,7 +473,9 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
     """Samples n whole stacks of code grids (n, Z, H, W) int32 from a whole-brain prior, base to vertex.
 
     Slice z is sampled at level z (a level-conditioned prior) given the codes of slice z - 1 (the
-    "no slice below" token for z = 0); the n stacks are sampled side by side, one slice at a time.
+    "no slice below" token for z = 0), with the noise of `sample_codes(..., stream=z)`: the codes are
+    those of calling it slice after slice, but the slices run side by side, each a few rows behind the
+    one below (`_run_wavefront`), and the n stacks too.
     Args:
         num_slices: Z; default the prior's level count (32 for OASIS).
         progress: called as progress(slices_done, Z) after each slice.
@@ -394,16 +490,10 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
     num_slices = num_slices if num_slices is not None else levels
     if not num_slices or num_slices < 1 or (levels and num_slices > levels):
         raise ValueError(f"Expected 1 <= num_slices <= {levels or 'any'}. Received: num_slices={num_slices}")
-    height, width, _ = _grid_shape(prior_model)
-    previous = np.full((n, height, width), start_token(prior_model), np.int32)
-    stacks = np.zeros((n, num_slices, height, width), np.int32)
-    for z in range(num_slices):
-        previous = sample_codes(prior_model, n, seed=seed, temperature=temperature, top_k=top_k,
-                                levels=z if levels else None, previous=previous, stream=z, guide=guide)
-        stacks[:, z] = previous
-        if progress is not None:
-            progress(z + 1, num_slices)
-    return stacks
+    _check_request(n, temperature, top_k, _grid_shape(prior_model)[2])
+    if guide is not None:
+        _check_guide(prior_model, guide, "fast")
+    return _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide)
 
 
 def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.ndarray:
