@@ -123,8 +123,8 @@ def test_generate_puts_new_brains_in_the_gallery(page, screenshots_dir):
 def whole_brain_checkpoint(e2e_paths):
     """The checkpoint label the whole-brain test picks, or None to keep the app's first.
 
-    A tiny finished run: its whole brain takes seconds, the demo's minutes on 2 cores (a loaded CI run's
-    longest test). The demo when screenshots are kept for docs/, which should show a brain.
+    A tiny finished run: its whole brain takes a second, the demo's tens of seconds on 2 cores and more in a
+    loaded CI run. The demo when screenshots are kept for docs/, which should show a brain.
     """
     if not e2e_paths["uses_demo"] or os.environ.get("BRAINVQ_SCREENSHOTS"):
         yield None  # without the demo the app's own checkpoint is already a tiny one with a whole-brain prior
