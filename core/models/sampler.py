@@ -386,6 +386,7 @@ def _check_guide(prior_model, guide, method: str) -> None:
 
 
 def _check_request(n, temperature, top_k, num_embeddings) -> None:
+    """What sample_codes and sample_volumes both refuse: a count, temperature or top_k out of range."""
     if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
         raise ValueError(f"Expected n to be a positive integer. Received: n={n!r}")
     if not temperature >= 0:
