@@ -204,13 +204,16 @@ def _one_structure(weights, reaches, residuals) -> bool:
     return all(x == shapes[0] for x in shapes) and len(set(reaches)) == 1 and len(set(residuals)) == 1
 
 
-def _steppers(prior_model, guide, top_k, return_logits):
-    """(weights, static, mix, row step) of the prior, with guide=(slice prior, weight) mixed in at that weight."""
-    priors, mix = [prior_model], [1.0]
-    if guide is not None:
-        priors.append(guide[0])
-        mix = [1.0 - guide[1], guide[1]]
-    parts = [_prior_weights(model) for model in priors]
+def _guided(prior_model, guide):
+    """(the priors a row step runs, the weight of each one's logits): the prior, then guide=(slice prior, weight)."""
+    if guide is None:
+        return [prior_model], [1.0]
+    return [prior_model, guide[0]], [1.0 - guide[1], guide[1]]
+
+
+def _steppers(models, mix, top_k, return_logits):
+    """(weights, static, mix, row step) of the priors `_guided` names."""
+    parts = [_prior_weights(model) for model in models]
     weights = tuple(p[0] for p in parts)
     static = _Static(tuple(p[1] for p in parts), tuple(p[2] for p in parts), top_k, return_logits,
                      fused=len(parts) > 1 and _one_structure(weights, [p[1] for p in parts], [p[2] for p in parts]))
@@ -228,11 +231,11 @@ def _fresh_state(weights, static, n, width):
 def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progress, return_logits, levels,
               previous=None, guide=None):
     """The cached fast path; guide=(slice prior, weight) mixes the slice prior's logits in at that weight."""
-    weights, static, mix, step = _steppers(prior_model, guide, top_k, return_logits)
-    models = [(prior_model, previous)] + ([(guide[0], None)] if guide is not None else [])
+    models, mix = _guided(prior_model, guide)
+    weights, static, mix, step = _steppers(models, mix, top_k, return_logits)
     _, height, width = keep.shape
-    conditions = tuple(_condition_map(model, n, height, width, levels, model_previous)
-                       for model, model_previous in models)
+    conditions = tuple(_condition_map(model, n, height, width, levels, previous if model is prior_model else None)
+                       for model in models)
     buffers, v_input = _fresh_state(weights, static, n, width)
     codes, logits = np.zeros((n, height, width), np.int32), []
     inv_temperature = tf.constant(inv_temperature, tf.float32)
@@ -263,18 +266,17 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
     z + lanes starts), so that the row step keeps one shape: one trace, one XLA compile.
     """
     height, width, num_embeddings = _grid_shape(prior_model)
-    weights, static, mix, step = _steppers(prior_model, guide, top_k, False)
+    models, mix = _guided(prior_model, guide)
+    weights, static, mix, step = _steppers(models, mix, top_k, False)
     encoder, token = previous_layer(prior_model), start_token(prior_model)
     lag = encoder.reach + 1
     lanes = min(num_slices, -(-height // lag))
-    models = [prior_model] + ([guide[0]] if guide is not None else [])
     levels = np.arange(num_slices, dtype=np.int32) if num_levels(prior_model) else None
     # Per prior, (Z, H, W, D) the level part of each slice's condition map (None: a prior without levels).
     level_maps = [tf.convert_to_tensor(level_layer(model)(tf.constant(levels))) if levels is not None else None
                   for model in models]
     buffers, v_input = _fresh_state(weights, static, lanes * n, width)
     keep, init = tf.zeros([lanes * n, width], tf.bool), tf.zeros([lanes * n, width], tf.int32)
-    inv_temperature = tf.constant(1.0 / temperature if temperature else 1.0, tf.float32)
     stacks, noise = np.zeros((n, num_slices, height, width), np.int32), {}
     offsets = np.arange(-encoder.reach, encoder.reach + 1)
     for t in range(height + lag * (num_slices - 1)):
@@ -295,8 +297,7 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
                 continue
             z, i = row
             if i == 0:
-                noise[z] = (gumbel_noise(seed, (n, height, width, num_embeddings), z) if temperature
-                            else tf.zeros((n, height, width, num_embeddings)))
+                noise[z], inv_temperature = _noise(seed, (n, height, width, num_embeddings), z, temperature)
             around = i + offsets
             inside = (around >= 0) & (around < height)
             window[lane][:, inside] = stacks[:, z - 1, around[inside]] if z else token
@@ -304,21 +305,22 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
         from_below = encoder.row(window.reshape(lanes * n, len(offsets), width), on_grid.reshape(lanes * n, -1))
         conditions = []
         for model, level_map in zip(models, level_maps):
-            depth = from_below.shape[-1] if level_map is None else level_map.shape[-1]
-            level_part = tf.concat([tf.zeros((n, width, depth)) if row is None or level_map is None
+            if level_map is None:  # no levels (the guide has none either): the slice below is all there is
+                conditions.append(from_below if model is prior_model else tf.zeros((lanes * n, width, 0)))
+                continue
+            depth = level_map.shape[-1]
+            level_part = tf.concat([tf.zeros((n, width, depth)) if row is None
                                     else tf.broadcast_to(level_map[row[0], row[1]], (n, width, depth))
                                     for row in rows], axis=0)
-            if model is prior_model:
-                conditions.append(level_part + from_below)
-            else:  # the guide, a slice prior: its level only (none: an empty condition, as _condition_map's)
-                conditions.append(level_part if level_map is not None else tf.zeros((lanes * n, width, 0)))
+            conditions.append(level_part + from_below if model is prior_model else level_part)  # the guide: its level
         gumbel = tf.concat([noise[row[0]][:, row[1]] if row is not None else tf.zeros((n, width, num_embeddings))
                             for row in rows], axis=0)
         positions = tuple(tf.concat([tf.broadcast_to(w["position"][row[1] if row is not None else 0],
                                                      [n, *w["position"].shape[1:]]) for row in rows], axis=0)
                           for w in weights)
         row_codes, _, buffers, v_input = step(weights, buffers, v_input, positions, gumbel, keep, init,
-                                              inv_temperature, tuple(conditions), mix, static)
+                                              tf.constant(inv_temperature, tf.float32), tuple(conditions), mix,
+                                              static)
         row_codes = row_codes.numpy().reshape(lanes, n, width)
         for lane, row in enumerate(rows):
             if row is None:
@@ -368,6 +370,13 @@ def gumbel_noise(seed: int, shape, stream: int = 0) -> tf.Tensor:
     uniform = tf.random.stateless_uniform(shape, seed=[int(seed), 0x5EED + int(stream)],
                                           minval=np.finfo(np.float32).tiny, maxval=1.0)
     return -tf.math.log(-tf.math.log(uniform))
+
+
+def _noise(seed: int, shape, stream: int, temperature: float):
+    """(Gumbel noise of `shape`, 1 / temperature) to sample with; temperature 0 is greedy: no noise, plain argmax."""
+    if temperature == 0:
+        return tf.zeros(shape), 1.0
+    return gumbel_noise(seed, shape, stream), 1.0 / temperature
 
 
 def _check_guide(prior_model, guide, method: str) -> None:
@@ -454,11 +463,7 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
         levels = draw_levels(prior_model, n, seed=seed, init_codes=init if keep.any() else None,
                              keep_mask=keep if keep.any() else None)
     levels = check_levels(prior_model, n, levels)
-    if temperature == 0:  # greedy: no noise, plain argmax
-        gumbel, inv_temperature = tf.zeros((n, height, width, num_embeddings)), 1.0
-    else:
-        gumbel = gumbel_noise(seed, (n, height, width, num_embeddings), stream)
-        inv_temperature = 1.0 / temperature
+    gumbel, inv_temperature = _noise(seed, (n, height, width, num_embeddings), stream, temperature)
     if guide is not None:
         _check_guide(prior_model, guide, method)
     if method == "naive":
