@@ -134,6 +134,11 @@ VOLUME_TEMPERATURE = 0.9
 VOLUME_GUIDANCE = 0.3
 
 
+def default_guidance(slice_prior) -> float:
+    """The guidance a whole brain gets unless told: VOLUME_GUIDANCE, or 0 without a slice prior to guide it."""
+    return VOLUME_GUIDANCE if slice_prior is not None else 0.0
+
+
 def generate_volumes(vqvae, volume_prior, n: int, *, seed: int = 0, temperature: float = VOLUME_TEMPERATURE,
                      top_k: int | None = None, progress=None, slice_prior=None,
                      guidance: float = VOLUME_GUIDANCE) -> np.ndarray:

@@ -93,7 +93,7 @@ def _volumes(bundle, args, out: Path) -> dict:
     volume_prior = bundle.require_volume_prior()
     guidance = args.guidance
     if guidance is None:
-        guidance = jobs.VOLUME_GUIDANCE if bundle.prior is not None else 0.0
+        guidance = jobs.default_guidance(bundle.prior)
     elif guidance and bundle.prior is None:
         raise ValueError(f"--guidance {guidance} needs a slice prior (prior.keras), and {bundle.path} holds none: "
                          "give --guidance 0.")

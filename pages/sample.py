@@ -54,7 +54,7 @@ def whole_brain() -> None:
                                             help="0 = always the most likely code; the default keeps neighbouring "
                                                  "slices as alike as in real brains")
     guidance = settings[2].slider(
-        "Slice-prior guidance", 0.0, 1.0, jobs.VOLUME_GUIDANCE if bundle.prior is not None else 0.0, 0.05,
+        "Slice-prior guidance", 0.0, 1.0, jobs.default_guidance(bundle.prior), 0.05,
         key="volume_guidance", disabled=bundle.prior is None,
         help="The slice prior's weight in each slice's choice: more keeps each slice like real slices of its "
              "level (errors compound less up the stack), less keeps neighbours more alike; 0 = the whole-brain "
