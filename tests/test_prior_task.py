@@ -162,6 +162,44 @@ def test_a_volume_run_trains_on_each_slice_with_the_codes_of_the_slice_below(vol
     assert seen == 16
 
 
+def test_below_noise_swaps_that_fraction_of_the_slice_below_the_same_way_on_every_resume(volume_run):
+    import tensorflow as tf
+    from core.training import prior_task
+    from core.training.loop import TrainConfig
+
+    saved = runs.read_config(volume_run)
+    model, data_settings = prior_task.resumed_settings(saved, argparse_namespace())
+    train = TrainConfig.from_dict(saved["train"])
+    clean, _ = prior_task.make_task(model, data_settings, train, tf.distribute.get_strategy(), volume_run)
+    noisy, config = prior_task.make_task(model, data_settings.replace(below_noise=0.5), train,
+                                         tf.distribute.get_strategy(), volume_run)
+    assert config["data_settings"]["below_noise"] == 0.5  # a resume reads it back from config.json
+    batches = [list(noisy.epoch_dataset(3)) for _ in range(2)]
+    swapped = total = 0
+    for (grids, levels, below), again, (clean_grids, _, clean_below) in zip(batches[0], batches[1],
+                                                                             clean.epoch_dataset(3)):
+        np.testing.assert_array_equal(grids, clean_grids)  # the same slices in the same order: only `below` moves
+        np.testing.assert_array_equal(below, again[2])  # drawn from (seed, epoch, position), not a global state
+        start = clean_below.numpy() == 16
+        np.testing.assert_array_equal(below.numpy()[start], 16)  # the base of a stack keeps its start token
+        assert below.numpy().max() < 17 and below.numpy().min() >= 0
+        swapped += int((below.numpy() != clean_below.numpy()).sum())
+        total += int((~start).sum())
+    # Half the codes are drawn anew; one draw in 16 lands on the code that was there.
+    assert total > 0 and abs(swapped / total - 0.5 * 15 / 16) < 0.05
+    other_epoch = np.concatenate([b.numpy() for _, _, b in noisy.epoch_dataset(4)])
+    assert not np.array_equal(other_epoch, np.concatenate([b[2].numpy() for b in batches[0]]))
+    # Validation scores the prior on the real slices below.
+    assert noisy.validate() == clean.validate()
+
+
+def test_below_noise_needs_a_volume_prior(vqvae_run, tmp_path):
+    result = run("core.train", "prior", "--vqvae", str(vqvae_run), "--run-dir", str(tmp_path / "p"),
+                 "--below-noise", "0.3", "--epochs", "1", *TINY_PRIOR)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --below-noise")
+    assert not (tmp_path / "p").exists()
+
+
 def argparse_namespace():
     import argparse
     return argparse.Namespace()

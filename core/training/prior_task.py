@@ -63,7 +63,7 @@ class PriorTask(loop.KerasTask):
     selection_mode = "min"
 
     def __init__(self, run_dir: Path, vqvae_source: str, data_path: str, model_config: PriorConfig,
-                 train: TrainConfig, strategy: tf.distribute.Strategy):
+                 train: TrainConfig, strategy: tf.distribute.Strategy, below_noise: float = 0.0):
         self.source = bundles.load_bundle(vqvae_source)
         self.vqvae = self.source.vqvae
         root = data.find_data_root(data_path)
@@ -81,6 +81,7 @@ class PriorTask(loop.KerasTask):
             self.train_below = data.slice_below(data.list_slices(root, "train"))
             self.val_below = data.slice_below(data.list_slices(root, "validate"))
         self.config, self.train, self.strategy = model_config, train, strategy
+        self.below_noise = below_noise
         # The splits' codes as tensors, made once: a whole-brain prior looks up the slices below in them.
         self._train_table = tf.constant(self.train_codes) if self.volume else None
         self._val_table = tf.constant(self.val_codes) if self.volume else None
@@ -103,13 +104,30 @@ class PriorTask(loop.KerasTask):
     def _batch_inputs(self, table, codes, levels, *below):
         """A batch as the model takes it: int32 codes, levels, and for a whole-brain prior the codes of
         the slices below, looked up by their (B,) indices into the split's int16 `table` (-1: none,
-        the start token)."""
+        the start token), with the training swaps of `_swaps` when there are some."""
         inputs = (tf.cast(codes, tf.int32), levels)
         if not below:
             return inputs
-        indices = below[0]
+        indices, *swaps = below
         found = tf.cast(tf.gather(table, tf.maximum(indices, 0)), tf.int32)
-        return (*inputs, tf.where((indices >= 0)[:, None, None], found, self.config.num_embeddings))
+        start = self.config.num_embeddings
+        previous = tf.where((indices >= 0)[:, None, None], found, start)
+        if swaps:  # a start token stays one: the base of a stack has no slice below to blur
+            previous = tf.where((swaps[0] >= 0) & (previous != start), swaps[0], previous)
+        return (*inputs, previous)
+
+    def _swaps(self, epoch: int, position):
+        """For the slice at `position` in this epoch's order: a random code at a `below_noise` fraction of
+        its grid (the slice below's code there is swapped for it), -1 elsewhere. Generated slices below
+        are never quite real ones; a prior that saw only real ones trusts them too much and its errors
+        pile up from the base of a stack upwards. Drawn from (seed, epoch, position): the same after a
+        resume and for any number of workers."""
+        seed = tf.stack([tf.constant(self.train.seed * 1000 + epoch, tf.int64), position])
+        draw, pick = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        shape = (self.config.grid_height, self.config.grid_width)
+        swapped = tf.random.stateless_uniform(shape, draw) < self.below_noise
+        codes = tf.random.stateless_uniform(shape, pick, maxval=self.config.num_embeddings, dtype=tf.int32)
+        return tf.where(swapped, codes, -1)
 
     def steps_per_epoch(self) -> int:
         count = len(self.train_codes) // self.batch_size
@@ -123,6 +141,8 @@ class PriorTask(loop.KerasTask):
         def make(batch_size, shard):
             grids = tf.data.Dataset.from_tensor_slices(arrays).shuffle(
                 len(self.train_codes), seed=self.train.seed * 1000 + epoch, reshuffle_each_iteration=False)
+            if self.volume and self.below_noise:
+                grids = grids.enumerate().map(lambda position, grid: (*grid, self._swaps(epoch, position)))
             grids = (data.shard_batches(grids, batch_size, *shard) if shard
                      else grids.batch(batch_size, drop_remainder=True))
             return grids.map(lambda *batch: self._batch_inputs(self._train_table, *batch)).prefetch(tf.data.AUTOTUNE)
@@ -209,6 +229,9 @@ class PriorData(Config):
     levels: str = setting("auto", help="condition on the slice level in the file names (case_001_slice_12 -> "
                           "12); auto: when every train slice's name has one", flag="--levels",
                           choices=("auto", "off"))
+    below_noise: float = setting(0.0, help="whole-brain prior: the fraction of the slice-below codes swapped for "
+                                 "random codes while it trains, so that a generated slice below misleads it "
+                                 "less", flag="--below-noise", minimum=0.0, below=1.0)
 
 
 # The prior's own default rate: the one the demo prior was trained with (checkpoints/demo/README.md).
@@ -260,7 +283,10 @@ def make_task(model: PriorConfig | dict, data_settings: PriorData, train: TrainC
         if not model.num_levels:
             raise data.DataError("A whole-brain prior (--volume) generates slice z at level z: it needs the slice "
                                  "levels in the file names, and --levels auto.")
-    task = PriorTask(run_dir, data_settings.vqvae, data_settings.data, model, train, strategy)
+    elif data_settings.below_noise:
+        raise runs.RunError("--below-noise blurs the slice below a whole-brain prior learns from: it needs --volume.")
+    task = PriorTask(run_dir, data_settings.vqvae, data_settings.data, model, train, strategy,
+                     data_settings.below_noise)
     return task, {"kind": "prior", "model": model.to_dict(), "train": train.to_dict(),
                   "data_settings": data_settings.to_dict()}
 
