@@ -79,6 +79,23 @@ def test_busy_while_a_run_is_running_or_a_launcher_lives(tmp_path):
     assert not launcher.pending_runs(tmp_path)[0].alive
 
 
+def test_a_stopped_run_whose_process_is_still_exiting_says_so(tmp_path):
+    run = runs.create_run(tmp_path / "r", {"kind": "vqvae", "train": {"epochs": 1}})
+    sleeper = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        atomic.write_json(run / launcher.LAUNCHER_FILE,
+                          {"pid": sleeper.pid, "pid_start": runs.process_start(sleeper.pid)})
+        runs.write_status(run, state="running", pid=sleeper.pid)
+        assert not launcher.still_exiting(run)  # running, not exiting
+        runs.write_status(run, state="stopped")  # the trainer's last word; it has yet to exit
+        assert launcher.still_exiting(run)
+        assert "still exiting" in launcher.busy_reason(tmp_path, 0)
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+    assert not launcher.still_exiting(run) and launcher.busy_reason(tmp_path, 0) is None
+
+
 def test_a_launcher_whose_pid_was_reused_is_not_busy(tmp_path):
     # The launched process died long ago; its pid now names another process (the test itself).
     (tmp_path / "old").mkdir()
