@@ -49,7 +49,7 @@ st.caption("Click a column header to sort; tick rows to draw those runs' curves.
 chosen = st.multiselect("Runs", names, key=CHOSEN)
 left, middle, right = st.columns(3)
 x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True)
-smoothing = middle.slider("EMA smoothing", 0.0, 0.99, 0.6, 0.01)
+smoothing = middle.slider("EMA smoothing", 0.0, 0.99, charts.SMOOTHING, 0.01)
 log_y = right.checkbox("log y (loss)", value=True)
 
 

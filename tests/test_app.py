@@ -379,14 +379,28 @@ def broken_run(runs_root: Path, name: str = "broken-run") -> Path:
     return run_dir
 
 
-def test_train_page_lists_a_broken_run_with_why_beside_the_good_ones(app_env, tiny_bundle):
-    fake_finished_run(app_env, "good-run", tiny_bundle)
+def test_train_page_tables_every_run_and_says_why_one_is_broken(app_env, tiny_bundle):
+    from core import runs
+
+    runs.append_metrics(fake_finished_run(app_env, "good-run", tiny_bundle),
+                        [{"kind": "step", "step": step, "epoch": 1, "loss": 1.0 / step} for step in (1, 2, 3)])
     broken_run(app_env)
     at = open_page("pages/train.py")
     no_trouble(at)
-    shown = " ".join(m.value for m in at.markdown)
-    assert "**good-run**" in shown and "**broken-run**" in shown and "`broken`" in shown
+    rows = {row["run"]: row for row in at.dataframe[0].value.to_dict("records")}
+    assert list(rows) == ["broken-run", "good-run"]  # newest first
+    assert rows["good-run"]["state"] == "finished" and rows["good-run"]["epoch"] == "1/1"
+    assert rows["broken-run"]["state"] == "broken" and "config.json" in rows["broken-run"]["note"]
+    # Below the table: the newest run that can be read, with its buttons and its loss.
+    assert any(m.value.startswith("**good-run**") for m in at.markdown)
+    assert len(at.get("vega_lite_chart")) == 1
+    # A picked row (the table's selection writes its name) is shown instead: the broken one says why.
+    at.session_state["train_run_shown"] = "broken-run"
+    at.run()
+    no_trouble(at)
+    assert any(m.value.startswith("**broken-run**") and "`broken`" in m.value for m in at.markdown)
     assert any("Broken run" in c.value and "config.json" in c.value for c in at.caption)
+    assert not at.get("vega_lite_chart")
 
 
 def test_curves_page_lists_a_broken_run_without_failing(app_env, tiny_bundle):

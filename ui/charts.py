@@ -9,6 +9,7 @@ from core import curves
 COLOURS = ("#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A", "#19D3F3", "#FF6692", "#B6E880", "#FF97FF",
            "#FECB52")
 RAW, SMOOTHED = "raw", "smoothed"
+SMOOTHING = 0.6  # the EMA weight a chart starts with
 
 
 def curve_rows(runs_records: dict, kind: str, metric: str, x_axis: str, smoothing: float) -> pd.DataFrame:

@@ -26,14 +26,17 @@ def guard(doing: str, stop: bool = True):
     (`stop=False`: skip the rest of the `with` block only, and draw the rest of the page)."""
     try:
         yield
-    except USER_ERRORS as error:
-        st.error(f"{doing} failed: {error}")
-        if stop:
-            st.stop()
     except Exception as error:  # the app must keep running whatever core raises
-        st.error(f"{doing} failed unexpectedly ({type(error).__name__}: {str(error)[:300]}).")
+        st.error(failure(doing, error))
         if stop:
             st.stop()
+
+
+def failure(doing: str, error: Exception) -> str:
+    """The one line a failure is shown as: a user's error in its own words, anything else named."""
+    if isinstance(error, USER_ERRORS):
+        return f"{doing} failed: {error}"
+    return f"{doing} failed unexpectedly ({type(error).__name__}: {str(error)[:300]})."
 
 
 def data_folder_input(label: str = "Data folder", container=st, stop: bool = True) -> str | None:
