@@ -134,7 +134,6 @@ def loss_chart(summary: runs.RunSummary) -> None:
                        key="train_loss_chart", width="stretch")
 
 
-
 def show_run(summary: runs.RunSummary) -> None:
     """One run up close: its state, progress, trouble, buttons and loss."""
     info, actions = st.columns([7, 1])

@@ -124,7 +124,7 @@ def add_volume_prior(volume_run: Path, out: Path) -> None:
     below_noise = config["data_settings"].get("below_noise", 0.0)
     noise_flag, noise_words = ((f" --below-noise {below_noise}",
                                 f", {below_noise:.0%} of the codes of each slice below swapped for random codes "
-                                f"(`--below-noise`: a generated slice below then misleads it less)")
+                                f"(`--below-noise`)")
                                if below_noise else ("", ""))
     section = f"""## Whole-brain prior
 - `volume_prior.keras`: the same gated PixelCNN, also conditioned on the codes of the slice below

@@ -118,10 +118,10 @@ class PriorTask(loop.KerasTask):
 
     def _swaps(self, epoch: int, position):
         """For the slice at `position` in this epoch's order: a random code at a `below_noise` fraction of
-        its grid (the slice below's code there is swapped for it), -1 elsewhere. Generated slices below
-        are never quite real ones; a prior that saw only real ones trusts them too much and its errors
-        pile up from the base of a stack upwards. Drawn from (seed, epoch, position): the same after a
-        resume and for any number of workers."""
+        its grid (the slice below's code there is swapped for it), -1 elsewhere: the guess being that a
+        prior which saw only real slices below trusts generated ones too much, so errors pile up from the
+        base of a stack (measured: not so at 0.3, BENCHMARKS.md). Drawn from (seed, epoch, position): the
+        same after a resume and for any number of workers."""
         seed = tf.stack([tf.constant(self.train.seed * 1000 + epoch, tf.int64), position])
         draw, pick = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         shape = (self.config.grid_height, self.config.grid_width)
@@ -230,8 +230,8 @@ class PriorData(Config):
                           "12); auto: when every train slice's name has one", flag="--levels",
                           choices=("auto", "off"))
     below_noise: float = setting(0.0, help="whole-brain prior: the fraction of the slice-below codes swapped for "
-                                 "random codes while it trains, so that a generated slice below misleads it "
-                                 "less", flag="--below-noise", minimum=0.0, below=1.0)
+                                 "random codes while it trains (an experiment against drift up the stack: at "
+                                 "0.3 it made whole brains worse, BENCHMARKS.md)", flag="--below-noise", minimum=0.0, below=1.0)
 
 
 # The prior's own default rate: the one the demo prior was trained with (checkpoints/demo/README.md).
