@@ -165,7 +165,7 @@ def busy_reason(root: str | Path, gpus: int) -> str | None:
     for launcher in sorted(root.glob(f"*/{LAUNCHER_FILE}")) if root.is_dir() else []:
         record = runs.read_json(launcher, {})
         if isinstance(record, dict) and _launcher_alive(record):
-            if still_exiting(launcher.parent):
+            if _status_says_ended(launcher.parent):
                 return (f"Run {launcher.parent.name} has stopped and its process is still exiting; "
                         f"start again in a moment.")
             return (f"Run {launcher.parent.name} is starting (or queued after its VQ-VAE); one "
@@ -177,8 +177,10 @@ def still_exiting(run_dir: Path) -> bool:
     """The run's status says it ended, but the process last launched into it still runs: it is
     closing down after its last checkpoint, and a new job would be refused until it is gone."""
     record = runs.read_json(Path(run_dir) / LAUNCHER_FILE, {})
-    if not isinstance(record, dict) or not _launcher_alive(record):
-        return False
+    return isinstance(record, dict) and _launcher_alive(record) and _status_says_ended(run_dir)
+
+
+def _status_says_ended(run_dir: Path) -> bool:
     status = runs.read_json(Path(run_dir) / "status.json", {})
     return isinstance(status, dict) and status.get("state") in ("stopped", "failed", "finished")
 

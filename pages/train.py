@@ -134,11 +134,10 @@ def loss_chart(summary: runs.RunSummary) -> None:
                        key="train_loss_chart", width="stretch")
 
 
-def show_run(summary: runs.RunSummary) -> None:
-    """One run up close: its state, progress, trouble, buttons and loss."""
+def show_run(summary: runs.RunSummary, note: str) -> None:
+    """One run up close: its state, progress, trouble (`note`, as its table row says), buttons and loss."""
     info, actions = st.columns([7, 1])
     info.markdown(f"**{summary.name}** · {summary.kind} · `{summary.state}`")
-    note = run_note(summary)
     if summary.state == "broken":  # unreadable files: say why, offer nothing
         info.caption(note)
         return
@@ -176,14 +175,15 @@ def run_list() -> None:
         rows = st.session_state["train_run_table"].selection.rows
         st.session_state[SHOWN] = names[rows[0]] if rows else None
 
-    st.dataframe(run_table(summaries), key="train_run_table", on_select=remember_row, selection_mode="single-row",
+    table = run_table(summaries)
+    st.dataframe(table, key="train_run_table", on_select=remember_row, selection_mode="single-row",
                  hide_index=True, column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})
     running = [s for s in summaries if s.state == "running"]
     readable = [s for s in summaries if s.state != "broken"]
     picked = next((s for s in summaries if s.name == st.session_state.get(SHOWN)), None)
     shown = picked or (running or readable or summaries)[0]
     st.caption("Pick a row to see that run below; without one, the newest running run (else the newest).")
-    show_run(shown)
+    show_run(shown, table[summaries.index(shown)]["note"])
 
 
 run_list()
