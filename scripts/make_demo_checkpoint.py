@@ -121,22 +121,23 @@ def add_volume_prior(volume_run: Path, out: Path) -> None:
     epochs = epoch_records(volume_run)
     best = runs.checkpoint_pointer(volume_run, "best")
     train = config["train"]
-    below_noise = config["data_settings"].get("below_noise", 0.0)
-    noise_flag, noise_words = ((f" --below-noise {below_noise}",
-                                f", {below_noise:.0%} of the codes of each slice below swapped for random codes "
-                                f"(`--below-noise`)")
-                               if below_noise else ("", ""))
+    below_generated = config["data_settings"].get("below_generated", 0.0)
+    start = ("started from the slice prior above (every shared layer)" if not below_generated else
+             "started from the bundle's earlier whole-brain prior, which first generated each train slice one "
+             f"step up from its real slice below; {below_generated:.0%} of the slices then learned from that "
+             "generated slice below instead of the real one (`--below-generated`)")
+    generated_flag = f" --below-generated {below_generated}" if below_generated else ""
     section = f"""## Whole-brain prior
 - `volume_prior.keras`: the same gated PixelCNN, also conditioned on the codes of the slice below
   (slice z given slice z - 1 of the same case; slice 0 given a "no slice below" token), so that
   `python -m core.sample --volume` and the Sample page's *Whole brain* generate {config["model"]["num_levels"]}-slice
   stacks from the base up. Config: `{json.dumps(config["model"])}`
-- Training: started from the slice prior above (every shared layer), {train["epochs"]} epochs on
-  consecutive slice pairs of the train split's cases{noise_words}, batch {train["batch_size"]}, Adam lr
+- Training: {start}; {train["epochs"]} epochs on
+  consecutive slice pairs of the train split's cases, batch {train["batch_size"]}, Adam lr
   {train["learning_rate"]} ({train["lr_schedule"]}); {epochs[-1]["elapsed_s"]:.0f} s on the same CPU.{resumes(volume_run)}
 - Best epoch {best["epoch"]}: validation {best["val_bits_per_code"]:.3f} bits per code (the slice
   prior: see above), top-1 accuracy {best["val_accuracy"]:.3f}.
-- Command: `python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}{noise_flag}`,
+- Command: `python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}{generated_flag}`,
   then `python scripts/make_demo_checkpoint.py --add-volume-run {volume_run}`.
 
 """

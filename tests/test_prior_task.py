@@ -162,42 +162,66 @@ def test_a_volume_run_trains_on_each_slice_with_the_codes_of_the_slice_below(vol
     assert seen == 16
 
 
-def test_below_noise_swaps_that_fraction_of_the_slice_below_the_same_way_on_every_resume(volume_run):
+def test_below_generated_trains_on_generated_slices_below_made_once_by_the_source_whole_brain_prior(volume_run,
+                                                                                                   tmp_path):
     import tensorflow as tf
     from core.training import prior_task
     from core.training.loop import TrainConfig
 
     saved = runs.read_config(volume_run)
     model, data_settings = prior_task.resumed_settings(saved, argparse_namespace())
-    train = TrainConfig.from_dict(saved["train"])
-    clean, _ = prior_task.make_task(model, data_settings, train, tf.distribute.get_strategy(), volume_run)
-    noisy, config = prior_task.make_task(model, data_settings.replace(below_noise=0.5), train,
-                                         tf.distribute.get_strategy(), volume_run)
-    assert config["data_settings"]["below_noise"] == 0.5  # a resume reads it back from config.json
-    batches = [list(noisy.epoch_dataset(3)) for _ in range(2)]
-    swapped = total = 0
-    for (grids, levels, below), again, (clean_grids, _, clean_below) in zip(batches[0], batches[1],
-                                                                             clean.epoch_dataset(3)):
-        np.testing.assert_array_equal(grids, clean_grids)  # the same slices in the same order: only `below` moves
-        np.testing.assert_array_equal(below, again[2])  # drawn from (seed, epoch, position), not a global state
-        start = clean_below.numpy() == 16
-        np.testing.assert_array_equal(below.numpy()[start], 16)  # the base of a stack keeps its start token
-        assert below.numpy().max() < 17 and below.numpy().min() >= 0
-        swapped += int((below.numpy() != clean_below.numpy()).sum())
-        total += int((~start).sum())
-    # Half the codes are drawn anew; one draw in 16 lands on the code that was there.
-    assert total > 0 and abs(swapped / total - 0.5 * 15 / 16) < 0.05
-    other_epoch = np.concatenate([b.numpy() for _, _, b in noisy.epoch_dataset(4)])
-    assert not np.array_equal(other_epoch, np.concatenate([b[2].numpy() for b in batches[0]]))
+    train, strategy = TrainConfig.from_dict(saved["train"]), tf.distribute.get_strategy()
+    source = load_bundle(volume_run)
+    every = data_settings.replace(vqvae=str(volume_run), below_generated=1.0)
+    task, config = prior_task.make_task(model, every, train, strategy, tmp_path / "all")
+    assert config["data_settings"]["below_generated"] == 1.0  # a resume reads it back from config.json
+    made = np.load(tmp_path / "all" / "codes_train_generated.npy")
+    assert made.shape == task.train_codes.shape and 0 <= made.min() and made.max() < 16
+    assert 0 < (made != task.train_codes).mean() < 1  # sampled, not copied
+    # A second round: the run starts from the whole-brain prior that made the slices below.
+    for mine, theirs in zip(task.model.get_weights(), source.volume_prior.get_weights()):
+        np.testing.assert_array_equal(mine, theirs)
+    real = {tuple(c.ravel()): i for i, c in enumerate(task.train_codes)}
+    seen = 0
+    for grids, levels, below in task.epoch_dataset(0):
+        for grid, level, previous in zip(grids.numpy(), levels.numpy(), below.numpy()):
+            under = task.train_below[real[tuple(grid.ravel())]]
+            if level == 0:
+                assert under == -1 and (previous == 16).all()  # a stack's base keeps the start token
+            else:
+                np.testing.assert_array_equal(previous, made[under])
+            seen += 1
+    assert seen > 0
+    # A fraction of them: drawn from (seed, epoch, position), so a resume sees the same, another epoch not.
+    half, _ = prior_task.make_task(model, every.replace(below_generated=0.5), train, strategy, tmp_path / "half")
+    np.testing.assert_array_equal(np.load(tmp_path / "half" / "codes_train_generated.npy"), made)
+    batches = [np.concatenate([b.numpy() for _, _, b in half.epoch_dataset(3)]) for _ in range(2)]
+    np.testing.assert_array_equal(batches[0], batches[1])
+    grids = np.concatenate([g.numpy() for g, _, _ in half.epoch_dataset(3)])
+    unders = [task.train_below[real[tuple(g.ravel())]] for g in grids]
+    generated = [u >= 0 and np.array_equal(b, made[u]) and not np.array_equal(b, task.train_codes[u])
+                 for u, b in zip(unders, batches[0])]
+    assert 0 < sum(generated) < sum(u >= 0 for u in unders)
+    assert not np.array_equal(np.concatenate([b.numpy() for _, _, b in half.epoch_dataset(4)]), batches[0])
+    # The generated slices are made once: a resumed run reads them from its run directory.
+    np.save(tmp_path / "half" / "codes_train_generated.npy", np.zeros_like(made))
+    resumed, _ = prior_task.make_task(model, every.replace(below_generated=0.5), train, strategy, tmp_path / "half")
+    assert not np.asarray(resumed._generated_table).any()
     # Validation scores the prior on the real slices below.
-    assert noisy.validate() == clean.validate()
+    clean, _ = prior_task.make_task(model, data_settings, train, strategy, tmp_path / "clean")
+    clean.model.set_weights(task.model.get_weights())
+    assert task.validate() == clean.validate()
 
 
-def test_below_noise_needs_a_volume_prior(vqvae_run, tmp_path):
+def test_below_generated_needs_a_volume_prior_and_a_source_that_has_one(vqvae_run, prior_run, tmp_path):
     result = run("core.train", "prior", "--vqvae", str(vqvae_run), "--run-dir", str(tmp_path / "p"),
-                 "--below-noise", "0.3", "--epochs", "1", *TINY_PRIOR)
-    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --below-noise")
-    assert not (tmp_path / "p").exists()
+                 "--below-generated", "0.3", "--epochs", "1", *TINY_PRIOR)
+    assert result.returncode == 2 and result.stderr.strip().splitlines()[-1].startswith("error: --below-generated")
+    result = run("core.train", "prior", "--volume", "--vqvae", str(prior_run), "--run-dir", str(tmp_path / "v"),
+                 "--below-generated", "0.3", "--epochs", "1", *TINY_PRIOR)
+    last = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 2 and last.startswith("error: --below-generated needs a whole-brain prior"), last
+    assert not (tmp_path / "p").exists() and not (tmp_path / "v").exists()
 
 
 def argparse_namespace():
