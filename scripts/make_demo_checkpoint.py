@@ -122,10 +122,20 @@ def add_volume_prior(volume_run: Path, out: Path) -> None:
     best = runs.checkpoint_pointer(volume_run, "best")
     train = config["train"]
     below_generated = config["data_settings"].get("below_generated", 0.0)
-    start = ("started from the slice prior above (every shared layer)" if not below_generated else
-             "started from the bundle's earlier whole-brain prior, which first generated each train slice one "
-             f"step up from its real slice below; {below_generated:.0%} of the slices then learned from that "
-             "generated slice below instead of the real one (`--below-generated`)")
+    # A run from a bundle that already holds a whole-brain prior started from it (core.training.prior_task):
+    # the card keeps how that one was trained, and its command comes first.
+    earlier = demo.card.split("## Whole-brain prior", 1)[1] if demo.volume_prior is not None else None
+    if earlier is None:
+        start, first = "started from the slice prior above (every shared layer)", ""
+    else:
+        earlier_training = earlier.split("- Training: ", 1)[1].split("\n- Best epoch", 1)[0].strip().rstrip(".")
+        start = f"a second round, from the whole-brain prior this bundle held before (that one {earlier_training})"
+        first = earlier.split("- Command: ", 1)[1].split(" then `python scripts", 1)[0].strip().rstrip(",") + \
+            " on the bundle before it held a whole-brain prior, then "
+    if below_generated:
+        start += (", which first generated each train slice one step up from its real slice below; "
+                  f"{below_generated:.0%} of the slices then learned from that generated slice below instead of "
+                  "the real one (`--below-generated`)")
     generated_flag = f" --below-generated {below_generated}" if below_generated else ""
     section = f"""## Whole-brain prior
 - `volume_prior.keras`: the same gated PixelCNN, also conditioned on the codes of the slice below
@@ -137,7 +147,7 @@ def add_volume_prior(volume_run: Path, out: Path) -> None:
   {train["learning_rate"]} ({train["lr_schedule"]}); {epochs[-1]["elapsed_s"]:.0f} s on the same CPU.{resumes(volume_run)}
 - Best epoch {best["epoch"]}: validation {best["val_bits_per_code"]:.3f} bits per code (the slice
   prior: see above), top-1 accuracy {best["val_accuracy"]:.3f}.
-- Command: `python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}{generated_flag}`,
+- Command: {first}`python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}{generated_flag}`,
   then `python scripts/make_demo_checkpoint.py --add-volume-run {volume_run}`.
 
 """

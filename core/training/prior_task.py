@@ -122,7 +122,7 @@ class PriorTask(loop.KerasTask):
         model = build_prior(self.config)
         if self.config.num_levels:
             set_level_frequency(model, self.train_levels)
-        if self.volume and self.below_generated:  # a second round from the prior that made the slices below
+        if self.volume and self.source.volume_prior is not None:  # a second round (and the maker of any generated slices below)
             _start_from(model, self.source.volume_prior, "whole-brain prior", self.source.path)
         elif self.volume and self.source.prior is not None:
             _start_from(model, self.source.prior, "slice prior", self.source.path)
