@@ -48,7 +48,7 @@ def generate_split(source, codes, levels, below, seed: int, cache: Path, write: 
         part = slice(start, start + batch)
         made[part] = sample_codes(volume_prior, len(codes[part]), seed=seed, stream=start, levels=levels[part],
                                   previous=previous[part], temperature=jobs.VOLUME_TEMPERATURE,
-                                  guide=(guide, jobs.default_guidance(guide)) if guide is not None else None)
+                                  guide=(guide, jobs.VOLUME_GUIDANCE) if guide is not None else None)
         log.info("Generated %d of %d slices below from the whole-brain prior of %s.",
                  min(start + batch, len(codes)), len(codes), source.path)
     if write:
@@ -122,7 +122,7 @@ class PriorTask(loop.KerasTask):
         model = build_prior(self.config)
         if self.config.num_levels:
             set_level_frequency(model, self.train_levels)
-        if self.volume and self.source.volume_prior is not None:  # a second round (and the maker of any generated slices below)
+        if self.volume and self.source.volume_prior is not None:  # a second round (from the maker of any slices below)
             _start_from(model, self.source.volume_prior, "whole-brain prior", self.source.path)
         elif self.volume and self.source.prior is not None:
             _start_from(model, self.source.prior, "slice prior", self.source.path)
