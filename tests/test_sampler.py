@@ -328,6 +328,20 @@ def test_a_guide_must_be_a_slice_prior_over_the_same_codes_and_levels(volume_pri
         sample_codes(volume_prior, 1, levels=0, previous=below, guide=(guide_prior, 0.5), method="naive")
 
 
+@pytest.mark.parametrize("shape", [(3, 6, 7, 8), (2, 5, 3, 5), (1, 20, 1, 3), (4, 3, 2, 2, 3), (9, 10, 1, 1),
+                                   (2, 17, 64, 4)],
+                         ids=["rows of 56", "rows of 15", "rows of 3 (several draws a slice)", "5-d",
+                              "rows of 1 (stretches overlap)", "rows of 256 (whole multiples of 64)"])
+def test_a_row_of_noise_drawn_alone_is_that_row_of_the_whole_draw(shape):
+    # The wavefront draws each slice's noise a few rows at a time (sampler.GumbelRows), so that it holds
+    # those rows per slice in flight instead of whole slices: the numbers must be the same to the bit.
+    whole = sampler.gumbel_noise(11, shape, stream=4).numpy()
+    rows = sampler.GumbelRows(11, shape, stream=4)
+    for row in [*range(shape[1]), *reversed(range(shape[1]))]:  # up, then back down through earlier draws
+        np.testing.assert_array_equal(rows(row).numpy(), whole[:, row])
+    assert not np.array_equal(sampler.GumbelRows(11, shape, stream=5)(0).numpy(), whole[:, 0])
+
+
 def slice_by_slice(prior_model, n, seed, num_slices, levels=True, **options):
     """The definition of a whole brain: sample_codes slice after slice, each given the one below."""
     below, slices = np.full((n, 6, 7), start_token(prior_model)), []

@@ -277,7 +277,8 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
                   for model in models]
     buffers, v_input = _fresh_state(weights, static, lanes * n, width)
     keep, init = tf.zeros([lanes * n, width], tf.bool), tf.zeros([lanes * n, width], tf.int32)
-    stacks, noise = np.zeros((n, num_slices, height, width), np.int32), {}
+    stacks, noise = np.zeros((n, num_slices, height, width), np.int32), {}  # noise: per slice in flight
+    inv_temperature = 1.0 / temperature if temperature else 1.0  # as `_noise`: temperature 0 is greedy
     offsets = np.arange(-encoder.reach, encoder.reach + 1)
     for t in range(height + lag * (num_slices - 1)):
         # Per lane: (slice, row) it samples in this step, or None (idle: it samples a row thrown away).
@@ -296,8 +297,8 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
             if row is None:
                 continue
             z, i = row
-            if i == 0:
-                noise[z], inv_temperature = _noise(seed, (n, height, width, num_embeddings), z, temperature)
+            if i == 0 and temperature:
+                noise[z] = GumbelRows(seed, (n, height, width, num_embeddings), z)
             around = i + offsets
             inside = (around >= 0) & (around < height)
             window[lane][:, inside] = stacks[:, z - 1, around[inside]] if z else token
@@ -313,8 +314,8 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
                                     else tf.broadcast_to(level_map[row[0], row[1]], (n, width, depth))
                                     for row in rows], axis=0)
             conditions.append(level_part + from_below if model is prior_model else level_part)  # the guide: its level
-        gumbel = tf.concat([noise[row[0]][:, row[1]] if row is not None else tf.zeros((n, width, num_embeddings))
-                            for row in rows], axis=0)
+        gumbel = tf.concat([noise[row[0]](row[1]) if row is not None and temperature
+                            else tf.zeros((n, width, num_embeddings)) for row in rows], axis=0)
         positions = tuple(tf.concat([tf.broadcast_to(w["position"][row[1] if row is not None else 0],
                                                      [n, *w["position"].shape[1:]]) for row in rows], axis=0)
                           for w in weights)
@@ -328,7 +329,7 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
             z, i = row
             stacks[:, z, i] = row_codes[lane]
             if i == height - 1:
-                del noise[z]
+                noise.pop(z, None)
                 if progress is not None:
                     progress(z + 1, num_slices)
     return stacks
@@ -364,12 +365,87 @@ def keep_rows_mask(height: int, width: int, keep_rows: int) -> np.ndarray:
     return mask
 
 
+_TINY = np.finfo(np.float32).tiny  # the smallest uniform drawn, so that log(-log(u)) stays finite
+_AUTO_SELECT = 3  # tf.random.Algorithm.AUTO_SELECT: what tf.random.stateless_uniform uses by default
+
+
+def _seed(seed: int, stream: int) -> list:
+    return [int(seed), 0x5EED + int(stream)]
+
+
+def _gumbel(uniform: tf.Tensor) -> tf.Tensor:
+    return -tf.math.log(-tf.math.log(uniform))
+
+
 def gumbel_noise(seed: int, shape, stream: int = 0) -> tf.Tensor:
     """Gumbel(0, 1) noise fixed by the seed (stateless), drawn up front for every position; `stream`
     gives the same seed independent noise (one per slice of a volume)."""
-    uniform = tf.random.stateless_uniform(shape, seed=[int(seed), 0x5EED + int(stream)],
-                                          minval=np.finfo(np.float32).tiny, maxval=1.0)
-    return -tf.math.log(-tf.math.log(uniform))
+    return _gumbel(tf.random.stateless_uniform(shape, seed=_seed(seed, stream), minval=_TINY, maxval=1.0))
+
+
+class GumbelRows:
+    """Row i of `gumbel_noise(seed, shape, stream)` ((n, W, K): `[:, i]`), drawn a few rows at a time.
+
+    The wavefront holds ~H / lag slices in flight; their whole noise up front would be n x 4 MB each
+    for the demo (1.4 GB for 16 stacks), 8 rows of it n x 0.5 MB. Philox is counter-based: number e of
+    a draw comes from counter + e // 4 (four 32-bit numbers per counter value), so a stretch of the
+    whole draw is a draw of its own from the counter skipped ahead. Each stretch starts on a multiple
+    of 64 numbers and ends on one or at the draw's end, so that the logarithms run in the same SIMD
+    lanes (and the same scalar tail) as over the whole draw: the same numbers to the bit.
+    """
+
+    ROWS_PER_DRAW = 8  # memory against op count: 8 draws a slice of 64 rows take as long as one whole
+    _ALIGN = 64  # numbers; a multiple of every SIMD width and of Philox's 4
+
+    def __init__(self, seed: int, shape, stream: int = 0):
+        self.n, self.height = int(shape[0]), int(shape[1])
+        self.row_shape = tuple(int(d) for d in shape[2:])
+        self.row_size, self.total = int(np.prod(self.row_shape)), int(np.prod(shape))
+        self.key, counter = tf.raw_ops.StatelessRandomGetKeyCounter(
+            seed=tf.constant(_seed(seed, stream), tf.int64))
+        low, high = (int(word) for word in counter.numpy())  # the 128-bit counter, low word first
+        self.counter = low + (high << 64)
+        self.first_row, self.rows = None, None  # the rows drawn last: (n, rows, *row_shape)
+
+    def __call__(self, row: int) -> tf.Tensor:
+        if self.first_row is None or not 0 <= row - self.first_row < self.rows.shape[1]:
+            self.first_row = row - row % self.ROWS_PER_DRAW
+            self.rows = self._draw(self.first_row, min(self.first_row + self.ROWS_PER_DRAW, self.height))
+        return self.rows[:, row - self.first_row]
+
+    def _draw(self, first: int, last: int) -> tf.Tensor:
+        size = (last - first) * self.row_size
+        starts = [(sample * self.height + first) * self.row_size for sample in range(self.n)]
+        stretches = []  # [begin, end) of the whole draw, aligned, merged where they overlap
+        for start in starts:
+            begin = start - start % self._ALIGN
+            end = min(-(-(start + size) // self._ALIGN) * self._ALIGN, self.total)
+            if stretches and begin < stretches[-1][1]:
+                stretches[-1][1] = max(stretches[-1][1], end)
+            else:
+                stretches.append([begin, end])
+        # Laid end to end they keep their alignment (each a multiple of 64 long but the one at the
+        # draw's end, which comes last), so one Gumbel transform serves them all.
+        raw = tf.concat([self._raw(begin, end) for begin, end in stretches], 0)
+        noise = _gumbel(raw * (tf.constant(1.0) - _TINY) + _TINY)  # stateless_uniform's own scaling
+        shape = (last - first, *self.row_shape)
+        if stretches == [[start, start + size] for start in starts]:  # rows of whole multiples of 64 (the demo)
+            return tf.reshape(noise, (self.n, *shape))
+        at, laid = {}, 0
+        for begin, end in stretches:
+            at[begin], laid = laid, laid + end - begin
+        pieces = []
+        for start in starts:
+            begin = max(b for b in at if b <= start)
+            offset = at[begin] + start - begin
+            pieces.append(tf.reshape(noise[offset:offset + size], shape))
+        return tf.stack(pieces)
+
+    def _raw(self, begin: int, end: int) -> tf.Tensor:
+        counter = (self.counter + begin // 4) % (1 << 128)
+        return tf.raw_ops.StatelessRandomUniformV2(
+            shape=[end - begin], key=self.key, alg=_AUTO_SELECT, dtype=tf.float32,
+            counter=tf.constant([counter & (2 ** 64 - 1), counter >> 64], tf.uint64))
 
 
 def _noise(seed: int, shape, stream: int, temperature: float):
