@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import shutil
 import sys
 import tempfile
@@ -18,6 +19,8 @@ sys.path.insert(0, str(REPO))
 from core import runs  # noqa: E402
 from core.bundles import load_bundle, save_bundle  # noqa: E402
 from core.models.prior import PriorConfig  # noqa: E402
+
+ROUND = re.compile(r"^  \d+\. ")  # a round of the whole-brain prior's training, one line each on the card
 
 
 def epoch_records(run_dir: Path) -> list[dict]:
@@ -94,6 +97,7 @@ split (256 slices) picked the best epoch. See `demo_data/NOTICE.md` for the temp
     python -m core.train vqvae --data ../shared/oasis_proxy --run-dir runs/demo-vqvae --epochs {vq_config["train"]["epochs"]} --crop-size 128 --batch-size 16 --lr 2e-3 --log-every 20
     python -m core.train prior --vqvae runs/demo-vqvae --run-dir {prior_run} --data ../shared/oasis_proxy --epochs {prior_config["train"]["epochs"]} --batch-size 16 --lr 1e-3
     python scripts/make_demo_checkpoint.py --vqvae-run {vqvae_run} --prior-run {prior_run}
+    (then the whole-brain prior's rounds, with --add-volume-run)
 
 ## Limits
 Trained on a single template's deformations: it reconstructs and samples that anatomy well and
@@ -123,40 +127,38 @@ def add_volume_prior(volume_run: Path, out: Path) -> None:
     train = config["train"]
     below_generated = config["data_settings"].get("below_generated", 0.0)
     # A run from a bundle that already holds a whole-brain prior started from it (core.training.prior_task):
-    # the card keeps how that one was trained, and its command comes first.
-    earlier = demo.card.split("## Whole-brain prior", 1)[1] if demo.volume_prior is not None else None
-    if earlier is None:
-        start, first = "started from the slice prior above (every shared layer)", ""
-    else:
-        earlier_training = earlier.split("- Training: ", 1)[1].split("\n- Best epoch", 1)[0].strip().rstrip(".")
-        start = f"a second round, from the whole-brain prior this bundle held before (that one {earlier_training})"
-        first = earlier.split("- Command: ", 1)[1].split(" then `python scripts", 1)[0].strip().rstrip(",") + \
-            " on the bundle before it held a whole-brain prior, then "
-    if below_generated:
-        start += (", which first generated each train slice one step up from its real slice below; "
-                  f"{below_generated:.0%} of the slices then learned from that generated slice below instead of "
-                  "the real one (`--below-generated`)")
+    # the card lists every round, the earlier ones as the card has them.
+    earlier = demo.card.split("## Whole-brain prior", 1)[1] if demo.volume_prior is not None else ""
+    rounds = [line for line in earlier.splitlines() if ROUND.match(line)]
+    if demo.volume_prior is not None and not rounds:
+        raise SystemExit(f"error: the card of {out} lists no rounds of its whole-brain prior (lines '  1. ...').")
+    generated = (f"; {below_generated:.0%} of the train slices learned from a slice below the round before "
+                 "generated one step up, instead of the real one" if below_generated else "")
     generated_flag = f" --below-generated {below_generated}" if below_generated else ""
+    rounds.append(f"  {len(rounds) + 1}. {train['epochs']} epochs, batch {train['batch_size']}, Adam lr "
+                  f"{train['learning_rate']} ({train['lr_schedule']}){generated}; {epochs[-1]['elapsed_s']:.0f} s "
+                  f"on the same CPU.{resumes(volume_run)} `python -m core.train prior --volume --vqvae "
+                  f"checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train['epochs']} "
+                  f"--batch-size {train['batch_size']} --lr {train['learning_rate']}{generated_flag}`")
+    rounds_text = "\n".join(rounds)
     section = f"""## Whole-brain prior
 - `volume_prior.keras`: the same gated PixelCNN, also conditioned on the codes of the slice below
   (slice z given slice z - 1 of the same case; slice 0 given a "no slice below" token), so that
   `python -m core.sample --volume` and the Sample page's *Whole brain* generate {config["model"]["num_levels"]}-slice
   stacks from the base up. Config: `{json.dumps(config["model"])}`
-- Training: {start}; {train["epochs"]} epochs on
-  consecutive slice pairs of the train split's cases, batch {train["batch_size"]}, Adam lr
-  {train["learning_rate"]} ({train["lr_schedule"]}); {epochs[-1]["elapsed_s"]:.0f} s on the same CPU.{resumes(volume_run)}
-- Best epoch {best["epoch"]}: validation {best["val_bits_per_code"]:.3f} bits per code (the slice
-  prior: see above), top-1 accuracy {best["val_accuracy"]:.3f}.
-- Command: {first}`python -m core.train prior --volume --vqvae checkpoints/demo --run-dir {volume_run} --data ../shared/oasis_proxy --epochs {train["epochs"]} --batch-size {train["batch_size"]} --lr {train["learning_rate"]}{generated_flag}`,
-  then `python scripts/make_demo_checkpoint.py --add-volume-run {volume_run}`.
+- Training, on consecutive slice pairs of the train split's cases, in rounds: the first from the
+  slice prior above (every shared layer), each later one from the whole-brain prior of the round
+  before; each round's run added here with `python scripts/make_demo_checkpoint.py --add-volume-run RUN`.
+{rounds_text}
+- Best epoch of the last round, {best["epoch"]}: validation {best["val_bits_per_code"]:.3f} bits per
+  code (the slice prior: see above), top-1 accuracy {best["val_accuracy"]:.3f}.
 
 """
-    card = demo.card.split("## Whole-brain prior")[0].rstrip() + "\n\n"
-    if "## Commands" in card:
-        head, tail = card.split("## Commands", 1)
-        card = head + section + "## Commands" + tail
-    else:
-        card += section
+    # The card's other sections stay as they are, in their order; this one goes before the commands.
+    sections = re.split(r"(?m)^(?=## )", demo.card)
+    sections = [part for part in sections if not part.startswith("## Whole-brain prior")]
+    at = next((i for i, part in enumerate(sections) if part.startswith("## Commands")), len(sections))
+    card = "".join(part.rstrip() + "\n\n" for part in [*sections[:at], section, *sections[at:]]).rstrip() + "\n"
     with tempfile.TemporaryDirectory() as folder:
         save_bundle(folder, demo.vqvae, demo.prior, prior_config=PriorConfig.from_dict(demo.config["prior"]),
                     volume_prior=trained.volume_prior,
