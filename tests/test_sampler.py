@@ -372,6 +372,16 @@ def test_slices_side_by_side_are_the_slices_sampled_one_after_the_other(volume_p
     np.testing.assert_array_equal(stacks, slice_by_slice(volume_prior, 3, 6, num_slices, **options))
 
 
+def test_a_whole_brain_never_draws_a_slice_s_noise_whole(volume_prior, monkeypatch):
+    # Whole slices' noise for every slice in flight was 22 x n x 4 MB for the demo (BENCHMARKS.md):
+    # the wavefront draws rows, and the codes are still those of whole draws slice after slice.
+    expected = slice_by_slice(volume_prior, 2, 3, 4, temperature=0.7)
+    draws = []
+    monkeypatch.setattr(sampler, "gumbel_noise", lambda *args, **kwargs: draws.append(args) or 1 / 0)
+    np.testing.assert_array_equal(sample_volumes(volume_prior, 2, seed=3, num_slices=4, temperature=0.7), expected)
+    assert draws == []
+
+
 def test_a_whole_brain_prior_without_levels_stacks_slices_side_by_side_too():
     model = randomize_weights(build_prior(PriorConfig(**TINY, previous_slice=True)), seed=16)
     encoder = previous_layer(model)
