@@ -63,11 +63,19 @@ def chart(where, key: str, runs_records: dict, kind: str, metric: str, log: bool
 
 @st.fragment(run_every=2)
 def live_curves() -> None:
-    """Re-run every 2 s: read only the new lines of each chosen run's metrics.jsonl."""
+    """Re-run every 2 s: read only the new lines of each chosen run's metrics.jsonl; the whole page when
+    the run table's figures change."""
     cursors = st.session_state.setdefault("metric_cursors", {})
     with shared.guard("Reading metrics"):
         records = {name: curves.follow_metrics(root / name, cursors.setdefault(name, {}))
                    for name in chosen}
+    # The table above is drawn by the whole page: rerun it when a run's state or a new epoch would change it.
+    with shared.guard("Reading runs"):
+        now = curves.table_state(root, records)
+    outdated = curves.table_outdated(st.session_state.get("table_state"), now)
+    st.session_state["table_state"] = now
+    if outdated:
+        st.rerun(scope="app")
     every = [r for rs in records.values() for r in rs]
     if not every:
         st.info("No metrics yet: a run writes its first line after a few steps.")
@@ -75,10 +83,12 @@ def live_curves() -> None:
     step_metrics, epoch_metrics = (curves.metric_names(every, "step"),
                                    curves.metric_names(every, "epoch"))
     top_left, top_right = st.columns(2)
-    loss = top_left.selectbox("training metric", step_metrics, key="step_metric")
+    # A box only once there is a metric to offer: an empty one keeps its empty choice (None) after the
+    # run's first epoch brings one, and no chart would be drawn.
+    loss = top_left.selectbox("training metric", step_metrics, key="step_metric") if step_metrics else None
     val_default = next((m for m in ("val_ssim", "val_loss") if m in epoch_metrics), None)
     val = top_right.selectbox("validation metric", epoch_metrics, key="epoch_metric",
-                              index=epoch_metrics.index(val_default) if val_default else 0)
+                              index=epoch_metrics.index(val_default) if val_default else 0) if epoch_metrics else None
     if loss:
         chart(top_left, "loss_chart", records, "step", loss, log_y)
     if val:

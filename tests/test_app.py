@@ -698,3 +698,21 @@ def test_curves_first_choice_skips_a_newest_broken_run(app_env):
     no_trouble(at)
     assert at.multiselect[0].value == ["good"]
     assert len(at.get("vega_lite_chart")) >= 1
+
+
+def test_curves_validation_metric_is_chosen_once_the_first_epoch_is_in(app_env):
+    # Opened before any epoch, the page had no validation metric to offer; a rerun after the first
+    # epoch (any widget, or the run table following the run) left the choice empty and no chart drawn.
+    from core import atomic, runs
+
+    run_dir = app_env / "young"
+    runs.create_run(run_dir, {"kind": "vqvae", "model": {}, "train": {"epochs": 5}})
+    runs.append_metrics(run_dir, [{"kind": "step", "step": 1, "epoch": 1, "loss": 0.5}])
+    atomic.write_json(run_dir / "status.json", {"state": "stopped", "step": 1, "epoch": 0})
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    runs.append_metrics(run_dir, [{"kind": "epoch", "step": 2, "epoch": 1, "val_ssim": 0.5}])
+    at.run()
+    no_trouble(at)
+    assert at.selectbox(key="epoch_metric").value == "val_ssim"
+    assert len(at.get("vega_lite_chart")) == 2  # loss and val_ssim

@@ -1,6 +1,7 @@
 """The dashboard in real headless chromium against `streamlit run`: every page, uploads, Generate, a live training run."""
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import time
@@ -188,6 +189,12 @@ def loss_points(page) -> int:
         " return Math.max(0, ...counts); })()")
 
 
+def table_row(page, name: str) -> str:
+    """The text of the run table's row for a run (the data grid's accessible table), or ""."""
+    return page.evaluate("name => Array.from(document.querySelectorAll('[data-testid=stDataFrame] table tbody tr'))"
+                         ".map(row => row.innerText).find(text => text.includes(name)) || ''", name)
+
+
 def run_state(runs_root: Path, name: str) -> str:
     from core import runs
 
@@ -223,9 +230,20 @@ def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, 
         time.sleep(1.0)
         seen.append(loss_points(page))
     assert seen[-1] > seen[0] > 0, f"the loss curve did not grow: {seen}"
+    # The run table follows too: each finished epoch brings new figures to the run's row.
+    rows = [table_row(page, "e2e-run")]
+    deadline = time.time() + 90
+    while time.time() < deadline and rows[-1] == rows[0]:
+        time.sleep(1.0)
+        rows.append(table_row(page, "e2e-run"))
+    assert rows[0] and rows[-1] != rows[0], f"the run table did not follow the run: {rows[0]!r}"
     assert run_state(runs_root, "e2e-run") == "running"
     assert_no_traceback(page)
     page.wait_for_timeout(3000)
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    with contextlib.suppress(PlaywrightTimeout):  # for the picture only: a moment between two reruns, nothing faded
+        page.wait_for_function("!document.querySelector('[data-stale=true]')", timeout=20_000)
     page.screenshot(path=str(screenshots_dir / "curves.png"), full_page=True)
 
     go_to(page, "Train")
