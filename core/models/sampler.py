@@ -278,7 +278,7 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
     buffers, v_input = _fresh_state(weights, static, lanes * n, width)
     keep, init = tf.zeros([lanes * n, width], tf.bool), tf.zeros([lanes * n, width], tf.int32)
     stacks, noise = np.zeros((n, num_slices, height, width), np.int32), {}  # noise: per slice in flight
-    inv_temperature = 1.0 / temperature if temperature else 1.0  # as `_noise`: temperature 0 is greedy
+    inv_temperature = _inverse_temperature(temperature)  # and at temperature 0 no noise is drawn
     offsets = np.arange(-encoder.reach, encoder.reach + 1)
     for t in range(height + lag * (num_slices - 1)):
         # Per lane: (slice, row) it samples in this step, or None (idle: it samples a row thrown away).
@@ -448,11 +448,15 @@ class GumbelRows:
             counter=tf.constant([counter & (2 ** 64 - 1), counter >> 64], tf.uint64))
 
 
+def _inverse_temperature(temperature: float) -> float:
+    """What the logits are multiplied by; temperature 0 is greedy (no noise either): plain argmax."""
+    return 1.0 / temperature if temperature else 1.0
+
+
 def _noise(seed: int, shape, stream: int, temperature: float):
-    """(Gumbel noise of `shape`, 1 / temperature) to sample with; temperature 0 is greedy: no noise, plain argmax."""
-    if temperature == 0:
-        return tf.zeros(shape), 1.0
-    return gumbel_noise(seed, shape, stream), 1.0 / temperature
+    """(Gumbel noise of `shape`, `_inverse_temperature`) to sample with; no noise at temperature 0."""
+    noise = gumbel_noise(seed, shape, stream) if temperature else tf.zeros(shape)
+    return noise, _inverse_temperature(temperature)
 
 
 def _check_guide(prior_model, guide, method: str) -> None:
