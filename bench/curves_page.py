@@ -90,6 +90,10 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
     chart = "document.querySelectorAll('[data-testid=stVegaLiteChart] .mark-line path').length > 0"
     drawn_with = ("name => Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]'))"
                   ".some(c => c.querySelector('.mark-line path') && c.textContent.includes(name))")
+    # The Train page has a run table and a loss chart too: wait for the Curves page's own table (its
+    # wall-time column) so that none of the Train page's elements, still on screen, can end the wait.
+    curves_table = ("Array.from(document.querySelectorAll('[data-testid=stDataFrame] table thead th'))"
+                    ".some(c => c.innerText.startsWith('wall time'))")
     first_run = ("Array.from(document.querySelectorAll('[data-testid=stDataFrame] table tbody tr:first-child td'))"
                  ".map(c => c.innerText).find(t => t.startsWith('run-'))")
     try:
@@ -104,7 +108,8 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
                 page.wait_for_timeout(1000)  # the Train page's own run has ended: time only Curves
                 started = time.perf_counter()
                 page.get_by_test_id("stSidebarNavLink").filter(has_text="Curves").click()
-                page.get_by_test_id("stDataFrame").wait_for()
+                page.get_by_role("heading", name="Curves").wait_for()
+                page.wait_for_function(curves_table)
                 page.wait_for_function(first_run)  # the grid holds its rows
                 table = time.perf_counter() - started
                 page.wait_for_function(chart)
@@ -128,7 +133,8 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
                 page.wait_for_timeout(1000)
                 started = time.perf_counter()
                 page.get_by_test_id("stSidebarNavLink").filter(has_text="Curves").click()
-                page.get_by_test_id("stDataFrame").wait_for()
+                page.get_by_role("heading", name="Curves").wait_for()
+                page.wait_for_function(curves_table)
                 page.wait_for_function(first_run)
                 page.wait_for_function(chart)
                 again = time.perf_counter() - started
