@@ -8,7 +8,6 @@ import sys
 from pathlib import Path
 
 from core import cli, runs
-from core.paths import REPO_ROOT
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,23 +19,63 @@ def main(argv: list[str] | None = None) -> int:
                         help="JSON list of `core.train prior` flags, --run-dir included "
                              "(--vqvae is the VQ-VAE run)")
     args = parser.parse_args(argv)
-    vqvae_args, prior_args = json.loads(args.vqvae_args), json.loads(args.prior_args)
-    vqvae_run = Path(vqvae_args[vqvae_args.index("--run-dir") + 1])
-    prior_run = Path(prior_args[prior_args.index("--run-dir") + 1])
-    code = subprocess.call([sys.executable, "-m", "core.train", "vqvae", *vqvae_args],
-                           cwd=REPO_ROOT)
+    vqvae_args, vqvae_run = _flags(parser, "--vqvae-args", args.vqvae_args)
+    prior_args, prior_run = _flags(parser, "--prior-args", args.prior_args)
+    try:  # before the VQ-VAE's hours, not after: a user's folder or an old run is never the prior's
+        runs.refuse_existing(prior_run)
+    except runs.RunError as error:
+        return cli.report(error)
+    # The children run where this process runs (the repository, for `python -m`), so relative
+    # folders name the same place for them as for the checks here.
+    code = subprocess.call([sys.executable, "-m", "core.train", "vqvae", *vqvae_args])
     state = runs.read_status(vqvae_run).get("state")
     if code != 0 or state != "finished":
         print(f"pipeline: the VQ-VAE run ended {state} (exit code {code}); the prior was not "
               f"started and its run name is free again.", flush=True)
-        if not (prior_run / "config.json").exists():
+        if _reserved_only(prior_run):
             shutil.rmtree(prior_run, ignore_errors=True)
         return code or 1
-    with open(prior_run / "console.log", "ab") as log:
+    prior_run.mkdir(parents=True, exist_ok=True)
+    console = prior_run / "console.log"
+    offset = console.stat().st_size if console.exists() else 0
+    with open(console, "ab") as log:
         code = subprocess.call([sys.executable, "-m", "core.train", "prior", "--vqvae",
-                                str(vqvae_run), *prior_args], cwd=REPO_ROOT, stdout=log,
-                               stderr=subprocess.STDOUT)
+                                str(vqvae_run), *prior_args], stdout=log, stderr=subprocess.STDOUT)
+    if code != 0:  # its one `error:` line went to the prior's console.log: say it here too
+        print(_last_error(console, offset) or f"error: the prior run ended with exit code {code}",
+              file=sys.stderr)
     return code
+
+
+def _flags(parser: cli.Parser, name: str, text: str) -> tuple[list[str], Path]:
+    """A JSON list of string flags that holds --run-dir FOLDER, and that folder; else one `error:` line."""
+    try:
+        flags = json.loads(text)
+    except ValueError:
+        flags = None
+    if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
+        parser.error(f"{name} must be a JSON list of strings (flags). Received: {text[:80]!r}")
+    if "--run-dir" not in flags[:-1]:
+        parser.error(f"{name} must hold --run-dir FOLDER. Received: {text[:80]!r}")
+    return flags, Path(flags[flags.index("--run-dir") + 1])
+
+
+def _reserved_only(run_dir: Path) -> bool:
+    """A folder the launcher reserved for the prior and nothing wrote into since: free to remove."""
+    try:
+        return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= runs.LAUNCHER_FILES
+    except OSError:
+        return False
+
+
+def _last_error(console: Path, offset: int) -> str:
+    try:
+        with open(console, "rb") as handle:
+            handle.seek(offset)
+            lines = handle.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    return next((line for line in reversed(lines) if line.startswith("error:")), "")
 
 
 if __name__ == "__main__":
