@@ -3,8 +3,12 @@ from __future__ import annotations
 
 import io
 import logging
+import os
 import re
+import struct
 import warnings
+import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,25 +218,30 @@ class SliceSet:
         return len(self.paths)
 
 
+def _check_slice_file(path: Path) -> tuple[tuple[int, int], str]:
+    """A split file's (width, height) and mode, after the one decode path read every pixel of it: what
+    training will read is refused now, naming the file, rather than mid-run."""
+    try:
+        content = path.read_bytes()
+    except OSError as error:
+        raise DataError(f"{path} cannot be read ({error}). Check its permissions, then start again.") from error
+    try:
+        with _open(content, path.name) as image:
+            return image.size, image.mode
+    except DataError as error:
+        raise DataError(f"{path} is not a readable PNG ({error}) Remove or replace it, then start "
+                        f"again.") from error
+
+
 def scan_split(root: str | Path, split: str, required: bool = True) -> SliceSet:
     """Check every file of a split (readable, complete, one size) before any training starts."""
     paths = list_slices(root, split, required=required)
     sizes: dict[tuple[int, int], Path] = {}
     converted = 0
-    for path in paths:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                with Image.open(path) as image:
-                    size, mode = image.size, image.mode
-                    _check_size(size, str(path))  # from the header: a bomb is never decompressed
-                    image.verify()  # reads the whole file and checks CRCs: finds truncated files
-        except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError,
-                Image.DecompressionBombWarning) as error:
-            if isinstance(error, DataError):
-                raise
-            raise DataError(f"{path} is not a readable PNG ({error}). Remove or replace it, "
-                            f"then start again.") from error
+    # Decoding releases the GIL: files are checked side by side, and the first bad one in order is reported.
+    with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+        headers = list(pool.map(_check_slice_file, paths))
+    for path, (size, mode) in zip(paths, headers):
         sizes.setdefault((size[1], size[0]), path)
         if mode != "L":
             converted += 1
@@ -273,7 +282,55 @@ def _open(data: bytes, name: str) -> Image.Image:
         image.load()  # decodes every pixel: a truncated or corrupt file fails here
     except (OSError, SyntaxError, ValueError) as error:
         raise DataError(f"{name} is damaged or truncated ({error}); use the complete file.") from error
+    if image.format == "PNG" and _png_pixels_short(data):
+        width, height = image.size
+        raise DataError(f"{name} is truncated: its header says {width}x{height} pixels, but its pixel data "
+                        f"holds fewer rows; use the complete file.")
     return image
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # by colour type
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_pixels_short(data: bytes) -> bool:
+    """Whether a PNG's IDAT stream inflates to fewer bytes than its header's size needs. Pillow fills
+    the rows a short but well-formed stream lacks with black and says nothing: a header that lies."""
+    position, header, idat = 8, None, []
+    while position + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[position:position + 8])
+        body = data[position + 8:position + 8 + length]
+        if kind == b"IHDR":
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        position += 12 + length
+    if header is None or header[3] not in _PNG_CHANNELS:
+        return False  # Pillow has judged these already
+    width, height, depth, colour, _, _, interlace = header
+    bits = depth * _PNG_CHANNELS[colour]
+    passes = _ADAM7 if interlace else ((0, 0, 1, 1),)
+    needed = 0
+    for x0, y0, dx, dy in passes:
+        columns, lines = -(-(width - x0) // dx), -(-(height - y0) // dy)
+        if columns > 0 and lines > 0:
+            needed += lines * (1 + -(-columns * bits // 8))  # a filter byte, then the packed row
+    try:
+        inflated = zlib.decompressobj().decompress(b"".join(idat), needed)  # never more than needed
+    except zlib.error:
+        return False  # a broken stream: Pillow's load() has refused it already
+    return len(inflated) < needed
+
+
+def raised_inside_pipeline(error: BaseException) -> DataError | None:
+    """The DataError a slice's decode raised inside tf.data, which TensorFlow hands on as an OpError
+    whose message holds the DataError's text and then a Python traceback; None for any other error."""
+    if not isinstance(error, tf.errors.OpError):
+        return None
+    found = re.search(r"DataError: ([^\n]+)", error.message or "")
+    return DataError(found.group(1).strip()) if found else None
 
 
 def _check_size(size: tuple[int, int], name: str) -> None:

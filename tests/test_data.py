@@ -1,8 +1,11 @@
 """core.data: finding the OASIS layout, validating splits, decoding and streaming slices."""
 from __future__ import annotations
 
+import io
 import logging
 import shutil
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -150,6 +153,72 @@ def test_non_png_bytes_with_png_suffix_is_a_data_error_naming_the_file(tmp_path)
     with pytest.raises(DataError) as error:
         data.scan_split(root, "train")
     assert str(victim) in str(error.value)
+
+
+def _chunk(kind: bytes, body: bytes) -> bytes:
+    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+
+def png_with_idat(width: int, height: int, idat: bytes, depth: int = 8, interlace: int = 0) -> bytes:
+    """A greyscale PNG whose chunks all have good CRCs, holding `idat` as its pixel data."""
+    header = struct.pack(">IIBBBBB", width, height, depth, 0, 0, 0, interlace)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", header) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def rows(width: int, count: int, depth: int = 8) -> bytes:
+    return b"".join(b"\x00" + b"\x80" * (width * depth // 8) for _ in range(count))
+
+
+def test_a_png_whose_pixel_stream_is_corrupt_is_refused_by_the_scan_naming_it(tmp_path):
+    """verify() checks CRCs only: a stream with good CRCs and bad zlib data used to fail mid-training."""
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 4, "validate": 2}))
+    victim = data.list_slices(root, "train")[1]
+    victim.write_bytes(png_with_idat(32, 32, b"\x78\x9c" + bytes(range(256)) * 2))
+    with pytest.raises(DataError) as error:
+        data.scan_split(root, "train")
+    assert str(victim) in str(error.value)
+
+
+@pytest.mark.parametrize("depth", [8, 16])
+def test_a_png_whose_header_claims_more_rows_than_it_holds_is_refused(tmp_path, depth):
+    """Pillow fills the missing rows of a short but well-formed stream with black, silently."""
+    lying = png_with_idat(32, 32, zlib.compress(rows(32, 1, depth)), depth)
+    with pytest.raises(DataError, match="32x32") as error:
+        data.decode_slice(lying, "liar.png")
+    assert "liar.png" in str(error.value)
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 4, "validate": 2}))
+    victim = data.list_slices(root, "train")[0]
+    victim.write_bytes(lying)
+    with pytest.raises(DataError) as error:
+        data.scan_split(root, "train")
+    assert str(victim) in str(error.value)
+
+
+@pytest.mark.parametrize("interlace", [0, 1])
+def test_a_complete_png_written_by_hand_is_read_whole(interlace):
+    """The row count check knows Adam7's passes: an interlaced image is as complete as its header says."""
+    from PIL import Image
+    image = np.arange(33 * 21, dtype=np.uint8).reshape(21, 33)
+    buffer = io.BytesIO()
+    Image.fromarray(image).save(buffer, "PNG", interlace=interlace)  # Pillow writes Adam7 when asked
+    decoded, _ = data.decode_slice(buffer.getvalue(), "whole.png")
+    np.testing.assert_array_equal(np.round(decoded * 255).astype(np.uint8), image)
+    whole = png_with_idat(33, 21, zlib.compress(b"".join(b"\x00" + bytes(row) for row in image)))
+    np.testing.assert_array_equal(np.round(data.decode_slice(whole, "w.png")[0] * 255).astype(np.uint8), image)
+
+
+def test_a_slice_damaged_after_the_scan_stops_training_with_the_files_name_not_a_traceback(tmp_path):
+    """Inside tf.data the DataError comes back wrapped in an OpError with a Python traceback."""
+    root = _data_root(make_oasis_tree(tmp_path, {"train": 4, "validate": 2}))
+    victim = data.list_slices(root, "train")[0]
+    victim.write_bytes(png_with_idat(32, 32, b"\x78\x9c" + bytes(range(256)) * 2))
+    dataset = data.make_dataset([victim], batch_size=1, image_size=32, shuffle=False)
+    with pytest.raises(tf.errors.OpError) as wrapped:
+        next(iter(dataset))
+    found = data.raised_inside_pipeline(wrapped.value)
+    assert isinstance(found, DataError)
+    assert str(victim) in str(found) and "Traceback" not in str(found) and "\n" not in str(found)
+    assert data.raised_inside_pipeline(ValueError("no")) is None
 
 
 def test_slices_of_different_sizes_are_a_data_error(tmp_path):

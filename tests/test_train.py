@@ -431,7 +431,8 @@ def test_resume_refuses_a_flag_that_would_change_what_is_learned(finished_run, t
     assert (run_dir / "config.json").read_text() == before
 
 
-@pytest.mark.parametrize("flags", [["--lr", "nan"], ["--commitment-cost", "nan"], ["--epochs", "0"],
+@pytest.mark.parametrize("flags", [["--lr", "nan"], ["--commitment-cost", "nan"], ["--commitment-cost", "1e300"],
+                                   ["--epochs", "0"],
                                    ["--code-grid", "0"], ["--crop-size", "7"], ["--crop-size", "0"],
                                    ["--crop-size", "40"], ["--val-limit", "0"], ["--batch-size", "0"],
                                    ["--code-grid", "5"], ["--downsample-factor", "4", "--code-grid", "8"]])
@@ -443,3 +444,18 @@ def test_bad_settings_are_one_error_line_before_any_folder_is_made(oasis_tree, t
     messages = python_messages(result.stderr)
     assert len(messages) == 1 and messages[0].startswith("error:"), messages
     assert not run_dir.exists()
+
+
+def test_a_loss_that_becomes_infinite_is_one_error_line_and_a_failed_run(oasis_tree, tmp_path, monkeypatch, capsys):
+    """A NonFiniteLoss is the user's to fix (a smaller --lr), not a traceback."""
+    from core import train as train_cli
+
+    def blow_up(run_dir, task, train_config, resume=False):
+        raise train_cli.loop.NonFiniteLoss("loss became inf at step 1; the last good checkpoint is none (none was saved yet).")
+
+    monkeypatch.setattr(train_cli.loop, "fit", blow_up)  # the loop itself raises it: tests/test_loop.py
+    code = train_cli.main(["vqvae", "--data", str(oasis_tree), "--run-dir", str(tmp_path / "run"), *TINY,
+                           "--epochs", "1", "--steps-per-epoch", "1"])
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines()[-1] == (
+        "error: loss became inf at step 1; the last good checkpoint is none (none was saved yet).")

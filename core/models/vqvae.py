@@ -32,7 +32,8 @@ class VQVAEConfig(Config):
     num_residual_blocks: int = setting(2, help="residual blocks in the encoder and in the decoder",
                                        flag="--residual-blocks", minimum=0, maximum=64)
     commitment_cost: float = setting(0.25, help="beta of the commitment loss (eq. 4; best kept in 0.25..2)",
-                                     flag="--commitment-cost", minimum=0.0)
+                                     flag="--commitment-cost", minimum=0.0,
+                                     maximum=100.0)
     use_ema: bool = setting(True, help="learn the codebook by EMA updates (--no-ema: by gradient)",
                             flag="--ema")
     ema_decay: float = setting(0.99, help="decay of the EMA codebook updates", flag="--ema-decay",

@@ -16,7 +16,7 @@ from typing import Protocol
 import numpy as np
 import tensorflow as tf
 
-from core import cluster, devices, runs
+from core import cluster, data, devices, runs
 from core.settings import Config, setting
 
 log = logging.getLogger("brainvq.train")
@@ -179,8 +179,9 @@ class _RunLock:
         self.handle.close()
 
 
-class NonFiniteLoss(RuntimeError):
-    """A training metric became NaN or infinite: the weights are no longer worth checkpointing."""
+class NonFiniteLoss(ValueError):
+    """A training metric became NaN or infinite: the weights are no longer worth checkpointing (a user
+    error: a smaller --lr or commitment cost is the fix, so the CLI prints one line)."""
 
 
 class _Heartbeat:
@@ -362,9 +363,10 @@ def _fit(run_dir: Path, task: Task, train: TrainConfig, resume: bool, chief: boo
     except BaseException as error:
         heartbeat.stop()
         lost = _lost_worker(error, train, run_dir, task.kind, step)
-        status("failed", error=str(lost) if lost else f"{type(error).__name__}: {error}")
-        if lost:
-            raise lost from error
+        damaged = data.raised_inside_pipeline(error)  # a slice spoilt since the scan: its name, no traceback
+        status("failed", error=str(lost or damaged) if lost or damaged else f"{type(error).__name__}: {error}")
+        if lost or damaged:
+            raise (lost or damaged) from error
         raise
     finally:
         heartbeat.stop()
