@@ -16,6 +16,8 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, UnidentifiedImageError
 
+from core.paths import expand_user
+
 log = logging.getLogger(__name__)
 
 SPLITS = ("train", "validate", "test")
@@ -34,13 +36,20 @@ def split_folder_name(split: str) -> str:
     return f"keras_png_slices_{split}"
 
 
+def _user_path(path: str | Path) -> Path:
+    try:
+        return expand_user(path)
+    except ValueError as error:
+        raise DataError(f"Data folder {error}") from error
+
+
 def find_data_root(path: str | Path) -> Path:
     """Return the folder holding `keras_png_slices_{train,validate,test}`.
 
     Accepts that folder itself, its parent (the folder that holds `keras_png_slices_data/`),
     or a `slices/` folder that holds it (the layout some OASIS mirrors use).
     """
-    path = Path(path).expanduser()
+    path = _user_path(path)
     if not path.exists():
         raise DataError(f"Data folder {path} does not exist. Point --data at the folder that "
                         f"holds {DATA_FOLDER}/ (or at {DATA_FOLDER} itself).")
@@ -69,7 +78,7 @@ def slice_folder(path: str | Path, split: str = "test") -> tuple[Path, bool]:
 
     Nothing is read but folder listings: a DataError when `path` has none of the three layouts.
     """
-    path = Path(path).expanduser()
+    path = _user_path(path)
     if path.is_dir():
         if any(is_png_file(p) for p in path.iterdir()):
             return path, True

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core import atomic
-from core.paths import REPO_ROOT
+from core.paths import REPO_ROOT, expand_user
 
 STATES = ("running", "finished", "failed", "stopped", "broken")
 HEARTBEAT_STALE_S = 120.0
@@ -299,7 +299,10 @@ def checkpoint_pointer(run_dir: str | Path, which: str = "last") -> dict | None:
 
 def resolve_checkpoint(path: str | Path) -> Path:
     """A run directory (its best checkpoint, else its last) or a bundle folder -> the bundle folder."""
-    path = Path(path).expanduser()
+    try:
+        path = expand_user(path)
+    except ValueError as error:
+        raise RunError(str(error)) from error
     if (path / "config.json").exists() and any(path.glob("*.keras")):
         return path
     if (path / "checkpoints").is_dir():

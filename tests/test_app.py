@@ -464,7 +464,7 @@ def test_pages_render_with_the_demo_checkpoint(page, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("page, label", [("pages/train.py", "Data folder (OASIS keras_png_slices_data)"),
                                          ("pages/codebook.py", "Data folder")])
-@pytest.mark.parametrize("outside", ["/", "/etc", "~"])
+@pytest.mark.parametrize("outside", ["/", "/etc", "~", "~nosuchuser/data", "/tmp/data\x00"])
 def test_a_data_folder_outside_the_allowed_roots_shows_one_message_and_lists_nothing(
         app_env, page, label, outside):
     at = open_page(page)

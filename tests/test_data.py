@@ -395,3 +395,11 @@ def test_evenly_spaced_spans_first_to_last():
     assert data.evenly_spaced(list("abcdefghi"), 3) == ["a", "e", "i"]
     assert data.evenly_spaced([1, 2], 5) == [1, 2]
     assert data.evenly_spaced(list(range(10)), 4) == [0, 3, 6, 9]
+
+
+@pytest.mark.parametrize("given", ["~nosuchuser_brainvq/data", "/tmp/data\x00"])
+def test_a_data_folder_that_names_no_folder_is_a_data_error(given):
+    with pytest.raises(DataError, match="Data folder"):
+        data.find_data_root(given)
+    with pytest.raises(DataError, match="Data folder"):
+        data.find_slices(given)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -61,3 +62,15 @@ def test_a_symlinked_root_is_followed_to_its_target(roots, monkeypatch):
     monkeypatch.setenv("BRAINVQ_DATA_ROOTS", str(roots / "link-to-lab"))
     assert paths.is_allowed_data_folder(roots / "lab" / "inner")
     assert not paths.is_allowed_data_folder(roots / "more")
+
+
+@pytest.mark.parametrize("given", ["~nosuchuser_brainvq/data", "/tmp/data\x00/x"])
+def test_a_path_that_names_no_folder_is_a_value_error_and_never_an_allowed_one(given):
+    with pytest.raises(ValueError) as error:
+        paths.expand_user(given)
+    assert "nosuchuser_brainvq" in str(error.value) or "NUL" in str(error.value)
+    assert paths.is_allowed_data_folder(given) is False
+
+
+def test_expand_user_expands_this_users_home():
+    assert paths.expand_user("~/x") == Path.home() / "x"
