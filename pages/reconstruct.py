@@ -29,8 +29,12 @@ if source == "upload":
         with shared.guard(f"Reading {volume_name}"):
             shape = uploads.nifti_shape(volume_bytes, volume_name)
         left, right = st.columns(2)
-        axis = left.radio("Slice axis", [0, 1, 2], index=2, horizontal=True)
-        index = right.slider("Slice", 0, shape[axis] - 1, shape[axis] // 2)
+        axis = left.radio("Slice axis", [0, 1, 2], index=2, horizontal=True, key="volume_axis")
+        if shape[axis] > 1:
+            index = right.slider("Slice", 0, shape[axis] - 1, shape[axis] // 2)
+        else:  # a 2-D file, or one slice thick: nothing to slide (Streamlit refuses a 0..0 slider)
+            index = 0
+            right.caption(f"One slice along axis {axis}.")
         if st.toggle("SSIM of every slice along this axis", key="volume_strip"):
             with shared.guard("Scoring the volume", stop=False):
                 strip = shared.volume_ssim(bundle, shared.bundle_key(bundle), volume_bytes, volume_name, axis)

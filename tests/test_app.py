@@ -187,6 +187,22 @@ def test_reconstruct_nifti_volume_offers_axis_and_slice(app_env):
     assert "slice 3" in at.dataframe[0].value["slice"][0]
 
 
+@pytest.mark.parametrize("shape", [(24, 24), (24, 24, 1)])
+def test_reconstruct_a_nifti_of_one_slice_has_no_slider_to_break(app_env, shape):
+    """A slider from 0 to 0 is an error in Streamlit: a 2-D NIfTI (or one slice thick) crashed the page."""
+    import nibabel as nib
+
+    volume = np.random.default_rng(3).normal(100, 20, shape).astype(np.float32)
+    at = open_page("pages/reconstruct.py")
+    at.file_uploader[0].set_value(("flat.nii", nib.Nifti1Image(volume, np.eye(4)).to_bytes(),
+                                   "application/octet-stream")).run()
+    no_trouble(at)
+    assert not at.slider and "slice 0" in at.dataframe[0].value["slice"][0]
+    at.radio(key="volume_axis").set_value(0).run()  # 24 slices this way: the slider is back
+    no_trouble(at)
+    assert at.slider[0].max == 23
+
+
 def test_reconstruct_from_the_test_split(app_env):
     at = open_page("pages/reconstruct.py")
     at.radio[0].set_value("test split").run()
