@@ -148,11 +148,19 @@ def slice_level(name: str | Path) -> int | None:
     return int(match.group(1)) if match else None
 
 
+MAX_SLICE_LEVEL = 4095  # OASIS has 32 slices per case; a level beyond this is a misnamed file, not anatomy
+
+
 def slice_levels(paths) -> np.ndarray | None:
-    """(N,) int32 slice levels of the files, or None when any name carries no level."""
+    """(N,) int32 slice levels of the files, or None when any name carries no level; a DataError naming
+    the file when a level is beyond MAX_SLICE_LEVEL (a prior would need an embedding row for each)."""
     levels = [slice_level(p) for p in paths]
     if not levels or any(level is None for level in levels):
         return None
+    top = max(range(len(levels)), key=levels.__getitem__)
+    if levels[top] > MAX_SLICE_LEVEL:
+        raise DataError(f"{Path(paths[top]).name} names slice level {levels[top]}; levels go up to "
+                        f"{MAX_SLICE_LEVEL} (OASIS: 0..31). Rename or remove it.")
     return np.asarray(levels, np.int32)
 
 

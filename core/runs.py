@@ -92,6 +92,16 @@ def refuse_existing(run_dir: str | Path, prepared: frozenset = frozenset()) -> N
                        f"Choose a new --run-dir.")
 
 
+def discard_prepared(run_dir: str | Path) -> None:
+    """A new run that failed before create_run: remove what its task prepared (refuse_existing found
+    none of it there, so it is this run's own), so that the folder takes the next start again."""
+    run_dir = Path(run_dir)
+    if (run_dir / "config.json").exists():
+        return  # a run now: a failed one keeps its files
+    for name in PREPARED_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def create_run(run_dir: str | Path, config: dict) -> Path:
     """Make a new run directory; an existing run or a user's folder is never written into.
 

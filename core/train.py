@@ -105,8 +105,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_dir, task_module = Path(args.run_dir), TASKS[args.kind]
+    fresh = False  # a new run folder this process checked: what its task prepares there is its own
     try:
         train, model, data_settings, saved = _settings(args, run_dir, task_module)
+        fresh = saved is None and cluster.is_chief()
         _check_cluster(args, train)
         if args.workers > 1 and cluster.tf_config() is None:
             return _start_workers(argv, args, train)
@@ -124,8 +126,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"run_dir": str(run_dir), "state": state}))
         return 0
     except cli.user_error_types() as error:
+        if fresh:
+            runs.discard_prepared(run_dir)
         return cli.report(error)
     except Exception:
+        if fresh:
+            runs.discard_prepared(run_dir)
         log.exception("Training failed")  # the traceback goes to train.log too, for the dashboard
         return 1
 

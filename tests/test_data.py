@@ -403,3 +403,11 @@ def test_a_data_folder_that_names_no_folder_is_a_data_error(given):
         data.find_data_root(given)
     with pytest.raises(DataError, match="Data folder"):
         data.find_slices(given)
+
+
+def test_a_slice_level_too_large_for_any_prior_is_a_data_error_naming_the_file(tmp_path):
+    """It overflowed int32 (99999999999), or asked a prior for 10**8 level embeddings."""
+    names = ["case_001_slice_0.nii.png", "case_001_slice_99999999999.nii.png"]
+    with pytest.raises(DataError, match="case_001_slice_99999999999.nii.png"):
+        data.slice_levels([tmp_path / n for n in names])
+    assert data.slice_levels([tmp_path / "case_001_slice_4095.nii.png"]).tolist() == [4095]

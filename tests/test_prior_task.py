@@ -244,6 +244,25 @@ def test_a_volume_prior_refuses_names_without_case_and_slice_numbers(vqvae_run, 
     assert not run_dir.exists()
 
 
+def test_a_prior_that_fails_after_caching_its_codes_leaves_a_folder_it_can_start_in_again(vqvae_run, tmp_path):
+    """The code caches are written before config.json: a failure there left a folder refused as not ours."""
+    import shutil
+
+    from oasis_fixtures import make_oasis_tree
+
+    root = make_oasis_tree(tmp_path / "data")
+    validate = root / "keras_png_slices_data" / "keras_png_slices_validate"
+    shutil.copy(next(validate.glob("*.png")), validate / "case_099_slice_9.nii.png")  # a level train lacks
+    run_dir = tmp_path / "p"
+    for attempt in range(2):
+        result = run("core.train", "prior", "--vqvae", str(vqvae_run), "--data", str(root),
+                     "--run-dir", str(run_dir), "--epochs", "1", *TINY_PRIOR)
+        assert result.returncode == 2, result.stderr[-2000:]
+        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+        assert len(errors) == 1 and "slice level 9" in errors[0], (attempt, errors)
+        assert not run_dir.exists() or not any(run_dir.iterdir())
+
+
 def test_evaluate_prints_one_json_object(vqvae_run, oasis_tree):
     result = run("core.evaluate", "--checkpoint", str(vqvae_run), "--data", str(oasis_tree),
                  "--split", "test")
