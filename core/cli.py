@@ -5,9 +5,21 @@ import argparse
 import os
 import sys
 
+from core import settings
+
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 USAGE_ERROR = 2  # a user's mistake: one `error:` line on stderr
+
+
+def seed_type():
+    """--seed of every sampling command: a non-negative int32, as the samplers' streams take it."""
+    return settings.number(int, "seed", minimum=0, maximum=2**31 - 1)
+
+
+def sample_count_type(name: str = "n"):
+    """--n of every sampling command: at most 4096 slices (minutes on a CPU; more is surely a typo)."""
+    return settings.number(int, name, minimum=1, maximum=4096)
 
 
 class Parser(argparse.ArgumentParser):

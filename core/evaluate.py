@@ -40,8 +40,9 @@ def build_samples_parser() -> cli.Parser:
                       "Generate brains from a prior checkpoint and compare them with real slices: FD and KID "
                       "on reference features, MS-SSIM diversity, brain area by level; real train slices "
                       "give the baseline.", "a prior run directory or bundle folder", "validate")
-    parser.add_argument("--n", type=positive_int, default=256, help="samples (and real slices) to compare")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n", type=cli.sample_count_type(), default=256,
+                        help="samples (and real slices) to compare")
+    parser.add_argument("--seed", type=cli.seed_type(), default=0)
     parser.add_argument("--reference", default=None,
                         help="reference network folder (default: checkpoints/reference)")
     return parser

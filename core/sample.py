@@ -14,9 +14,9 @@ def build_parser() -> cli.Parser:
     parser = cli.Parser(prog="python -m core.sample", description="Sample new brain slices from a PixelCNN prior.")
     parser.add_argument("--checkpoint", required=True,
                         help="prior run directory (its best checkpoint) or bundle folder")
-    parser.add_argument("--n", type=settings.number(int, "n", minimum=1, maximum=4096), default=16,
+    parser.add_argument("--n", type=cli.sample_count_type(), default=16,
                         help="how many slices")
-    parser.add_argument("--seed", type=settings.number(int, "seed", minimum=0, maximum=2**31 - 1), default=0)
+    parser.add_argument("--seed", type=cli.seed_type(), default=0)
     parser.add_argument("--temperature", type=settings.number(float, "temperature", minimum=0.0, maximum=100.0),
                         default=None, help="divides the logits; 0 always takes the most likely code (default: 1.0 "
                                            f"for slices, {jobs.VOLUME_TEMPERATURE} for --volume, where it keeps "

@@ -75,6 +75,15 @@ def test_samples_refuses_n_below_one(capsys, bundle, oasis_tree):
     assert code == 2 and err.startswith("error:") and "--n" in err
 
 
+@pytest.mark.parametrize("flag, value, says", [("--n", "99999999999", "4096"), ("--seed", "-1", "seed"),
+                                              ("--seed", "99999999999999999999999", "seed")])
+def test_samples_refuses_counts_and_seeds_out_of_range_naming_them(capsys, bundle, oasis_tree, flag, value, says):
+    """--n 99999999999 tried to allocate 745 GiB (a traceback); a bad --seed's message named no flag."""
+    code, _, err = run(capsys, "samples", "--checkpoint", str(bundle), "--data", str(oasis_tree), flag, value)
+    assert code == 2 and err.startswith("error:") and flag in err and says in err
+    assert len(err.strip().splitlines()) == 1
+
+
 def test_surprise_prints_one_row_per_slice_and_writes_each_bits_map(capsys, bundle, oasis_tree, tmp_path):
     import numpy as np
 
