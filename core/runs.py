@@ -32,6 +32,7 @@ with the reason; it never stops the others from being listed.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -231,9 +232,11 @@ def read_metrics(run_dir: str | Path, offset: int = 0) -> tuple[list[dict], int]
     records = []
     for line in data[:end].splitlines():
         try:
-            records.append(json.loads(line))
+            record = json.loads(line)
         except ValueError:
             continue  # a line torn by a crash on a filesystem without ordered appends
+        if isinstance(record, dict):  # a bare 5 or [1] is no record of ours: every reader expects objects
+            records.append(record)
     return records, offset + end
 
 
@@ -379,7 +382,7 @@ def summarize_run(run_dir: str | Path) -> RunSummary:
 
 def _count(value, name: str, kind=int):
     if isinstance(value, bool) or not isinstance(value, (int, float) if kind is float else int) \
-            or value < 0:
+            or not math.isfinite(value) or value < 0:  # json reads Infinity and NaN
         raise RunError(f"Expected {name} to be a number >= 0 in status.json or config.json. "
                        f"Received: {value!r:.40}.")
     return value

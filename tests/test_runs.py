@@ -385,6 +385,8 @@ def test_summary_of_a_fresh_run_uses_the_config(run):
     ("status.json", "[]", "status.json"),
     ("status.json", '{"state": "finished", "step": "many"}', "step"),
     ("status.json", '{"state": "finished", "epochs": -3}', "epochs"),
+    ("status.json", '{"state": "finished", "elapsed_s": Infinity}', "elapsed_s"),  # Python's json reads it
+    ("status.json", '{"state": "finished", "elapsed_s": NaN}', "elapsed_s"),
 ])
 def test_a_broken_run_is_listed_as_broken_beside_the_good_ones(tmp_path, file, text, why):
     good = runs.create_run(tmp_path / "good", CONFIG)
@@ -407,3 +409,16 @@ def test_list_runs_newest_first(tmp_path):
     assert [s.path for s in listed] == [new, old]
     assert [s.kind for s in listed] == ["prior", "vqvae"]
     assert runs.list_runs(tmp_path / "missing") == []
+
+
+def test_metric_lines_that_are_json_but_not_objects_are_skipped_by_readers_and_resume(tmp_path):
+    """A line `5` broke resume (truncate_metrics) and the Curves and Train pages (AttributeError)."""
+    run_dir = runs.create_run(tmp_path / "r", CONFIG)
+    runs.append_metrics(run_dir, [{"kind": "step", "step": 1, "loss": 0.5}])
+    with open(run_dir / "metrics.jsonl", "a") as handle:
+        handle.write('5\n[1, 2]\n"text"\nnull\n')
+    runs.append_metrics(run_dir, [{"kind": "step", "step": 2, "loss": 0.4}])
+    records, _ = runs.read_metrics(run_dir)
+    assert [r["step"] for r in records] == [1, 2]
+    assert runs.truncate_metrics(run_dir, 1) == 1
+    assert [r["step"] for r in runs.read_metrics(run_dir)[0]] == [1]
