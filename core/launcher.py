@@ -70,7 +70,7 @@ def pending_runs(root: str | Path) -> list[PendingRun]:
         if not launcher or not isinstance(launcher, dict):
             continue  # not made by a launcher: not ours to report
         alive = _launcher_alive(launcher)
-        tail = _console_text(path, 0).strip().splitlines()[-6:]
+        tail = runs.console_text(path, 0).strip().splitlines()[-6:]
         found.append(PendingRun(path, alive, "\n".join(tail)))
     found.sort(key=lambda p: p.path.stat().st_mtime, reverse=True)
     return found
@@ -89,16 +89,6 @@ def _launcher_alive(launcher: dict) -> bool:
     return runs.is_process(launcher.get("pid"), launcher.get("pid_start"))
 
 
-def _console_text(run_dir: Path, offset) -> str:
-    """console.log from byte `offset` on ("" when there is none)."""
-    try:
-        with open(run_dir / "console.log", "rb") as handle:
-            handle.seek(offset if isinstance(offset, int) and offset >= 0 else 0)
-            return handle.read().decode(errors="replace")
-    except OSError:
-        return ""
-
-
 def launch_failure(run_dir: Path) -> str | None:
     """Why the last launch into `run_dir` (a resume) died before the trainer wrote a word, or None.
 
@@ -114,7 +104,7 @@ def launch_failure(run_dir: Path) -> str | None:
                                      and heartbeat >= launcher["started"]):
         return None
     lines = [line.strip() for line in
-             _console_text(run_dir, launcher.get("console_offset")).splitlines() if line.strip()]
+             runs.console_text(run_dir, launcher.get("console_offset")).splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error:")]
     reason = (errors or lines or ["the process ended without a message"])[-1]
     return reason.removeprefix("error:").strip()[:300]

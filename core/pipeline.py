@@ -32,7 +32,7 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0 or state != "finished":
         print(f"pipeline: the VQ-VAE run ended {state} (exit code {code}); the prior was not "
               f"started and its run name is free again.", flush=True)
-        if _reserved_only(prior_run):
+        if prior_run.is_dir() and not runs.foreign_files(prior_run):  # reserved, and nothing wrote into it since
             shutil.rmtree(prior_run, ignore_errors=True)
         return code or 1
     prior_run.mkdir(parents=True, exist_ok=True)
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
         code = subprocess.call([sys.executable, "-m", "core.train", "prior", "--vqvae",
                                 str(vqvae_run), *prior_args], stdout=log, stderr=subprocess.STDOUT)
     if code != 0:  # its one `error:` line went to the prior's console.log: say it here too
-        print(_last_error(console, offset) or f"error: the prior run ended with exit code {code}",
-              file=sys.stderr)
+        errors = [line for line in runs.console_text(prior_run, offset).splitlines() if line.startswith("error:")]
+        print((errors or [f"error: the prior run ended with exit code {code}"])[-1], file=sys.stderr)
     return code
 
 
@@ -58,24 +58,6 @@ def _flags(parser: cli.Parser, name: str, text: str) -> tuple[list[str], Path]:
     if "--run-dir" not in flags[:-1]:
         parser.error(f"{name} must hold --run-dir FOLDER. Received: {text[:80]!r}")
     return flags, Path(flags[flags.index("--run-dir") + 1])
-
-
-def _reserved_only(run_dir: Path) -> bool:
-    """A folder the launcher reserved for the prior and nothing wrote into since: free to remove."""
-    try:
-        return run_dir.is_dir() and {p.name for p in run_dir.iterdir()} <= runs.LAUNCHER_FILES
-    except OSError:
-        return False
-
-
-def _last_error(console: Path, offset: int) -> str:
-    try:
-        with open(console, "rb") as handle:
-            handle.seek(offset)
-            lines = handle.read().decode(errors="replace").splitlines()
-    except OSError:
-        return ""
-    return next((line for line in reversed(lines) if line.startswith("error:")), "")
 
 
 if __name__ == "__main__":

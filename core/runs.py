@@ -71,6 +71,13 @@ def read_json(path: str | Path, default=None):
 
 
 # --- creation and config --------------------------------------------------------------------
+def foreign_files(run_dir: str | Path, prepared: frozenset = frozenset()) -> list[str]:
+    """What in a folder without a run is not ours: all but LAUNCHER_FILES (and `prepared`), sorted."""
+    run_dir = Path(run_dir)
+    return sorted(p.name for p in run_dir.iterdir() if p.name not in LAUNCHER_FILES | prepared) \
+        if run_dir.is_dir() else []
+
+
 def refuse_existing(run_dir: str | Path, prepared: frozenset = frozenset()) -> None:
     """RunError unless `run_dir` is new, empty, or a folder the launcher reserved for this run.
 
@@ -84,8 +91,7 @@ def refuse_existing(run_dir: str | Path, prepared: frozenset = frozenset()) -> N
     if run_dir.exists() and not run_dir.is_dir():
         raise RunError(f"Expected a new or empty folder for --run-dir. Received: {run_dir}, "
                        f"which is a file.")
-    others = sorted(p.name for p in run_dir.iterdir() if p.name not in LAUNCHER_FILES | prepared) \
-        if run_dir.is_dir() else []
+    others = foreign_files(run_dir, prepared)
     if others:
         shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
         raise RunError(f"Expected a new or empty folder for --run-dir. Received: {run_dir}, which "
@@ -420,6 +426,16 @@ def launch(args: list[str], run_dir: str | Path, module: str = "core.train") -> 
                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                    start_new_session=True)
     return process.pid
+
+
+def console_text(run_dir: str | Path, offset=0) -> str:
+    """console.log (what `launch` caught) from byte `offset` on ("" when there is none)."""
+    try:
+        with open(Path(run_dir) / "console.log", "rb") as handle:
+            handle.seek(offset if isinstance(offset, int) and offset >= 0 else 0)
+            return handle.read().decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def request_stop(run_dir: str | Path) -> None:

@@ -125,13 +125,11 @@ def main(argv: list[str] | None = None) -> int:
         state = loop.fit(run_dir, task, train, resume=args.resume)
         print(json.dumps({"run_dir": str(run_dir), "state": state}))
         return 0
-    except cli.user_error_types() as error:
+    except Exception as error:
         if fresh:
             runs.discard_prepared(run_dir)
-        return cli.report(error)
-    except Exception:
-        if fresh:
-            runs.discard_prepared(run_dir)
+        if isinstance(error, cli.user_error_types()):
+            return cli.report(error)
         log.exception("Training failed")  # the traceback goes to train.log too, for the dashboard
         return 1
 

@@ -362,11 +362,11 @@ def _fit(run_dir: Path, task: Task, train: TrainConfig, resume: bool, chief: boo
         return "finished"
     except BaseException as error:
         heartbeat.stop()
-        lost = _lost_worker(error, train, run_dir, task.kind, step)
-        damaged = data.raised_inside_pipeline(error)  # a slice spoilt since the scan: its name, no traceback
-        status("failed", error=str(lost or damaged) if lost or damaged else f"{type(error).__name__}: {error}")
-        if lost or damaged:
-            raise (lost or damaged) from error
+        # A lost worker, or a slice spoilt since the scan: said in a user's words, without a traceback.
+        known = _lost_worker(error, train, run_dir, task.kind, step) or data.raised_inside_pipeline(error)
+        status("failed", error=str(known) if known else f"{type(error).__name__}: {error}")
+        if known:
+            raise known from error
         raise
     finally:
         heartbeat.stop()
