@@ -57,7 +57,7 @@ def chart(where, key: str, runs_records: dict, kind: str, metric: str, log: bool
     """One metric of the chosen runs as a Vega-Lite chart (plotly's 4.6 MB script made a new tab's first
     visit to this page 1.7x as slow: 4.4 s against 2.6 s, BENCHMARKS.md)."""
     rows = charts.curve_rows(runs_records, kind, metric, x_axis, smoothing)
-    where.vega_lite_chart(rows, charts.curve_spec(metric, list(runs_records), kind, x_axis, log), key=key,
+    where.vega_lite_chart(rows, charts.curve_spec(metric, kind, x_axis, log), key=key,
                           width="stretch")
 
 

@@ -130,7 +130,7 @@ def loss_chart(summary: runs.RunSummary) -> None:
         st.caption("No loss yet: a run writes its first metric line after a few steps.")
         return
     st.vega_lite_chart(charts.curve_rows(records, "step", "loss", "step", charts.SMOOTHING),
-                       {**charts.curve_spec("loss", list(records), "step", "step", log=True), "height": 180},
+                       {**charts.curve_spec("loss", "step", "step", log=True), "height": 180},
                        key="train_loss_chart", width="stretch")
 
 

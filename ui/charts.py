@@ -13,24 +13,29 @@ SMOOTHING = 0.6  # the EMA weight a chart starts with
 
 
 def curve_rows(runs_records: dict, kind: str, metric: str, x_axis: str, smoothing: float) -> pd.DataFrame:
-    """Long table (run, x, value, line) of each run's curve: step metrics raw and EMA-smoothed, epoch
-    metrics as they are (line "raw" only)."""
+    """Long table (run, x, value, line, colour) of each run's curve: step metrics raw and EMA-smoothed,
+    epoch metrics as they are (line "raw" only); each run's colour by its place in `runs_records`."""
     frames = []
-    for name, records in runs_records.items():
+    for i, (name, records) in enumerate(runs_records.items()):
         x, raw, smooth = curves.curve(records, kind, metric, x_axis, smoothing)
-        frames.append(pd.DataFrame({"run": name, "x": x, "value": raw, "line": RAW}))
+        colour = COLOURS[i % len(COLOURS)]
+        frames.append(pd.DataFrame({"run": name, "x": x, "value": raw, "line": RAW, "colour": colour}))
         if kind == "step":
-            frames.append(pd.DataFrame({"run": name, "x": x, "value": smooth, "line": SMOOTHED}))
-    rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["run", "x", "value", "line"])
+            frames.append(pd.DataFrame({"run": name, "x": x, "value": smooth, "line": SMOOTHED, "colour": colour}))
+    rows = (pd.concat(frames, ignore_index=True) if frames
+            else pd.DataFrame(columns=["run", "x", "value", "line", "colour"]))
     return rows  # NaN and inf values (a diverged step) are left out by the spec's filter
 
 
-def curve_spec(title: str, runs: list[str], kind: str, x_axis: str, log: bool = False) -> dict:
+def curve_spec(title: str, kind: str, x_axis: str, log: bool = False) -> dict:
     """Each run's raw line faint behind its smoothed line (step metrics) or a line with points (epoch
-    metrics), one colour per run in the order given; drag to pan, wheel to zoom, double-click resets."""
+    metrics), each run in the colour its rows carry; drag to pan, wheel to zoom, double-click resets.
+
+    The spec names no run: choosing other runs changes only the data, so Streamlit hands the chart its
+    new rows instead of building the chart again (about 75 ms a chart in Chromium here)."""
     y = {"field": "value", "type": "quantitative", "title": title, "scale": {"type": "log"} if log else {"zero": False}}
     colour = {"field": "run", "type": "nominal", "title": None, "legend": {"orient": "bottom"},
-              "scale": {"domain": list(runs), "range": [COLOURS[i % len(COLOURS)] for i in range(len(runs))]}}
+              "scale": {"range": {"field": "colour"}}}
     x = {"field": "x", "type": "quantitative", "title": x_axis}
     tooltip = [{"field": "run", "type": "nominal"}, {"field": "x", "type": "quantitative", "title": x_axis,
                                                       "format": ".4~g"},
@@ -44,5 +49,5 @@ def curve_spec(title: str, runs: list[str], kind: str, x_axis: str, log: bool = 
     if kind == "step":
         layers.insert(0, {"transform": [{"filter": f"datum.line == '{RAW}'"}],
                           "mark": {"type": "line", "strokeWidth": 1, "opacity": 0.25},
-                          "encoding": {"x": x, "y": y, "color": {**colour, "legend": None}}})
+                          "encoding": {"x": x, "y": y, "color": colour}})  # one legend, merged with the front layer's
     return {"title": title, "height": 260, "transform": [{"filter": valid}], "layer": layers}
