@@ -18,5 +18,6 @@ PAGES = [
 ]
 
 page = st.navigation(access.gate(PAGES))  # only a sign-in page until access is given
+access.requested_page()  # a fresh server's first visitor may have asked for a page by URL
 st.sidebar.caption("BrainVQ: a VQ-VAE and a PixelCNN prior over OASIS brain MRI slices.")
 page.run()

@@ -10,7 +10,7 @@ import streamlit as st
 from core import codebook, data, jobs
 from ui import access, shared, viewer
 
-access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
+access.require(__file__)  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Codebook")
 bundle = shared.pick_checkpoint()

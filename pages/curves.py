@@ -7,7 +7,7 @@ import streamlit as st
 from core import curves, runs
 from ui import access, charts, shared
 
-access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
+access.require(__file__)  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Curves")
 root = shared.runs_root()

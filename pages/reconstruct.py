@@ -7,7 +7,7 @@ import streamlit as st
 from core import images, jobs, metrics, paths, uploads
 from ui import access, shared, viewer
 
-access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
+access.require(__file__)  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Reconstruct")
 bundle = shared.pick_checkpoint()

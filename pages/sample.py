@@ -5,7 +5,7 @@ from core import images, jobs, uploads, volumes
 from core.models.prior import num_levels
 from ui import access, shared, viewer
 
-access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
+access.require(__file__)  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Sample")
 bundle = shared.pick_checkpoint(need_prior=True)

@@ -10,7 +10,7 @@ from core.training.loop import TrainConfig
 from core.training.vqvae_task import VQVAEData
 from ui import access, charts, forms, shared
 
-access.require()  # also when Streamlit runs this file straight from pages/, skipping app.py
+access.require(__file__)  # also when Streamlit runs this file straight from pages/, skipping app.py
 
 st.title("Train")
 root, gpus = shared.runs_root(), shared.gpu_count()

@@ -10,6 +10,8 @@ import streamlit as st
 SWITCH = "BRAINVQ_SERVE"  # BRAINVQ_SERVE=lab: served to a lab network, whatever the address says
 TOKEN = "BRAINVQ_TOKEN"
 SIGNED_IN_KEY = "brainvq_signed_in"  # in session_state: this browser session gave the right token
+ROUTED_KEY = "brainvq_routed"  # in session_state: app.py's navigation has run in this session
+REQUESTED_KEY = "brainvq_requested_page"  # a page asked for by URL before app.py's navigation ran
 SETUP_HELP = (
     "This BrainVQ server is open to a network but has no login configured, so it shows nothing. "
     "Set a shared token (`BRAINVQ_TOKEN=... streamlit run app.py`, or `BRAINVQ_TOKEN = \"...\"` in "
@@ -85,18 +87,31 @@ def has_access() -> bool:
     return configured_token() is not None and bool(st.session_state.get(SIGNED_IN_KEY))
 
 
-def require() -> None:
-    """Stop a page here unless this visitor has access. Each page calls it: on a fresh server,
-    Streamlit runs a file of pages/ asked for by URL on its own, before app.py ever calls
-    st.navigation (its pages-folder mode), so the gate in app.py alone can be walked around."""
+def require(page_file: str) -> None:
+    """Stop a page here unless this visitor has access, and hand a page run outside app.py back to it.
+
+    Each page calls it with its own `__file__`: on a fresh server, Streamlit runs a file of pages/ asked
+    for by URL on its own, before app.py ever calls st.navigation (its pages-folder mode), so the gate in
+    app.py alone could be walked around, and that first visitor would get the folder's file names as
+    navigation. Such a run goes to app.py, which comes back to the page asked for (`requested_page`)."""
+    if ROUTED_KEY not in st.session_state:
+        st.session_state[REQUESTED_KEY] = f"pages/{os.path.basename(page_file)}"
+        st.switch_page("app.py")
     if not has_access():
         sign_in_page()
         st.stop()
 
 
+def requested_page() -> None:
+    """Once this visitor has access, open the page a pages-folder run asked for (see `require`)."""
+    if has_access() and REQUESTED_KEY in st.session_state:
+        st.switch_page(st.session_state.pop(REQUESTED_KEY))
+
+
 def gate(pages: list) -> list:
     """The pages this visitor may see: all of them, or only the sign-in page (navigation always runs,
     so no page file can be reached around the gate)."""
+    st.session_state[ROUTED_KEY] = True
     if has_access():
         if oidc_configured() and served_to_network(st.get_option("server.address"),
                                                    os.environ.get(SWITCH)):

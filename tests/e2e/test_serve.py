@@ -98,3 +98,26 @@ def test_by_default_the_server_listens_on_loopback_only(chromium_path, tmp_path)
     finally:
         stop_process(process)
     assert (REPO_ROOT / ".streamlit" / "config.toml").exists()
+
+
+def test_a_fresh_servers_first_visit_by_url_gets_the_apps_own_navigation(chromium_path, browser, e2e_paths, tmp_path):
+    """Streamlit runs a pages/ file asked for by URL on its own until app.py has once called
+    st.navigation: that first visitor must still get the app's five pages, not the folder's file names."""
+    env = {"BRAINVQ_SERVE": None, "BRAINVQ_RUNS": str(e2e_paths["runs"]),
+           "BRAINVQ_CHECKPOINT": None if e2e_paths["uses_demo"] else str(e2e_paths["bundle"]),
+           "BRAINVQ_DATA": None if e2e_paths["uses_demo"] else str(e2e_paths["train_data"])}
+    process, url = start_streamlit(env, tmp_path / "streamlit.log")
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    try:
+        page = context.new_page()
+        page.set_default_timeout(60_000)
+        page.goto(f"{url}/codebook")
+        page.get_by_role("heading", name="Codebook").wait_for()
+        page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")
+        links = page.get_by_test_id("stSidebarNavLink")
+        assert [" ".join(t.split()[-1:]) for t in links.all_inner_texts()] == PAGE_TITLES
+        assert page.url.endswith("/codebook")
+        assert page.get_by_test_id("stException").count() == 0
+    finally:
+        context.close()
+        stop_process(process)
