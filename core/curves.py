@@ -4,11 +4,26 @@ Also the run-comparison table: one row per run with its figures and the settings
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 
 from core import runs
+
+LARGEST_READING = 1e18  # beyond it a figure is no training's (and int64, a table's column, ends near 9.2e18)
+
+
+def reading(value) -> float | None:
+    """A metric value as a float, or None when it is not a finite number a chart or table can hold
+    (a string, a bool, NaN, inf, 10**400) — a metrics line written by hand or damaged."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) and abs(number) <= LARGEST_READING else None
 
 
 def smooth_ema(values, weight: float) -> np.ndarray:
@@ -48,17 +63,25 @@ X_AXES = {"step": "step", "epoch": "epoch", "wall time (min)": "elapsed_s"}
 
 def curve(records: list[dict], kind: str, metric: str, x_axis: str,
           smoothing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One metric of one record kind ("step" or "epoch") against an x axis: x, raw, EMA-smoothed."""
-    rows = [r for r in records if r.get("kind") == kind and isinstance(r.get(metric), (int, float))]
+    """One metric of one record kind ("step" or "epoch") against an x axis: x, raw, EMA-smoothed.
+
+    Values that are not finite numbers are left out; an x that is not one is NaN (not drawn)."""
+    rows = [r for r in records if r.get("kind") == kind and reading(r.get(metric)) is not None]
     key = X_AXES[x_axis]
-    x = np.array([r.get(key, np.nan) for r in rows], np.float64)
+
+    def axis(name):
+        return np.array([np.nan if reading(r.get(name)) is None else reading(r.get(name)) for r in rows],
+                        np.float64)
+
+    x = axis(key)
     if key == "elapsed_s":
         x = x / 60.0
     elif key == "epoch" and kind == "step":  # a step sits at a fraction of its epoch
-        steps_per_epoch = min((r["step"] for r in records if r.get("kind") == "epoch"), default=0)
+        epoch_steps = [reading(r.get("step")) for r in records if r.get("kind") == "epoch"]
+        steps_per_epoch = min((s for s in epoch_steps if s), default=0)
         if steps_per_epoch:
-            x = np.array([r["step"] for r in rows], np.float64) / steps_per_epoch
-    raw = np.array([r[metric] for r in rows], np.float64)
+            x = axis("step") / steps_per_epoch
+    raw = np.array([reading(r[metric]) for r in rows], np.float64)
     return x, raw, smooth_ema(raw, smoothing)
 
 
@@ -68,8 +91,7 @@ def metric_names(records: list[dict], kind: str) -> list[str]:
     names: dict[str, None] = {}
     for record in records:
         if record.get("kind") == kind:
-            names.update({k: None for k, v in record.items()
-                          if k not in skip and isinstance(v, (int, float))})
+            names.update({k: None for k, v in record.items() if k not in skip and reading(v) is not None})
     return list(names)
 
 
@@ -79,13 +101,25 @@ def sample_images(run_dir: str | Path) -> list[Path]:
 
 
 def sample_epochs(run_dir: str | Path) -> dict[int, Path]:
-    """{epoch: picture} of a run's per-epoch reconstructions (names not epoch_<number>.png are skipped)."""
+    """{epoch: picture} of a run's per-epoch reconstructions (names not epoch_<number>.png, and what is not
+    a file, are skipped)."""
     found = {}
     for path in sample_images(run_dir):
         number = path.stem.split("_", 1)[1]
-        if number.isdigit():
+        if number.isascii() and number.isdigit() and path.is_file():
             found[int(number)] = path
     return found
+
+
+def load_picture(path: str | Path) -> np.ndarray | None:
+    """A per-epoch picture's pixels, or None when the file cannot be read as an image."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("L"))
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+        return None
 
 
 def picture_at(pictures: dict[int, Path], epoch: int) -> tuple[int, Path] | None:
@@ -101,6 +135,8 @@ def flatten_settings(config: dict, prefix: str = "") -> dict:
         name = f"{prefix}{key}"
         if isinstance(value, dict):
             flat.update(flatten_settings(value, f"{name}."))
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) >= 2 ** 63:
+            flat[name] = str(value)  # a table column of int64 cannot hold it
         else:
             flat[name] = value if isinstance(value, (int, float, str, bool)) or value is None else str(value)
     return flat
@@ -134,7 +170,7 @@ def run_figures(run_dir: str | Path) -> dict:
         steps = [r for r in records if r.get("kind") == "step"]
 
         def values(rows, metric):
-            return [r[metric] for r in rows if isinstance(r.get(metric), (int, float))]
+            return [reading(r.get(metric)) for r in rows if reading(r.get(metric)) is not None]
 
         ssim, bits = values(epochs, "val_ssim"), values(epochs, "val_bits_per_code")
         codes = values(epochs, "val_codes_used") or values(steps, "codes_used")

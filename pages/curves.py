@@ -112,8 +112,11 @@ columns = st.columns(min(len(chosen), 3))
 for i, name in enumerate(chosen):
     shown = curves.picture_at(pictures[name], epoch)
     column = columns[i % len(columns)]
+    pixels = None if shown is None else curves.load_picture(shown[1])
     if shown is None:
         column.info(f"{name}: no picture at or before epoch {epoch}.")
+    elif pixels is None:
+        column.info(f"{name}: the picture of epoch {shown[0]} ({shown[1].name}) cannot be read.")
     else:
-        column.image(str(shown[1]), width="stretch",
+        column.image(pixels, width="stretch",
                      caption=f"{name}, epoch {shown[0]}: validation slices (top), reconstructions (bottom)")

@@ -735,3 +735,20 @@ def test_curves_validation_metric_is_chosen_once_the_first_epoch_is_in(app_env):
     no_trouble(at)
     assert at.selectbox(key="epoch_metric").value == "val_ssim"
     assert len(at.get("vega_lite_chart")) == 2  # loss and val_ssim
+
+
+def test_curves_page_survives_damaged_pictures_and_metric_lines(app_env):
+    run_dir = run_with_pictures(app_env, "damaged", [1, 2], 64)
+    (run_dir / "samples" / "epoch_002.png").write_bytes(b"not a png at all")
+    (run_dir / "samples" / "epoch_003.png").mkdir()
+    (run_dir / "samples" / "epoch_\u00b2.png").write_bytes(b"")
+    with open(run_dir / "metrics.jsonl", "a") as metrics:
+        metrics.write('{"kind": "epoch", "epoch": 3, "val_ssim": 0.1, "val_codes_used": 1e400}\n'
+                      '{"kind": "step", "step": "x", "epoch": 1, "loss": 0.5}\n')
+    at = open_page("pages/curves.py")
+    at.radio[0].set_value("epoch").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.dataframe) == 1 and at.dataframe[0].value["run"].tolist() == ["damaged"]
+    assert any("cannot be read" in i.value for i in at.info)  # the epoch-2 picture, named
+    at.select_slider(key="samples_epoch").set_value(1).run()
+    assert not at.exception and len(at.get("image")) == 1

@@ -128,3 +128,47 @@ def test_the_run_table_is_outdated_by_a_new_run_a_state_or_a_chosen_run_s_new_ep
     shown = curves.table_state(tmp_path, records("first"))
     make_run(tmp_path, "new", {"kind": "vqvae"}, [])
     assert curves.table_outdated(shown, curves.table_state(tmp_path, records("first")))
+
+
+def test_curves_skip_values_that_are_not_finite_numbers_and_steps_that_are_missing_or_not_numbers():
+    records = [{"kind": "epoch", "epoch": 1, "val_ssim": 0.5},  # no step: the epoch axis must not need one
+               {"kind": "epoch", "step": 10, "epoch": 2, "val_ssim": 0.6},
+               {"kind": "step", "step": "x", "epoch": 1, "loss": 0.5},
+               {"kind": "step", "step": 4, "epoch": 1, "loss": True},
+               {"kind": "step", "step": 5, "epoch": 1, "loss": 10 ** 400},
+               {"kind": "step", "step": 6, "epoch": 1, "loss": 0.25}]
+    for axis in curves.X_AXES:
+        x, raw, _ = curves.curve(records, "step", "loss", axis, 0.0)
+        assert raw.tolist() == [0.5, 0.25] and len(x) == 2
+    x, _, _ = curves.curve(records, "step", "loss", "step", 0.0)
+    assert np.isnan(x[0]) and x[1] == 6  # a step that is not a number is not placed
+    x, _, _ = curves.curve(records, "step", "loss", "epoch", 0.0)
+    assert x[1] == pytest.approx(0.6)  # steps per epoch from the epoch record that has a step
+    x, raw, _ = curves.curve(records, "epoch", "val_ssim", "epoch", 0.0)
+    assert x.tolist() == [1, 2] and raw.tolist() == [0.5, 0.6]
+    assert curves.metric_names(records, "step") == ["loss"]
+
+
+@pytest.mark.parametrize("codes", [float("inf"), float("nan"), 10 ** 40, 10 ** 400])
+def test_run_figures_and_settings_hold_only_what_a_table_can_show(tmp_path, codes):
+    run_dir = make_run(tmp_path, "odd", {"kind": "vqvae", "train": {"batch_size": 10 ** 30}},
+                       [{"kind": "epoch", "step": 3, "epoch": 1, "val_ssim": 0.5, "val_codes_used": 12},
+                        {"kind": "epoch", "step": 6, "epoch": 2, "val_ssim": float("inf"), "val_codes_used": codes}])
+    figures = curves.run_figures(run_dir)
+    assert figures["best val_ssim"] == figures["final val_ssim"] == 0.5 and figures["codes used"] == 12
+    assert curves.run_settings(run_dir)["train.batch_size"] == str(10 ** 30)  # beyond int64: shown as text
+
+
+def test_sample_epochs_keep_only_readable_files_named_with_ascii_digits(tmp_path):
+    samples = tmp_path / "samples"
+    samples.mkdir()
+    from PIL import Image
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(samples / "epoch_001.png")
+    (samples / "epoch_002.png").write_bytes(b"not a png at all")
+    (samples / "epoch_003.png").mkdir()
+    (samples / "epoch_004.png").symlink_to(tmp_path / "gone.png")
+    Image.fromarray(np.zeros((4, 8), np.uint8)).save(samples / "epoch_\u00b2.png")
+    pictures = curves.sample_epochs(tmp_path)
+    assert sorted(pictures) == [1, 2]
+    assert curves.load_picture(pictures[1]).shape == (4, 8)
+    assert curves.load_picture(pictures[2]) is None  # not a picture: the page says so
