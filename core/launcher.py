@@ -23,7 +23,7 @@ from core.training.loop import TrainConfig
 from core.training.vqvae_task import VQVAEData
 
 # {"pid", "pid_start", "started", "command", "console_offset"}: written by whoever started the run
-LAUNCHER_FILE = "launcher.json"
+LAUNCHER_FILE = runs.LAUNCHER_FILE
 _RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,79}$")
 
 

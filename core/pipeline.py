@@ -25,6 +25,9 @@ def main(argv: list[str] | None = None) -> int:
         runs.refuse_existing(prior_run)
     except runs.RunError as error:
         return cli.report(error)
+    code = _check_prior_flags(vqvae_run, prior_args)  # a typo there, too, is told before those hours
+    if code != 0:
+        return code
     # The children run where this process runs (the repository, for `python -m`), so relative
     # folders name the same place for them as for the checks here.
     code = subprocess.call([sys.executable, "-m", "core.train", "vqvae", *vqvae_args])
@@ -32,7 +35,8 @@ def main(argv: list[str] | None = None) -> int:
     if code != 0 or state != "finished":
         print(f"pipeline: the VQ-VAE run ended {state} (exit code {code}); the prior was not "
               f"started and its run name is free again.", flush=True)
-        if prior_run.is_dir() and not runs.foreign_files(prior_run):  # reserved, and nothing wrote into it since
+        reserved = (prior_run / runs.LAUNCHER_FILE).is_file()  # by the launcher: a user's empty folder stays
+        if reserved and not runs.foreign_files(prior_run):  # and nothing wrote into it since
             shutil.rmtree(prior_run, ignore_errors=True)
         return code or 1
     prior_run.mkdir(parents=True, exist_ok=True)
@@ -45,6 +49,13 @@ def main(argv: list[str] | None = None) -> int:
         errors = [line for line in runs.console_text(prior_run, offset).splitlines() if line.startswith("error:")]
         print((errors or [f"error: the prior run ended with exit code {code}"])[-1], file=sys.stderr)
     return code
+
+
+def _check_prior_flags(vqvae_run: Path, prior_args: list[str]) -> int:
+    """Parse the prior's flags as `core.train prior` will, in a child that exits 2 with its one `error:`
+    line for a bad one (the parser imports TensorFlow, which this long-lived process need not hold)."""
+    check = "import sys; from core import train; train.build_parser().parse_args(sys.argv[1:])"
+    return subprocess.call([sys.executable, "-c", check, "prior", "--vqvae", str(vqvae_run), *prior_args])
 
 
 def _flags(parser: cli.Parser, name: str, text: str) -> tuple[list[str], Path]:

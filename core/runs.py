@@ -50,7 +50,8 @@ from core.paths import REPO_ROOT, expand_user
 STATES = ("running", "finished", "failed", "stopped", "broken")
 HEARTBEAT_STALE_S = 120.0
 HEARTBEAT_EVERY_S = 10.0  # how often a live trainer refreshes its heartbeat: well under stale
-LAUNCHER_FILES = frozenset({"launcher.json", "console.log"})  # a reserved folder's own files
+LAUNCHER_FILE = "launcher.json"  # core.launcher's record of the process it started into a folder
+LAUNCHER_FILES = frozenset({LAUNCHER_FILE, "console.log"})  # a reserved folder's own files
 # What a task prepares in the folder after refuse_existing passed and before create_run: the
 # prior's code cache. Only create_run accepts them, never the check made before any work.
 PREPARED_FILES = frozenset({"codes_train.npy", "codes_validate.npy"})

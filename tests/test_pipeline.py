@@ -51,6 +51,8 @@ def test_a_new_prior_folder_is_made_for_its_console_log_and_the_prior_error_is_e
     calls = []
 
     def fake_call(command, stdout=None, **kwargs):  # the two trainers, by what they leave behind
+        if "-c" in command:  # the prior's flags, checked before the VQ-VAE starts
+            return 0
         calls.append(command)
         if "vqvae" in command:
             vqvae_dir.mkdir()
@@ -64,3 +66,22 @@ def test_a_new_prior_folder_is_made_for_its_console_log_and_the_prior_error_is_e
     assert code == 2 and len(calls) == 2
     assert "error: the prior could not start" in (prior_dir / "console.log").read_text()
     assert capsys.readouterr().err.strip() == "error: the prior could not start (a reason)"
+
+
+def test_a_users_empty_folder_as_the_prior_run_is_left_when_the_vqvae_fails(tmp_path):
+    vqvae_dir, users = tmp_path / "bad", tmp_path / "mine"
+    users.mkdir()  # made by the user (a mount point, say), not reserved by the launcher
+    code = run_pipeline(["--run-dir", str(vqvae_dir), "--data", str(tmp_path / "nowhere"), "--epochs", "1"],
+                        ["--run-dir", str(users)])
+    assert code != 0
+    assert users.is_dir() and list(users.iterdir()) == []
+
+
+def test_the_priors_flags_are_checked_before_the_vqvae_starts(tmp_path, capfd):
+    vqvae_dir, prior_dir = tmp_path / "vq", tmp_path / "vq-prior"
+    code = run_pipeline(["--run-dir", str(vqvae_dir), "--data", str(tmp_path / "nowhere")],
+                        ["--run-dir", str(prior_dir), "--filters", "-3"])
+    assert code == 2
+    errors = [line for line in capfd.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "--filters" in errors[0]
+    assert not vqvae_dir.exists() and not prior_dir.exists()  # nothing trained, nothing made
