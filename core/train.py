@@ -59,6 +59,10 @@ def _settings(args, run_dir: Path, task_module):
         saved = runs.read_config(run_dir)
         if saved.get("kind") != args.kind:
             raise runs.RunError(f"{run_dir} is a {saved.get('kind')} run, not {args.kind}.")
+        for part in ("model", "train", "data_settings"):  # what says how the run was started
+            if not isinstance(saved.get(part), dict):
+                raise runs.RunError(f"{run_dir}/config.json has no \"{part}\" object, so the run cannot "
+                                    f"resume as it was started; nothing was changed.")
         train = _resumed(args, saved)
         model, data_settings = task_module.resumed_settings(saved, args)
         return train, model, data_settings, saved

@@ -431,6 +431,24 @@ def test_resume_refuses_a_flag_that_would_change_what_is_learned(finished_run, t
     assert (run_dir / "config.json").read_text() == before
 
 
+@pytest.mark.parametrize("kind, part", [("vqvae", "data_settings"), ("vqvae", "model"), ("prior", "data_settings"),
+                                        ("prior", "train")])
+def test_resume_of_a_config_without_a_part_is_one_error_line_and_nothing_changes(tmp_path, capsys, kind, part):
+    """A config.json edited by hand or damaged: it cannot say how the run was started."""
+    from core import train as train_cli
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    config = {"kind": kind, "model": {}, "train": {"epochs": 1}, "data_settings": {"data": str(tmp_path)}}
+    config.pop(part)
+    (run_dir / "config.json").write_text(json.dumps(config))
+    assert train_cli.main([kind, "--run-dir", str(run_dir), "--resume"]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and f'"{part}"' in errors[0] and "Traceback" not in capsys.readouterr().err
+    assert json.loads((run_dir / "config.json").read_text()) == config
+    assert sorted(p.name for p in run_dir.iterdir()) == ["config.json"]
+
+
 @pytest.mark.parametrize("flags", [["--lr", "nan"], ["--commitment-cost", "nan"], ["--commitment-cost", "1e300"],
                                    ["--epochs", "0"],
                                    ["--code-grid", "0"], ["--crop-size", "7"], ["--crop-size", "0"],
