@@ -28,7 +28,7 @@ class VQVAEConfig(Config):
                                  aliases=("--embedding-dim",), label="Code size (values per code)",
                                  minimum=1, maximum=1024)
     hidden_channels: int = setting(64, help="width of the residual trunk at code-grid resolution",
-                                   flag="--hidden-channels", minimum=1, maximum=2048)
+                                   flag="--hidden-channels", minimum=16, maximum=2048)  # finer levels: >= 16 wide
     num_residual_blocks: int = setting(2, help="residual blocks in the encoder and in the decoder",
                                        flag="--residual-blocks", minimum=0, maximum=64)
     commitment_cost: float = setting(0.25, help="beta of the commitment loss (eq. 4; best kept in 0.25..2)",
