@@ -124,9 +124,24 @@ def load_bundle(path: str | Path) -> Bundle:
     prior = load_model(folder / "prior.keras") if (folder / "prior.keras").exists() else None
     volume_path = folder / "volume_prior.keras"
     volume_prior = load_model(volume_path, "a whole-brain prior") if volume_path.exists() else None
+    for name, model in (("prior.keras", prior), ("volume_prior.keras", volume_prior)):
+        _check_made_for(folder, name, model, vqvae)
     card_path = folder / "README.md"
     card = card_path.read_text() if card_path.exists() else ""
     return Bundle(folder, config, vqvae, prior, card, volume_prior)
+
+
+def _check_made_for(folder: Path, name: str, prior, vqvae) -> None:
+    """A prior over another codebook or grid than its VQ-VAE's (copied in from another run) is refused
+    here, not met as an index error deep in decoding."""
+    if prior is None:
+        return
+    _, height, width = prior.inputs[0].shape
+    codes, grid, size = prior.output_shape[-1], vqvae.config.code_grid, vqvae.config.num_embeddings
+    if (height, width, codes) != (grid, grid, size):
+        raise CheckpointError(f"{folder / name} predicts {codes} codes on a {height}x{width} grid, but "
+                              f"{folder / 'vqvae.keras'} has {size} codes on a {grid}x{grid} grid: they were "
+                              f"not trained together. Use the bundle a run saved, whole.")
 
 
 def available_checkpoints(root: str | Path | None = None) -> list[CheckpointChoice]:

@@ -80,3 +80,24 @@ def test_a_bundle_holds_a_whole_brain_prior_beside_the_slice_prior(tmp_path):
     slices_only = bundles.load_bundle(make_tiny_bundle(tmp_path / "slices"))
     with pytest.raises(bundles.CheckpointError, match="python -m core.train prior --volume"):
         slices_only.require_volume_prior()
+
+
+@pytest.mark.parametrize("part", ["prior.keras", "volume_prior.keras"])
+def test_a_prior_not_made_for_the_bundles_vqvae_is_refused_naming_both(tmp_path, part):
+    """A prior over other codes or another grid (copied in from another run) would index codes its
+    VQ-VAE does not have: a GatherV2 error deep in decoding."""
+    import shutil
+
+    from helpers_bundle import TINY_PRIOR, TINY_VQVAE
+    from core.models.prior import PriorConfig, build_prior
+    from core.models.vqvae import VQVAEConfig, build_vqvae
+
+    for name, change in (("codes", {"num_embeddings": 32}), ("grid", {"grid_height": 4, "grid_width": 4})):
+        config = PriorConfig(**{**TINY_PRIOR, **change}, previous_slice=part.startswith("volume"))
+        other = bundles.save_bundle(tmp_path / f"other-{name}", build_vqvae(VQVAEConfig(**TINY_VQVAE)),
+                                    build_prior(config), prior_config=config)
+        from helpers_bundle import make_tiny_bundle
+        mixed = make_tiny_bundle(tmp_path / f"mixed-{name}", with_volume_prior=True)
+        shutil.copy(other / "prior.keras", mixed / part)
+        with pytest.raises(bundles.CheckpointError, match=f"{part}.*vqvae.keras"):
+            bundles.load_bundle(mixed)
