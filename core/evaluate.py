@@ -21,8 +21,8 @@ DATA_HELP = ("an OASIS folder, a folder holding only the split's keras_png_slice
 def _command(prog: str, description: str, checkpoint_help: str, split: str) -> cli.Parser:
     """A parser with the flags every evaluate command takes: which checkpoint, which slices."""
     parser = cli.Parser(prog=prog, description=description)
-    parser.add_argument("--checkpoint", required=True, help=checkpoint_help)
-    parser.add_argument("--data", required=True, help=DATA_HELP)
+    parser.add_argument("--checkpoint", required=True, type=settings.text("checkpoint"), help=checkpoint_help)
+    parser.add_argument("--data", required=True, type=settings.text("data"), help=DATA_HELP)
     parser.add_argument("--split", choices=data.SPLITS, default=split)
     return parser
 
@@ -43,7 +43,7 @@ def build_samples_parser() -> cli.Parser:
     parser.add_argument("--n", type=cli.sample_count_type(), default=256,
                         help="samples (and real slices) to compare")
     parser.add_argument("--seed", type=cli.seed_type(), default=0)
-    parser.add_argument("--reference", default=None,
+    parser.add_argument("--reference", default=None, type=settings.text("reference"),
                         help="reference network folder (default: checkpoints/reference)")
     return parser
 
@@ -64,7 +64,7 @@ def build_surprise_parser() -> cli.Parser:
                         help="whole-brain: score each slice given the slice below it in the folder (its names "
                              "must carry case and slice numbers); slice: the slice prior alone; auto: "
                              "whole-brain when the checkpoint has one and the names allow it")
-    parser.add_argument("--out", default=None,
+    parser.add_argument("--out", default=None, type=settings.text("out"),
                         help="write OUT/<slice name>.npy: each slice's code grid of bits per code")
     return parser
 

@@ -66,7 +66,7 @@ def _flags(parser: cli.Parser, name: str, text: str) -> tuple[list[str], Path]:
         flags = None
     if not isinstance(flags, list) or not all(isinstance(flag, str) for flag in flags):
         parser.error(f"{name} must be a JSON list of strings (flags). Received: {text[:80]!r}")
-    if "--run-dir" not in flags[:-1]:
+    if "--run-dir" not in flags[:-1] or not flags[flags.index("--run-dir") + 1].strip():
         parser.error(f"{name} must hold --run-dir FOLDER. Received: {text[:80]!r}")
     return flags, Path(flags[flags.index("--run-dir") + 1])
 

@@ -12,7 +12,7 @@ from core.bundles import load_bundle
 
 def build_parser() -> cli.Parser:
     parser = cli.Parser(prog="python -m core.sample", description="Sample new brain slices from a PixelCNN prior.")
-    parser.add_argument("--checkpoint", required=True,
+    parser.add_argument("--checkpoint", required=True, type=settings.text("checkpoint"),
                         help="prior run directory (its best checkpoint) or bundle folder")
     parser.add_argument("--n", type=cli.sample_count_type(), default=16,
                         help="how many slices")
@@ -23,7 +23,7 @@ def build_parser() -> cli.Parser:
                                            "neighbouring slices as alike as real ones)")
     parser.add_argument("--top-k", type=settings.number(int, "top_k", minimum=1), default=None,
                         help="sample among the k most likely codes only (default: all)")
-    parser.add_argument("--complete", help="a PNG slice whose top code rows are kept")
+    parser.add_argument("--complete", type=settings.text("complete"), help="a PNG slice whose top code rows are kept")
     parser.add_argument("--keep-rows", type=settings.number(int, "keep_rows", minimum=0), default=None,
                         help="code rows kept from --complete (default: half the grid)")
     parser.add_argument("--level", type=settings.number(int, "level", minimum=0), default=None,
@@ -37,7 +37,7 @@ def build_parser() -> cli.Parser:
                         help="--volume: the slice prior's weight in each slice's logits, which holds slices to "
                              "their level against drift up the stack (0 = the whole-brain prior alone; default: "
                              f"{jobs.VOLUME_GUIDANCE} when the bundle has a slice prior)")
-    parser.add_argument("--out", default="samples", help="folder for the files (made if missing)")
+    parser.add_argument("--out", default="samples", type=settings.text("out"), help="folder for the files (made if missing)")
     return parser
 
 
@@ -54,6 +54,8 @@ def main(argv: list[str] | None = None) -> int:
                              "do not apply.")
         if args.guidance is not None and not args.volume:
             raise ValueError("--guidance applies to whole brains only: add --volume.")
+        if args.keep_rows is not None and args.complete is None:
+            raise ValueError("--keep-rows says how much of --complete's slice is kept: add --complete SLICE.png.")
         bundle = load_bundle(args.checkpoint)
         if args.volume:
             report = _volumes(bundle, args, out)

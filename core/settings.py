@@ -48,6 +48,8 @@ def check_value(name: str, value, kind: type, meta: dict):
           str: lambda v: isinstance(v, str)}[kind]
     if not ok(value):
         raise ValueError(f"Expected {name} to be {kind.__name__}. Received: {name}={value!r}")
+    if kind is str and not value.strip():
+        raise ValueError(f"Expected {name} to be a non-empty text. Received: {name}={value!r}")
     if kind is int and type(value) is not int:
         value = int(value)  # a NumPy integer, say
     if kind is float:
@@ -128,6 +130,17 @@ def number(kind: type, name: str, **bounds):
     return parse
 
 
+def text(name: str):
+    """An argparse `type` for a text flag (a folder, a file, a name): anything but an empty or blank one,
+    which would quietly mean the working folder."""
+    def parse(value: str):
+        if not value.strip():
+            raise argparse.ArgumentTypeError(f"Expected {name} to be a non-empty text. Received: {value!r}")
+        return value
+    parse.__name__ = "text"
+    return parse
+
+
 def add_flags(group, cls, defaults: Config | None = None) -> None:
     """Add the flags of `cls`'s fields to a parser or group. Defaults are left out of the namespace
     (argparse.SUPPRESS): only what the user typed is there, and the dataclass (or `defaults`, whose
@@ -147,7 +160,7 @@ def add_flags(group, cls, defaults: Config | None = None) -> None:
             options["action"] = argparse.BooleanOptionalAction
         else:
             bounds = {k: meta[k] for k in ("minimum", "above", "maximum", "below") if meta.get(k) is not None}
-            options["type"] = number(kind, field.name, **bounds) if kind in (int, float) else kind
+            options["type"] = number(kind, field.name, **bounds) if kind in (int, float) else text(field.name)
             if meta.get("choices"):
                 options["choices"] = meta["choices"]
         group.add_argument(meta["flag"], *meta["aliases"], **options)

@@ -24,7 +24,7 @@ def build_parser() -> cli.Parser:
         command.error = parser.error  # one `error:` line for a bad flag of a subcommand too
         TASKS[kind].add_flags(command)
         training = command.add_argument_group("training")
-        training.add_argument("--run-dir", required=True, help="run directory (new, or one to --resume)")
+        training.add_argument("--run-dir", required=True, type=settings.text("run_dir"), help="run directory (new, or one to --resume)")
         training.add_argument("--resume", action="store_true",
                               help="continue the run in --run-dir from its last checkpoint, with the "
                                    "settings it was started with; only --epochs, --device, "

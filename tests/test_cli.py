@@ -32,3 +32,15 @@ def test_report_prints_one_line_and_gives_the_usage_error_code(capsys):
 def test_the_errors_a_user_can_cause_are_all_value_or_os_errors():
     assert all(issubclass(kind, (ValueError, OSError)) or kind.__module__.startswith("tensorflow")
                for kind in cli.user_error_types())
+
+
+def test_an_empty_text_flag_is_refused_rather_than_taken_for_the_working_folder(capsys):
+    parser = cli.Parser(prog="python -m core.x")
+    parser.add_argument("--out", type=settings.text("out"), default="samples")
+    assert parser.parse_args(["--out", "my samples"]).out == "my samples"
+    for empty in ("", "  "):
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--out", empty])
+        assert capsys.readouterr().err.startswith("error: argument --out: Expected out to be a non-empty text")
+    with pytest.raises(ValueError, match="non-empty"):
+        settings.check_value("data", "", str, {})  # a config.json's empty folder, too

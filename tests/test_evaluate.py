@@ -34,7 +34,7 @@ def test_plain_command_keeps_its_json_keys(capsys, bundle, oasis_tree):
 
 
 @pytest.mark.parametrize("flag, value", [("--batch-size", "0"), ("--limit", "-1"), ("--limit", "0"),
-                                         ("--batch-size", "two")])
+                                         ("--batch-size", "two"), ("--data", ""), ("--checkpoint", " ")])
 def test_a_value_below_one_is_refused_at_parse_time(capsys, bundle, oasis_tree, flag, value):
     # Before: --batch-size 0 was a traceback and --limit -1 silently scored all slices but the last.
     code, out, err = run(capsys, "--checkpoint", str(bundle), "--data", str(oasis_tree), flag, value)

@@ -18,12 +18,20 @@ def bundle(tmp_path_factory):
 
 @pytest.mark.parametrize("flags", [["--n", "0"], ["--temperature", "nan"], ["--temperature", "-1"],
                                    ["--top-k", "0"], ["--keep-rows", "-1"], ["--level", "-1"], ["--n", "two"],
-                                   ["--volume", "--guidance", "nan"], ["--volume", "--guidance", "1.5"]])
+                                   ["--volume", "--guidance", "nan"], ["--volume", "--guidance", "1.5"],
+                                   ["--out", ""], ["--checkpoint", " "], ["--complete", ""]])
 def test_bad_flags_are_one_error_line_before_anything_loads(bundle, tmp_path, capsys, flags):
     with pytest.raises(SystemExit) as exited:
         sample.main(["--checkpoint", str(bundle), "--out", str(tmp_path / "out"), *flags])
     lines = capsys.readouterr().err.strip().splitlines()
     assert exited.value.code == 2 and len(lines) == 1 and lines[0].startswith("error:")
+    assert not (tmp_path / "out").exists()
+
+
+def test_keep_rows_without_a_slice_to_complete_is_refused_not_ignored(bundle, tmp_path, capsys):
+    assert sample.main(["--checkpoint", str(bundle), "--out", str(tmp_path / "out"), "--keep-rows", "3"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: --keep-rows") and "--complete" in lines[0]
     assert not (tmp_path / "out").exists()
 
 

@@ -454,7 +454,7 @@ def test_resume_of_a_config_without_a_part_is_one_error_line_and_nothing_changes
                                    ["--code-grid", "0"], ["--crop-size", "7"], ["--crop-size", "0"],
                                    ["--crop-size", "40"], ["--val-limit", "0"], ["--batch-size", "0"],
                                    ["--code-grid", "5"], ["--downsample-factor", "4", "--code-grid", "8"],
-                                   ["--hidden-channels", "8"]])
+                                   ["--hidden-channels", "8"], ["--data", " "], ["--run-dir", ""]])
 def test_bad_settings_are_one_error_line_before_any_folder_is_made(oasis_tree, tmp_path, flags):
     run_dir = tmp_path / "run"
     tiny = [t for t in TINY if t not in ("--code-grid", "8")] if "--code-grid" in flags else TINY
