@@ -73,7 +73,14 @@ def _check_declared_size(image, data: bytes, name: str) -> None:
     """Refuse, from the header alone, a volume too large for memory or larger than the file holding it."""
     header = image.header
     shape = tuple(int(s) for s in header.get_data_shape())
-    needed = int(np.prod(shape, dtype=np.float64)) * header.get_data_dtype().itemsize
+    if any(size < 0 for size in shape):
+        raise UploadError(f"{name}: its header declares a negative size ({'x'.join(map(str, shape))}); "
+                          f"the header is damaged.")
+    dtype = header.get_data_dtype()
+    if dtype.kind not in "biuf":  # RGB (a record), complex or void voxels: not one grey value each
+        raise UploadError(f"{name} holds {'RGB' if dtype.names else dtype.kind} voxels ({dtype}); expected "
+                          f"greyscale numbers, one value per voxel.")
+    needed = int(np.prod(shape, dtype=np.float64)) * dtype.itemsize
     if needed > MAX_NIFTI_BYTES:
         raise UploadError(f"{name} declares a {'x'.join(map(str, shape))} volume of {needed / 2**20:.0f} MiB; "
                           f"the limit is {MAX_NIFTI_BYTES // 2**20} MiB. Refused before reading its voxels.")
@@ -123,8 +130,8 @@ def read_nifti_volume(data: bytes, name: str) -> tuple[np.ndarray, list[str]]:
         volume = np.asarray(image.dataobj[(slice(None),) * 3 + (0,) * (len(shape) - 3)]
                             if len(shape) > 3 else image.dataobj, np.float32)
     except Exception as error:  # a header promising more voxels than the file holds
-        raise UploadError(f"{name}: its voxels cannot be read ({type(error).__name__}: "
-                          f"{str(error)[:120]}); the file may be truncated.") from error
+        raise UploadError(f"{name}: its voxels cannot be read as its header describes them; the file is "
+                          f"truncated or its header is damaged.") from error
     if volume.ndim == 2:
         volume = volume[..., None]
     finite = np.isfinite(volume)

@@ -226,3 +226,20 @@ def test_decoding_writes_no_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     decode_uploads([("a.png", png(slice_array())), ("b.nii.gz", nifti(volume_3d(), gz=True))], SIZE)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_nifti_whose_header_lies_gets_a_plain_message():
+    """Each is one message that names the file and what is wrong, no exception class, no line break."""
+    import struct
+
+    good = nifti(volume_3d((8, 8, 8)))
+    negative = bytearray(good)
+    negative[42:44] = struct.pack("<h", -8)  # dim[1]: a negative size
+    far = bytearray(good)
+    far[108:112] = struct.pack("<f", 2.0 ** 40)  # vox_offset: voxels far beyond the end of the file
+    rgb = nifti(np.zeros((8, 8, 4), [("R", "u1"), ("G", "u1"), ("B", "u1")]))
+    for data, words in ((bytes(negative), "negative"), (bytes(far), "header is damaged"), (rgb, "RGB|greyscale")):
+        with pytest.raises(UploadError, match=words) as refused:
+            decode_one("lying.nii", data)
+        message = str(refused.value)
+        assert "lying.nii" in message and "\n" not in message and "Error" not in message, message
