@@ -95,6 +95,7 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
     # wall-time column) so that none of the Train page's elements, still on screen, can end the wait.
     curves_table = ("Array.from(document.querySelectorAll('[data-testid=stDataFrame] table thead th'))"
                     ".some(c => c.innerText.startsWith('wall time'))")
+    # The Train page drawn: its run table holds rows and the browser has fetched nothing for 0.7 s.
     train_drawn = """() => { const fetched = performance.getEntriesByType('resource').length, now = performance.now();
         const rows = Array.from(document.querySelectorAll('[data-testid=stDataFrame] table tbody tr:first-child td'))
             .some(c => c.innerText.startsWith('run-'));
@@ -102,42 +103,42 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
         return now - window.quietSince > 700; }"""
     first_run = ("Array.from(document.querySelectorAll('[data-testid=stDataFrame] table tbody tr:first-child td'))"
                  ".map(c => c.innerText).find(t => t.startsWith('run-'))")
+
+    def train_tab(browser, drawn: bool):
+        """A new tab on the Train page: drawn (see train_drawn), or 1 s after its script ended, when the
+        browser is often still fetching the Train page's own components (their chunks)."""
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(60_000)
+        page.goto(url)
+        page.get_by_role("heading", name="Train").wait_for()
+        page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")
+        if drawn:
+            page.wait_for_function(train_drawn, polling=100)
+        else:
+            page.wait_for_timeout(1000)
+        return page
+
+    def open_curves(page) -> tuple[float, float]:
+        """Click Curves: seconds until the grid holds its rows, and until a chart is drawn too."""
+        started = time.perf_counter()
+        page.get_by_test_id("stSidebarNavLink").filter(has_text="Curves").click()
+        page.get_by_role("heading", name="Curves").wait_for()
+        page.wait_for_function(curves_table)
+        page.wait_for_function(first_run)
+        table = time.perf_counter() - started
+        page.wait_for_function(chart)
+        return table, time.perf_counter() - started
+
     try:
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
             for r in range(repeats + 1):
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(60_000)
-                # A click while the Train page is still being drawn: 1 s after its script ended, when
-                # the browser is often still fetching the Train page's own components (their chunks).
-                page.goto(url)
-                page.get_by_role("heading", name="Train").wait_for()
-                page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")
-                page.wait_for_timeout(1000)
-                started = time.perf_counter()
-                page.get_by_test_id("stSidebarNavLink").filter(has_text="Curves").click()
-                page.get_by_role("heading", name="Curves").wait_for()
-                page.wait_for_function(curves_table)
-                page.wait_for_function(first_run)
-                page.wait_for_function(chart)
-                hurried = time.perf_counter() - started
+                page = train_tab(browser, drawn=False)
+                _, hurried = open_curves(page)
                 page.close()
-                # The first visit proper: the Train page fully drawn (its run table holds rows and the
-                # browser has fetched nothing for 0.7 s), so that only the Curves page is timed.
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(60_000)
-                page.goto(url)
-                page.get_by_role("heading", name="Train").wait_for()
-                page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')")
-                page.wait_for_function(train_drawn, polling=100)
-                started = time.perf_counter()
-                page.get_by_test_id("stSidebarNavLink").filter(has_text="Curves").click()
-                page.get_by_role("heading", name="Curves").wait_for()
-                page.wait_for_function(curves_table)
-                page.wait_for_function(first_run)  # the grid holds its rows
-                table = time.perf_counter() - started
-                page.wait_for_function(chart)
-                first = time.perf_counter() - started
+                # The first visit proper: only the Curves page is timed.
+                page = train_tab(browser, drawn=True)
+                table, first = open_curves(page)
                 page.wait_for_timeout(500)
                 box = page.get_by_test_id("stDataFrame").bounding_box()
                 before = page.evaluate(first_run)
@@ -155,13 +156,7 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
                 page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()
                 page.get_by_role("heading", name="Train").wait_for()
                 page.wait_for_timeout(1000)
-                started = time.perf_counter()
-                page.get_by_test_id("stSidebarNavLink").filter(has_text="Curves").click()
-                page.get_by_role("heading", name="Curves").wait_for()
-                page.wait_for_function(curves_table)
-                page.wait_for_function(first_run)
-                page.wait_for_function(chart)
-                again = time.perf_counter() - started
+                _, again = open_curves(page)
                 page.close()
                 if r:
                     tables.append(table)
