@@ -14,7 +14,8 @@ Prints one JSON object:
   train slices of --n whole cases (does coming from few brains cost anything?) and random real
   train slices (the baseline). Target: volume slices no worse than the slice prior's. Also the
   drift check: slices generated one step from the real slice below (of those whole train cases),
-  and fd by level band of the stacks' slices and of the one-step slices.
+  and fd by level band of the stacks' slices and of the one-step slices. Band by band beside them:
+  the slice prior's slices at exactly the stacks' levels (the "before" set) and the real train slices.
 - seconds: 16 single slices, one 32-slice volume, --n volumes batched, timed in this sitting after a
   warm-up each; the ratios are the targets' (<= 20x and <= 40x the 16-slice time).
 Volumes are generated with --guidance (the slice prior's weight in each slice's logits; default the
@@ -102,7 +103,12 @@ def main(argv=None) -> None:
     as_slices = generated.reshape(-1, size, size)
     stack_levels = np.tile(np.arange(depth), args.n)  # as_slices runs base to vertex, volume after volume
     volume_figures = sample_quality.compare_sets(reference, as_slices, validate, baseline, sample_levels=stack_levels,
-                                                 real_levels=validate_levels)
+                                                 real_levels=validate_levels, baseline_levels=baseline_levels)
+    # The slice prior at exactly the stacks' levels (the "before" set): where along the stack the
+    # stacks' slices lose realism against the slice prior's, band by band.
+    at_levels_figures = sample_quality.compare_sets(reference, independent.reshape(-1, size, size), validate,
+                                                    baseline, sample_levels=independent_levels,
+                                                    real_levels=validate_levels)
     slice_figures = sample_quality.compare_sets(reference, slice_samples.images, validate, baseline)
     # Are slices of a few whole brains judged worse just for coming from few brains? Real train
     # slices of n whole cases against as many random train slices, on the same scale.
@@ -123,6 +129,8 @@ def main(argv=None) -> None:
         "real_train_slices_of_whole_cases": {k: cases_figures[k] for k in ("fd", "kid")},
         "one_step_from_real_slices_below": {k: one_step_figures[k] for k in ("fd", "kid", "fd_by_level_band")},
         "volume_slices_fd_by_level_band": volume_figures["fd_by_level_band"],
+        "slice_prior_at_stack_levels": {k: at_levels_figures[k] for k in ("fd", "kid", "fd_by_level_band")},
+        "real_train_fd_by_level_band": volume_figures["fd_real_by_level_band"],
         "real_train_baseline": {"fd": volume_figures["fd_real"], "kid": volume_figures["kid_real"],
                                 "area": volume_figures["area_real"]}}
 
