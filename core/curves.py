@@ -14,16 +14,22 @@ from core import runs
 LARGEST_READING = 1e18  # beyond it a figure is no training's (and int64, a table's column, ends near 9.2e18)
 
 
-def reading(value) -> float | None:
-    """A metric value as a float, or None when it is not a finite number a chart or table can hold
-    (a string, a bool, NaN, inf, 10**400) — a metrics line written by hand or damaged."""
+def number(value) -> float | None:
+    """A metric value as a float, NaN and inf kept (a diverged step: the chart leaves it out, smoothing
+    carries the gap); None when it is no number at all (a string, a bool, 10**400) — a line written by
+    hand or damaged."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return None
     try:
-        number = float(value)
+        return float(value)
     except OverflowError:
         return None
-    return number if math.isfinite(number) and abs(number) <= LARGEST_READING else None
+
+
+def reading(value) -> float | None:
+    """A figure for the run table: a finite number of a size a table column holds, else None."""
+    value = number(value)
+    return value if value is not None and math.isfinite(value) and abs(value) <= LARGEST_READING else None
 
 
 def smooth_ema(values, weight: float) -> np.ndarray:
@@ -65,23 +71,23 @@ def curve(records: list[dict], kind: str, metric: str, x_axis: str,
           smoothing: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One metric of one record kind ("step" or "epoch") against an x axis: x, raw, EMA-smoothed.
 
-    Values that are not finite numbers are left out; an x that is not one is NaN (not drawn)."""
-    rows = [r for r in records if r.get("kind") == kind and reading(r.get(metric)) is not None]
+    Values that are no numbers are left out; an x that is not one is NaN (not drawn)."""
+    rows = [r for r in records if r.get("kind") == kind and number(r.get(metric)) is not None]
     key = X_AXES[x_axis]
 
     def axis(name):
-        return np.array([np.nan if reading(r.get(name)) is None else reading(r.get(name)) for r in rows],
+        return np.array([np.nan if number(r.get(name)) is None else number(r.get(name)) for r in rows],
                         np.float64)
 
     x = axis(key)
     if key == "elapsed_s":
         x = x / 60.0
     elif key == "epoch" and kind == "step":  # a step sits at a fraction of its epoch
-        epoch_steps = [reading(r.get("step")) for r in records if r.get("kind") == "epoch"]
+        epoch_steps = [reading(r.get("step")) for r in records if r.get("kind") == "epoch"]  # finite, > 0
         steps_per_epoch = min((s for s in epoch_steps if s), default=0)
         if steps_per_epoch:
             x = axis("step") / steps_per_epoch
-    raw = np.array([reading(r[metric]) for r in rows], np.float64)
+    raw = np.array([number(r[metric]) for r in rows], np.float64)
     return x, raw, smooth_ema(raw, smoothing)
 
 
@@ -91,7 +97,7 @@ def metric_names(records: list[dict], kind: str) -> list[str]:
     names: dict[str, None] = {}
     for record in records:
         if record.get("kind") == kind:
-            names.update({k: None for k, v in record.items() if k not in skip and reading(v) is not None})
+            names.update({k: None for k, v in record.items() if k not in skip and number(v) is not None})
     return list(names)
 
 

@@ -120,7 +120,8 @@ def test_the_launcher_record_names_the_process_by_pid_and_start_time(tmp_path):
 
 
 def test_a_resume_that_dies_before_writing_status_says_why(tmp_path):
-    run = runs.create_run(tmp_path / "r", {"kind": "vqvae", "train": {"epochs": 1, "batch_size": 0}})
+    run = runs.create_run(tmp_path / "r", {"kind": "vqvae", "model": {}, "data_settings": {},
+                                           "train": {"epochs": 1, "batch_size": 0}})
     runs.save_checkpoint(run, 1, lambda folder: None, {"last": {}})
     runs.write_status(run, state="failed", error="killed")
     (run / "console.log").write_text("error: an older launch's failure\n")
