@@ -76,8 +76,8 @@ def curve(records: list[dict], kind: str, metric: str, x_axis: str,
     key = X_AXES[x_axis]
 
     def axis(name):
-        return np.array([np.nan if number(r.get(name)) is None else number(r.get(name)) for r in rows],
-                        np.float64)
+        values = (number(r.get(name)) for r in rows)
+        return np.array([np.nan if v is None else v for v in values], np.float64)
 
     x = axis(key)
     if key == "elapsed_s":
@@ -176,7 +176,7 @@ def run_figures(run_dir: str | Path) -> dict:
         steps = [r for r in records if r.get("kind") == "step"]
 
         def values(rows, metric):
-            return [reading(r.get(metric)) for r in rows if reading(r.get(metric)) is not None]
+            return [v for v in (reading(r.get(metric)) for r in rows) if v is not None]
 
         ssim, bits = values(epochs, "val_ssim"), values(epochs, "val_bits_per_code")
         codes = values(epochs, "val_codes_used") or values(steps, "codes_used")
