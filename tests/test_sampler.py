@@ -372,6 +372,32 @@ def test_slices_side_by_side_are_the_slices_sampled_one_after_the_other(volume_p
     np.testing.assert_array_equal(stacks, slice_by_slice(volume_prior, 3, 6, num_slices, **options))
 
 
+@pytest.mark.parametrize("start", [1, 3, 4])
+def test_the_top_of_a_stack_given_the_slice_below_it_is_those_slices_of_a_whole_stack(volume_prior, guide_prior,
+                                                                                      start):
+    # Completing a brain above a real slice: slices start..4 given the codes below are those a whole stack
+    # samples there when its slice start - 1 came out as those codes (level z and noise stream z each).
+    below = np.random.default_rng(21).integers(0, 8, (3, 6, 7))
+    top = sample_volumes(volume_prior, 3, seed=6, temperature=0.8, start=start, below=below,
+                         guide=(guide_prior, 0.4))
+    assert top.shape == (3, 5 - start, 6, 7)
+    expected, previous = [], below
+    for z in range(start, 5):
+        previous = sample_codes(volume_prior, 3, seed=6, temperature=0.8, levels=z, previous=previous, stream=z,
+                                guide=(guide_prior, 0.4))
+        expected.append(previous)
+    np.testing.assert_array_equal(top, np.stack(expected, axis=1))
+
+
+def test_the_top_of_a_stack_needs_its_slice_below_and_a_start_inside_the_stack(volume_prior):
+    below = np.zeros((1, 6, 7), np.int32)
+    for options in (dict(start=2), dict(below=below), dict(start=5, below=below), dict(start=-1, below=below)):
+        with pytest.raises(ValueError, match="start"):
+            sample_volumes(volume_prior, 1, **options)
+    with pytest.raises(ValueError, match="previous codes of shape"):
+        sample_volumes(volume_prior, 2, start=2, below=below)  # one slice below for two stacks
+
+
 def test_a_whole_brain_never_draws_a_slice_s_noise_whole(volume_prior, monkeypatch):
     # Whole slices' noise for every slice in flight was 22 x n x 4 MB for the demo (BENCHMARKS.md):
     # the wavefront draws rows, and the codes are still those of whole draws slice after slice.

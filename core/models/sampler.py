@@ -253,7 +253,7 @@ def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progre
     return codes, (np.stack(logits, axis=1) if return_logits else None)
 
 
-def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide):
+def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide, start=0, below=None):
     """Whole stacks with the slices of a stack sampled side by side, each a few rows behind the one below.
 
     Row i of a slice reads the slice below only through row i of its condition map, which needs the rows
@@ -264,28 +264,31 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
     same noise, level, condition and state), so the codes are those of sampling the slices one after the
     other. Slices run in fixed lanes of the batch (slice z in lane z % lanes, free again before slice
     z + lanes starts), so that the row step keeps one shape: one trace, one XLA compile.
+    It samples slices start .. num_slices - 1 (the k-th of them, slice start + k, runs k lags behind),
+    slice `start` given `below` (n, H, W) codes, or the "no slice below" token when None.
     """
     height, width, num_embeddings = _grid_shape(prior_model)
     models, mix = _guided(prior_model, guide)
     weights, static, mix, step = _steppers(models, mix, top_k, False)
     encoder, token = previous_layer(prior_model), start_token(prior_model)
     lag = encoder.reach + 1
-    lanes = min(num_slices, -(-height // lag))
-    levels = np.arange(num_slices, dtype=np.int32) if num_levels(prior_model) else None
+    count = num_slices - start  # the slices sampled here; the k-th is slice start + k
+    lanes = min(count, -(-height // lag))
+    levels = np.arange(start, num_slices, dtype=np.int32) if num_levels(prior_model) else None
     # Per prior, (Z, H, W, D) the level part of each slice's condition map (None: a prior without levels).
     level_maps = [tf.convert_to_tensor(level_layer(model)(tf.constant(levels))) if levels is not None else None
                   for model in models]
     buffers, v_input = _fresh_state(weights, static, lanes * n, width)
     keep, init = tf.zeros([lanes * n, width], tf.bool), tf.zeros([lanes * n, width], tf.int32)
-    stacks, noise = np.zeros((n, num_slices, height, width), np.int32), {}  # noise: per slice in flight
+    stacks, noise = np.zeros((n, count, height, width), np.int32), {}  # noise: per slice in flight
     inv_temperature = _inverse_temperature(temperature)  # and at temperature 0 no noise is drawn
     offsets = np.arange(-encoder.reach, encoder.reach + 1)
-    for t in range(height + lag * (num_slices - 1)):
-        # Per lane: (slice, row) it samples in this step, or None (idle: it samples a row thrown away).
+    for t in range(height + lag * (count - 1)):
+        # Per lane: (k, row) it samples in this step, or None (idle: it samples a row thrown away).
         rows = [None] * lanes
-        for z in range(num_slices):
-            if 0 <= t - lag * z < height:
-                rows[z % lanes] = (z, t - lag * z)
+        for k in range(count):
+            if 0 <= t - lag * k < height:
+                rows[k % lanes] = (k, t - lag * k)
         starting = np.repeat([row is not None and row[1] == 0 for row in rows], n)
         if starting.any():  # a lane takes a new slice: the empty state of a grid's first row
             fresh = tf.constant(~starting, tf.float32)
@@ -296,12 +299,13 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
         for lane, row in enumerate(rows):
             if row is None:
                 continue
-            z, i = row
+            k, i = row
             if i == 0 and temperature:
-                noise[z] = GumbelRows(seed, (n, height, width, num_embeddings), z)
+                noise[k] = GumbelRows(seed, (n, height, width, num_embeddings), start + k)
             around = i + offsets
             inside = (around >= 0) & (around < height)
-            window[lane][:, inside] = stacks[:, z - 1, around[inside]] if z else token
+            window[lane][:, inside] = (stacks[:, k - 1, around[inside]] if k else
+                                       token if below is None else below[:, around[inside]])
             on_grid[lane] = inside
         from_below = encoder.row(window.reshape(lanes * n, len(offsets), width), on_grid.reshape(lanes * n, -1))
         conditions = []
@@ -326,12 +330,12 @@ def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progres
         for lane, row in enumerate(rows):
             if row is None:
                 continue
-            z, i = row
-            stacks[:, z, i] = row_codes[lane]
+            k, i = row
+            stacks[:, k, i] = row_codes[lane]
             if i == height - 1:
-                noise.pop(z, None)
+                noise.pop(k, None)
                 if progress is not None:
-                    progress(z + 1, num_slices)
+                    progress(k + 1, count)
     return stacks
 
 
@@ -555,7 +559,7 @@ def sample_codes(prior_model: keras.Model, n: int, *, seed: int = 0, temperature
 
 def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None = None, seed: int = 0,
                    temperature: float = 1.0, top_k: Optional[int] = None,
-                   progress: Optional[ProgressFn] = None, guide=None) -> np.ndarray:
+                   progress: Optional[ProgressFn] = None, guide=None, start: int = 0, below=None) -> np.ndarray:
     """Samples n whole stacks of code grids (n, Z, H, W) int32 from a whole-brain prior, base to vertex.
 
     Slice z is sampled at level z (a level-conditioned prior) given the codes of slice z - 1 (the
@@ -568,6 +572,9 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
         guide: (slice prior, weight): each slice's logits mixed with the slice prior's at its level
             (`sample_codes`), which holds every slice to what slices of its level look like, so that
             errors handed up the stack compound less (BENCHMARKS.md, whole brains).
+        start, below: the top of a stack only: slices start .. Z - 1, (n, Z - start, H, W), slice `start`
+            given the (n, H, W) codes `below` (a real slice, to complete a brain above it); the codes are
+            those of the same slices of a whole stack whose slice start - 1 was `below`.
     """
     if previous_layer(prior_model) is None:
         raise ValueError("This prior is a slice prior: whole brains need a whole-brain prior (trained with "
@@ -576,10 +583,15 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
     num_slices = num_slices if num_slices is not None else levels
     if not num_slices or num_slices < 1 or (levels and num_slices > levels):
         raise ValueError(f"Expected 1 <= num_slices <= {levels or 'any'}. Received: num_slices={num_slices}")
+    if not 0 <= start < num_slices or (start > 0) != (below is not None):
+        raise ValueError(f"Expected 0 <= start < num_slices ({num_slices}), and the codes of the slice below "
+                         f"exactly when start > 0. Received: start={start}, below given: {below is not None}")
     _check_request(n, temperature, top_k, _grid_shape(prior_model)[2])
+    if below is not None:
+        below = check_previous(prior_model, n, below)
     if guide is not None:
         _check_guide(prior_model, guide, "fast")
-    return _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide)
+    return _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide, start, below)
 
 
 def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.ndarray:
