@@ -6,6 +6,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from core import cli, data, images, jobs, settings, volumes
 from core.bundles import load_bundle
 
@@ -23,13 +25,16 @@ def build_parser() -> cli.Parser:
                                            "neighbouring slices as alike as real ones)")
     parser.add_argument("--top-k", type=settings.number(int, "top_k", minimum=1), default=None,
                         help="sample among the k most likely codes only (default: all)")
-    parser.add_argument("--complete", type=settings.text("complete"), help="a PNG slice whose top code rows are kept")
+    parser.add_argument("--complete", type=settings.text("complete"),
+                        help="a PNG slice whose top code rows are kept; with --volume, a real slice kept whole, the "
+                             "brain generated above and below it")
     parser.add_argument("--keep-rows", type=settings.number(int, "keep_rows", minimum=0), default=None,
                         help="code rows kept from --complete (default: half the grid)")
     parser.add_argument("--level", type=settings.number(int, "level", minimum=0), default=None,
                         help="slice level, 0 = base of the brain (level-conditioned priors); default: "
                              "drawn as often as in training; for --complete, the level in the file's "
-                             "name (case_441_slice_12 -> 12), else drawn given the kept rows")
+                             "name (case_441_slice_12 -> 12), else drawn given the kept rows (with --volume: the "
+                             "slice prior's most likely level for it)")
     parser.add_argument("--volume", action="store_true",
                         help="whole brains: --n volumes of every slice level, base to vertex, from the bundle's "
                              "whole-brain prior, each as NIfTI (.nii.gz), a montage and a three-plane preview")
@@ -49,9 +54,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if out.exists() and not out.is_dir():  # found now, not after the samples are made
             raise ValueError(f"--out {out} is a file; give a folder for the PNG files.")
-        if args.volume and (args.complete or args.level is not None or args.keep_rows is not None):
-            raise ValueError("--volume makes whole brains from the base up: --complete, --keep-rows and --level "
-                             "do not apply.")
+        if args.volume and args.keep_rows is not None:
+            raise ValueError("--keep-rows keeps code rows of one slice; with --volume, --complete's slice is kept "
+                             "whole: leave --keep-rows out.")
+        if args.volume and args.level is not None and args.complete is None:
+            raise ValueError("--volume makes every slice level of a brain; --level applies to its real slice, "
+                             "with --complete SLICE.png.")
         if args.guidance is not None and not args.volume:
             raise ValueError("--guidance applies to whole brains only: add --volume.")
         if args.keep_rows is not None and args.complete is None:
@@ -91,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _volumes(bundle, args, out: Path) -> dict:
-    """Generate --n whole brains and write each as .nii.gz, montage PNG and three-plane PNG."""
+    """Generate --n whole brains (through --complete's slice, if given) and write each as .nii.gz, montage PNG and three-plane PNG."""
     volume_prior = bundle.require_volume_prior()
     guidance = args.guidance
     if guidance is None:
@@ -99,23 +107,33 @@ def _volumes(bundle, args, out: Path) -> dict:
     elif guidance and bundle.prior is None:
         raise ValueError(f"--guidance {guidance} needs a slice prior (prior.keras), and {bundle.path} holds none: "
                          "give --guidance 0.")
+    options = dict(seed=args.seed, temperature=args.temperature, top_k=args.top_k, slice_prior=bundle.prior,
+                   guidance=guidance)
     started = time.perf_counter()
-    brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, seed=args.seed, temperature=args.temperature,
-                                   top_k=args.top_k, slice_prior=bundle.prior, guidance=guidance)
+    if args.complete:
+        image = data.load_images([args.complete], bundle.image_size)[0]
+        level, level_from = ((args.level, "--level") if args.level is not None else
+                             jobs.real_slice_level(bundle.vqvae, bundle.prior, bundle.volume_prior, args.complete, image))
+        brains = jobs.complete_volumes(bundle.vqvae, volume_prior, np.repeat(image[None], args.n, axis=0), level,
+                                       **options)
+    else:
+        brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, **options)
     seconds = time.perf_counter() - started
     out.mkdir(parents=True, exist_ok=True)
     files = []
     for index, volume in enumerate(brains):
-        stem = out / f"brain_seed{args.seed}_{index:02d}"
+        stem = out / f"{'completion' if args.complete else 'brain'}_seed{args.seed}_{index:02d}"
         written = {"nifti": stem.with_name(stem.name + ".nii.gz"), "montage": stem.with_name(stem.name + "_montage.png"),
                    "planes": stem.with_name(stem.name + "_planes.png")}
         written["nifti"].write_bytes(volumes.nifti_bytes(volume))
         written["montage"].write_bytes(images.png_bytes(volumes.montage(volume)))
         written["planes"].write_bytes(images.png_bytes(volumes.three_plane(volume)))
         files.append({k: str(v) for k, v in written.items()})
-    return {"n": len(brains), "shape": list(brains.shape[1:]), "seconds": round(seconds, 3), "files": files,
-            "temperature": args.temperature, "guidance": guidance,
-            "checkpoint": str(bundle.path)}
+    report = {"n": len(brains), "shape": list(brains.shape[1:]), "seconds": round(seconds, 3), "files": files,
+              "temperature": args.temperature, "guidance": guidance, "checkpoint": str(bundle.path)}
+    if args.complete:
+        report.update(complete=args.complete, level=level, level_from=level_from)
+    return report
 
 
 if __name__ == "__main__":

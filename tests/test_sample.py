@@ -92,7 +92,89 @@ def test_volume_from_a_bundle_without_a_whole_brain_prior_says_which_command_tra
 
 def test_volume_with_slice_options_is_refused(bundle, tmp_path, capsys):
     assert sample.main(["--checkpoint", str(bundle), "--volume", "--level", "2", "--out", str(tmp_path / "o")]) == 2
-    assert "--volume makes whole brains" in capsys.readouterr().err
+    assert "--volume makes every slice level" in capsys.readouterr().err
+    assert sample.main(["--checkpoint", str(bundle), "--volume", "--complete", "x.png", "--keep-rows", "2",
+                        "--out", str(tmp_path / "o")]) == 2
+    assert "leave --keep-rows out" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.fixture(scope="module")
+def volume_bundle(tmp_path_factory):
+    return make_tiny_bundle(tmp_path_factory.mktemp("volume") / "both", with_volume_prior=True)
+
+
+def write_slice(path: Path, seed: int = 0) -> Path:
+    from PIL import Image
+
+    pixels = np.random.default_rng(seed).integers(0, 256, (32, 32), dtype=np.uint8)
+    Image.fromarray(pixels).save(path)
+    return path
+
+
+def test_a_volume_completed_from_a_real_slice_holds_it_at_the_level_its_name_gives(volume_bundle, tmp_path, capsys):
+    import nibabel as nib
+
+    real = write_slice(tmp_path / "case_441_slice_2.nii.png")
+    out = tmp_path / "samples"
+    assert sample.main(["--checkpoint", str(volume_bundle), "--volume", "--complete", str(real), "--n", "2",
+                        "--seed", "3", "--out", str(out)]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert report["level"] == 2 and report["level_from"] == "file name" and report["complete"] == str(real)
+    assert [Path(f["nifti"]).name for f in report["files"]] == ["completion_seed3_00.nii.gz",
+                                                                "completion_seed3_01.nii.gz"]
+    # Slice 2 is the real slice, pixel for pixel (axial slice z of the RAS voxels, upright: rot90).
+    from PIL import Image
+
+    pixels = np.asarray(Image.open(real))
+    for written in report["files"]:
+        voxels = nib.load(written["nifti"]).get_fdata()
+        assert voxels.shape == (32, 32, 4)
+        np.testing.assert_array_equal(np.rot90(voxels[:, :, 2]), pixels)
+        assert not np.array_equal(np.rot90(voxels[:, :, 1]), pixels)
+    first, second = (nib.load(f["nifti"]).get_fdata() for f in report["files"])
+    assert not np.array_equal(first, second)  # two brains around one slice
+
+
+def test_a_completed_volume_takes_the_level_flag_else_the_slice_prior_s_estimate(volume_bundle, tmp_path, capsys):
+    from core import data, jobs
+    from core.bundles import load_bundle
+
+    real = write_slice(tmp_path / "scan.png", seed=1)
+    run = lambda *flags: sample.main(["--checkpoint", str(volume_bundle), "--volume", "--complete", str(real),
+                                      "--n", "1", "--out", str(tmp_path / "out"), *flags])
+    report = lambda: json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert run("--level", "1") == 0
+    got = report()
+    assert (got["level"], got["level_from"]) == (1, "--level")
+    assert run() == 0
+    got = report()
+    loaded = load_bundle(volume_bundle)
+    expected = jobs.most_likely_level(loaded.vqvae, loaded.prior, data.load_images([real], 32)[0])
+    assert (got["level"], got["level_from"]) == (expected, "estimated by the slice prior")
+    assert run("--level", "4") == 2  # the tiny prior knows levels 0..3
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "[0, 4)" in lines[0]
+
+
+def test_a_completed_volume_without_a_level_or_a_slice_prior_to_estimate_one_asks_for_it(tmp_path, capsys):
+    volume_only = make_tiny_bundle(tmp_path / "volume-only", with_prior=False, with_volume_prior=True)
+    real = write_slice(tmp_path / "scan.png")
+    assert sample.main(["--checkpoint", str(volume_only), "--volume", "--complete", str(real),
+                        "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "scan.png names no slice level" in lines[0] and "give the level" in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_completed_volume_from_a_broken_slice_is_one_error_line(volume_bundle, tmp_path, capsys):
+    broken = tmp_path / "case_1_slice_2.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    assert sample.main(["--checkpoint", str(volume_bundle), "--volume", "--complete", str(broken),
+                        "--out", str(tmp_path / "out")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:") and "case_1_slice_2.png" in lines[0]
+    assert not (tmp_path / "out").exists()
 
 
 def test_volumes_are_guided_by_the_slice_prior_unless_told_or_the_bundle_has_none(tmp_path, capsys):
