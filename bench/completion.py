@@ -5,9 +5,11 @@
 
 For each level z of --levels, every whole validation case (8 in the proxy) gets one brain completed
 from its real slice z (`core.jobs.complete_volumes`, the dashboard's guidance). Prints one JSON object:
-- join_ssim: SSIM of the generated slice z - 1 (drawn down from the real slice) and z + 1 (drawn up)
-  with the real slice z, beside the same figure between the case's own real slices, and between
+- join_ssim: SSIM of the generated slice z - 1 (top of the stack chosen below) and z + 1 (drawn up from
+  it) with the real slice z, beside the same figure between the case's own real slices, and between
   slices z -/+ 1 and z of whole brains generated from the base up (as many, same seed).
+- bits_per_code_of_the_real_slice: under the whole-brain prior, given the slice chosen below it, and
+  given its own case's real slice below (what a perfect join would cost).
 - adjacent_ssim: mean SSIM of neighbouring slices over the whole completed volumes, beside real and
   generated whole brains; below / above: the neighbours under and over the real slice only.
 - area_profile_r: Pearson r of the completed volumes' brain area per level against the validation
@@ -52,7 +54,7 @@ def pair_ssim(first, second) -> np.ndarray:
 def main(argv=None) -> None:
     args = parse_args(argv)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from core import data, jobs, sample_quality, volumes
+    from core import data, jobs, sample_quality, surprise, volumes
     from core.bundles import load_bundle
     from core.models.prior import num_levels
 
@@ -61,6 +63,7 @@ def main(argv=None) -> None:
     guided = dict(slice_prior=bundle.prior, guidance=jobs.default_guidance(bundle.prior),
                   temperature=args.temperature)
     size, depth = bundle.image_size, num_levels(volume_prior)
+    grid = (bundle.vqvae.config.code_grid,) * 2
     root = data.find_data_root(args.data)
     stacks = [s for s in data.case_stacks(data.list_slices(root, "validate")) if len(s) == depth]
     real = np.stack([data.load_images(stack, size)[..., 0] for stack in stacks])  # (cases, Z, H, W)
@@ -81,11 +84,15 @@ def main(argv=None) -> None:
                                   "slices": cases * (depth - 1)},
               "levels": {}}
     real_profile = volumes.area_profile(real)
+    # The real slice on its own case's slice below: what a perfect stack below would cost it.
+    codes = bundle.vqvae.encode_to_indices(real.reshape(-1, size, size)[..., None]).reshape(cases, depth, -1)
+    real_bits = {level: surprise.code_bits(volume_prior, codes[:, level].reshape(cases, *grid), [level] * cases,
+                                           codes[:, level - 1].reshape(cases, *grid)).mean(axis=(1, 2))
+                 for level in args.levels if level}
     for level in args.levels:
         started = time.perf_counter()
-        completed = jobs.complete_volumes(bundle.vqvae, volume_prior, real[:, level], level, seed=args.seed,
-                                          **guided)
-        seconds = time.perf_counter() - started
+        done = jobs.complete_volumes(bundle.vqvae, volume_prior, real[:, level], level, seed=args.seed, **guided)
+        seconds, completed = time.perf_counter() - started, done.volumes
         generated = completed[:, [z for z in range(depth) if z != level]].reshape(-1, size, size)
         figures = sample_quality.compare_sets(reference, generated, validate, baseline)
         join, sides = {}, {}
@@ -105,6 +112,9 @@ def main(argv=None) -> None:
             "adjacent_ssim": {"completed": round(volumes.adjacent_ssim(completed), 4),
                               **{side: round(value, 4) for side, value in sides.items()}},
             "area_profile_r": round(float(np.corrcoef(volumes.area_profile(completed), real_profile)[0, 1]), 4),
+            "bits_per_code_of_the_real_slice": {
+                "on_the_slice_chosen_below": round(float(np.mean(done.below_bits)), 3) if level else None,
+                "on_its_own_real_slice_below": round(float(np.mean(real_bits[level])), 3) if level else None},
             "fd": figures["fd"]}
         print(json.dumps({level: report["levels"][str(level)]}), file=sys.stderr, flush=True)
 

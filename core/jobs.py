@@ -6,10 +6,10 @@ from pathlib import Path
 
 import numpy as np
 
-from core import data, scoring
+from core import data, scoring, surprise
 from core.models.prior import level_frequency, num_levels
 from core.models.sampler import (draw_levels, keep_rows_mask, level_log_likelihood, sample_codes,
-                                 sample_stack_below, sample_volumes)
+                                 sample_volumes)
 
 
 @dataclass(frozen=True)
@@ -159,6 +159,27 @@ def generate_volumes(vqvae, volume_prior, n: int, *, seed: int = 0, temperature:
     return np.clip(decoded, 0.0, 1.0)[..., 0].reshape(n, depth, *decoded.shape[1:3])
 
 
+# How many stacks are drawn below a real slice when a brain is completed from it; the one under which
+# the real slice is most likely is kept, so that the slice below joins it as well as a few draws allow
+# (bench/completion.py; BENCHMARKS.md "Whole brains from one real slice").
+COMPLETION_CANDIDATES = 8
+# Stacks drawn side by side at most, candidates of several brains together (memory: bench/volume_memory.py).
+_STACKS_AT_ONCE = 32
+
+
+@dataclass(frozen=True)
+class CompletedVolumes:
+    """Whole brains (n, Z, H, W) in [0, 1] through real slices at `level`, and what joins them.
+
+    `below_bits`: (n,) bits per code of each real slice given the slice generated below it (NaN at
+    level 0, which has none): how well the two join (given its real slice below, a slice costs about
+    the whole-brain prior's validation bits per code).
+    """
+
+    volumes: np.ndarray
+    level: int
+    below_bits: np.ndarray
+
 
 def most_likely_level(vqvae, slice_prior, image) -> int:
     """The slice level a level-conditioned slice prior finds most likely for one (H, W, 1) slice."""
@@ -183,12 +204,19 @@ def real_slice_level(vqvae, slice_prior, volume_prior, name: str, image) -> tupl
 
 def complete_volumes(vqvae, volume_prior, slices, level: int, *, seed: int = 0,
                      temperature: float = VOLUME_TEMPERATURE, top_k: int | None = None, progress=None,
-                     slice_prior=None, guidance: float = VOLUME_GUIDANCE) -> np.ndarray:
-    """Whole brains (n, Z, H, W) in [0, 1], one through each real (H, W, 1) slice of `slices`, kept as it is at `level`.
+                     slice_prior=None, guidance: float = VOLUME_GUIDANCE,
+                     candidates: int = COMPLETION_CANDIDATES) -> CompletedVolumes:
+    """One whole brain through each real (H, W, 1) slice of `slices`, kept as it is at `level`.
 
-    Above it, slices are drawn up the stack given it, as a whole brain's are; below it, down the stack
-    to the base, each given the slice above it (`sample_stack_below`: the whole-brain prior read the other
-    way). `progress(slices_done, Z - 1)` counts the generated slices, those below first.
+    Above it, slices are drawn up the stack given it, as a whole brain's are. Below it, the prior knows
+    only the upward way (each slice given the one below): for each brain, `candidates` stacks of levels
+    0 .. level - 1 are drawn from the base up, and the one under which the real slice is most likely (one
+    teacher-forced pass each) is kept. The stack below is thus another brain's, and the real slice sits
+    on it with a seam (BENCHMARKS.md, "Whole brains from one real slice": there too, why the prior read
+    downwards, the other way tried, lost the anatomy); a prior trained top-down would remove it. That is
+    the best of a few draws, not an exact draw given the slice; but their likelihoods differ by tens to
+    hundreds of bits, so drawing one in proportion to its likelihood would pick the same stack.
+    `progress(slices_done, Z - 1)` counts the generated slices, those below first.
     """
     slices = np.asarray(slices, np.float32)
     if slices.ndim == 3:
@@ -196,21 +224,38 @@ def complete_volumes(vqvae, volume_prior, slices, level: int, *, seed: int = 0,
     depth = num_levels(volume_prior)
     if not 0 <= level < depth:
         raise ValueError(f"Expected a slice level in [0, {depth}) for this whole-brain prior. Received: {level}")
-    n = len(slices)
+    if int(candidates) != candidates or candidates < 1:
+        raise ValueError(f"Expected candidates >= 1. Received: {candidates}")
+    n, candidates = len(slices), int(candidates)
     codes = vqvae.encode_to_indices(slices)  # (n, h, w)
     guide = (slice_prior, guidance) if slice_prior is not None and guidance != 0 else None
-    options = dict(seed=seed, temperature=temperature, top_k=top_k, guide=guide)
+    options = dict(temperature=temperature, top_k=top_k, guide=guide)
     generated = depth - 1
-    stacks = [codes[:, None]]
+    stacks, below_bits = [], np.full(n, np.nan)
     if level:
-        step = None if progress is None else (lambda done, total: progress(done, generated))
-        stacks.insert(0, sample_stack_below(volume_prior, n, above=codes, level=level, progress=step, **options))
+        per_call = max(1, _STACKS_AT_ONCE // candidates)
+        below = []
+        for first in range(0, n, per_call):
+            count = min(per_call, n - first)
+            step = None if progress is None else (
+                lambda done, total, first=first, count=count: progress(
+                    round(level * (first + done / total * count) / n), generated))
+            drawn = sample_volumes(volume_prior, count * candidates, num_slices=level, seed=seed + first,
+                                   progress=step, **options)
+            bits = surprise.code_bits(volume_prior, np.repeat(codes[first:first + count], candidates, axis=0),
+                                      [level] * (count * candidates), drawn[:, -1]).reshape(count, candidates, -1)
+            best = np.argmin(bits.sum(axis=2), axis=1)
+            below.append(drawn.reshape(count, candidates, *drawn.shape[1:])[np.arange(count), best])
+            below_bits[first:first + count] = bits[np.arange(count), best].mean(axis=1)
+        stacks.append(np.concatenate(below))
+    stacks.append(codes[:, None])
     if level < depth - 1:
         step = None if progress is None else (lambda done, total: progress(level + done, generated))
-        stacks.append(sample_volumes(volume_prior, n, start=level + 1, below=codes, progress=step, **options))
+        stacks.append(sample_volumes(volume_prior, n, seed=seed, start=level + 1, below=codes, progress=step,
+                                     **options))
     stacks = np.concatenate(stacks, axis=1)
     _, _, height, width = stacks.shape
     decoded = np.clip(vqvae.decode_indices(stacks.reshape(n * depth, height, width)), 0.0, 1.0)[..., 0]
     volumes = decoded.reshape(n, depth, *decoded.shape[1:])
     volumes[:, level] = np.clip(slices[..., 0], 0.0, 1.0)  # the real slice as it is, not its reconstruction
-    return volumes
+    return CompletedVolumes(volumes, level, below_bits)

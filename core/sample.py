@@ -1,4 +1,4 @@
-"""`python -m core.sample`: generate new brain slices (or complete one), or whole volumes, from a prior checkpoint into files."""
+"""`python -m core.sample`: generate new brain slices (or complete one), or whole volumes (from the base, or through a real slice), from a prior checkpoint into files."""
 from __future__ import annotations
 
 import json
@@ -114,8 +114,9 @@ def _volumes(bundle, args, out: Path) -> dict:
         image = data.load_images([args.complete], bundle.image_size)[0]
         level, level_from = ((args.level, "--level") if args.level is not None else
                              jobs.real_slice_level(bundle.vqvae, bundle.prior, bundle.volume_prior, args.complete, image))
-        brains = jobs.complete_volumes(bundle.vqvae, volume_prior, np.repeat(image[None], args.n, axis=0), level,
-                                       **options)
+        completed = jobs.complete_volumes(bundle.vqvae, volume_prior, np.repeat(image[None], args.n, axis=0), level,
+                                          **options)
+        brains = completed.volumes
     else:
         brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, **options)
     seconds = time.perf_counter() - started
@@ -132,7 +133,9 @@ def _volumes(bundle, args, out: Path) -> dict:
     report = {"n": len(brains), "shape": list(brains.shape[1:]), "seconds": round(seconds, 3), "files": files,
               "temperature": args.temperature, "guidance": guidance, "checkpoint": str(bundle.path)}
     if args.complete:
-        report.update(complete=args.complete, level=level, level_from=level_from)
+        report.update(complete=args.complete, level=level, level_from=level_from,
+                      bits_per_code_on_the_slice_below=[None if np.isnan(b) else round(float(b), 4)
+                                                        for b in completed.below_bits])
     return report
 
 

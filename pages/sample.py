@@ -1,4 +1,6 @@
-"""Sample page: generate new brain slices (seed, temperature, slice level) and whole brains in three planes, judge quality, complete a slice."""
+"""Sample page: generate new brain slices (seed, temperature, slice level) and whole brains (from the base, or through a real slice) in three planes, judge quality, complete a slice."""
+import math
+
 import streamlit as st
 
 from core import images, jobs, uploads, volumes
@@ -36,6 +38,30 @@ def gallery(slices, names, key: str) -> None:
                        file_name=f"{key}.zip", mime="application/zip", key=f"{key}-zip", on_click="ignore")
 
 
+def real_slice(key: str):
+    """A slice to start from, picked in the test split or uploaded: (image (H, W, 1), name), or None (none yet,
+    or an upload that cannot be read: its message is shown, and the rest of the page still works)."""
+    source = st.radio("Slice from", ["test split", "upload"], horizontal=True, key=f"{key}_source")
+    picked = None
+    if source == "upload":
+        files = shared.uploaded_files(st.file_uploader("One PNG / JPEG slice", type=["png", "jpg", "jpeg"],
+                                                       key=f"{key}_upload"))
+        if not files:
+            return None
+        with shared.guard("Reading the upload", stop=False):
+            decoded = uploads.decode_uploads(files, size)
+            for notice in decoded.notices:
+                st.info(notice)
+            picked = decoded.images[0], decoded.names[0]
+        return picked
+    data_folder = str(shared.default_data_folder())
+    with shared.guard("Listing the test split", stop=False):
+        names = jobs.split_slice_names(data_folder, "test")
+        name = st.selectbox("Test slice", names, index=len(names) // 2, key=f"{key}_name")
+        picked = jobs.load_split_slices(data_folder, [name], size, "test")[0], name
+    return picked
+
+
 def whole_brain() -> None:
     """Generate one whole brain with the whole-brain prior; show it in three linked planes."""
     st.subheader("Whole brain")
@@ -59,28 +85,61 @@ def whole_brain() -> None:
         help="The slice prior's weight in each slice's choice: more keeps each slice like real slices of its "
              "level (errors compound less up the stack), less keeps neighbours more alike; 0 = the whole-brain "
              "prior alone" + ("" if bundle.prior is not None else ". This checkpoint has no slice prior."))
-    if settings[3].button("Generate a whole brain", type="primary"):
+    start = st.radio("Start from", ["the base (a new brain)", "a real slice"], horizontal=True, key="volume_start",
+                     help="A real slice is kept as it is at its level; the slices above and below it are generated")
+    picked, chosen_level = None, None
+    if start == "a real slice":
+        left, right = st.columns([2, 1])
+        with left:
+            picked = real_slice("volume_real")
+        if picked is not None:
+            right.image(picked[0][..., 0], clamp=True, width=192, caption=picked[1])
+            choices = ["from its name, else estimated", *range(depth)]
+            choice = right.selectbox("Its slice level", choices, key=f"volume_real_level_{picked[1]}",
+                                     help=f"0 = base of the brain, {depth - 1} = vertex. A name such as "
+                                          "case_441_slice_12 gives 12; otherwise the slice prior estimates it")
+            chosen_level = None if choice == choices[0] else int(choice)
+    if settings[3].button("Generate a whole brain", type="primary", disabled=start == "a real slice" and picked is None):
         bar = st.progress(0.0, text="Generating a whole brain")
-        with shared.guard("Generating a whole brain"):
-            volume = jobs.generate_volumes(
-                bundle.vqvae, bundle.volume_prior, 1, seed=int(volume_seed), temperature=volume_temperature,
-                slice_prior=bundle.prior, guidance=guidance,
-                progress=lambda done, total: bar.progress(done / total, text=f"Generating: slice {done}/{total}"))[0]
+        show = lambda done, total: bar.progress(done / total, text=f"Generating: slice {done}/{total}")
+        options = dict(seed=int(volume_seed), temperature=volume_temperature, slice_prior=bundle.prior,
+                       guidance=guidance, progress=show)
+        with shared.guard("Generating a whole brain", stop=False):
+            if picked is None:
+                volume, made = jobs.generate_volumes(bundle.vqvae, bundle.volume_prior, 1, **options)[0], None
+            else:
+                image, name = picked
+                level, found = ((chosen_level, "chosen") if chosen_level is not None else
+                                jobs.real_slice_level(bundle.vqvae, bundle.prior, bundle.volume_prior, name, image))
+                completed = jobs.complete_volumes(bundle.vqvae, bundle.volume_prior, image[None], level, **options)
+                volume, made = completed.volumes[0], (name, level, found, completed.below_bits[0])
+                st.session_state["volume_z"] = level  # the viewer opens on the real slice
+            st.session_state["volume"] = (bundle.path, int(volume_seed), volume, made)
         bar.empty()
-        st.session_state["volume"] = (bundle.path, int(volume_seed), volume)
     if st.session_state.get("volume", (None,))[0] != bundle.path:  # none yet from this checkpoint
         return
-    _, made_with_seed, volume = st.session_state["volume"]
+    _, made_with_seed, volume, made = st.session_state["volume"]
+    if made is not None:
+        name, level, found, below_bits = made
+        st.caption(f"Through the real slice {name}, kept at level {level} ({found}); every other slice is generated. "
+                   "Those above grow from it; those below are the best joining of "
+                   f"{jobs.COMPLETION_CANDIDATES} stacks drawn from the base up (the prior only knows the upward way), "
+                   "so a seam can show under the real slice"
+                   + ("." if math.isnan(below_bits) else f": it costs {below_bits:.2f} bits per code on the slice "
+                      "below (a real slice on its own real neighbour: about 1.4 on validation)."))
     slices, height, width = volume.shape
+    if not 0 <= st.session_state.get("volume_z", -1) < slices:  # none yet, or from a checkpoint of more slices
+        st.session_state["volume_z"] = slices // 2
     sliders = st.columns(3)
-    z = sliders[0].slider("Axial slice", 0, slices - 1, slices // 2, key="volume_z", help="0 = base of the brain")
+    z = sliders[0].slider("Axial slice", 0, slices - 1, key="volume_z", help="0 = base of the brain")
     y = sliders[1].slider("Coronal row", 0, height - 1, height // 2, key="volume_y", help="0 = front (top row)")
     x = sliders[2].slider("Sagittal column", 0, width - 1, width // 2, key="volume_x", help="0 = left edge")
     for column, (title, picture) in zip(st.columns(3), viewer.three_planes(volume, z, y, x)):
         column.image(picture, caption=title, width="stretch", output_format="PNG")  # a crisp cross-hair
     with st.expander("Play through the axial slices"):
         st.image(images.gif_bytes(volume), caption="base to vertex, looping", width=min(width, 256))
-    st.download_button("Download .nii.gz", volumes.nifti_bytes(volume), file_name=f"brain_seed{made_with_seed}.nii.gz",
+    stem = "brain" if made is None else "completion"
+    st.download_button("Download .nii.gz", volumes.nifti_bytes(volume), file_name=f"{stem}_seed{made_with_seed}.nii.gz",
                        mime="application/gzip", key="volume_download", on_click="ignore",
                        help="NIfTI, RAS, 1 x 1 x 5 mm nominal voxels, marked synthetic; the Reconstruct page reads it")
 
@@ -142,24 +201,10 @@ if st.session_state.get("quality", (None,))[0] == bundle.path:
 
 st.subheader("Complete a brain")
 st.caption("The code rows above the chosen row are kept from your slice; the prior draws the rest.")
-source = st.radio("Slice from", ["test split", "upload"], horizontal=True, key="complete_source")
-if source == "upload":
-    files = shared.uploaded_files(st.file_uploader("One PNG / JPEG slice", type=["png", "jpg", "jpeg"],
-                                                   key="complete_upload"))
-    if not files:
-        st.stop()
-    with shared.guard("Reading the upload"):
-        decoded = uploads.decode_uploads(files, size)
-    for notice in decoded.notices:
-        st.info(notice)
-    image, name = decoded.images[0], decoded.names[0]
-else:
-    data_folder = str(shared.default_data_folder())
-    with shared.guard("Listing the test split"):
-        names = jobs.split_slice_names(data_folder, "test")
-    name = st.selectbox("Test slice", names, index=len(names) // 2)
-    with shared.guard("Loading the slice"):
-        image = jobs.load_split_slices(data_folder, [name], size, "test")[0]
+picked = real_slice("complete")
+if picked is None:
+    st.stop()
+image, name = picked
 left, middle, right = st.columns(3)
 keep_rows = left.slider("Keep code rows above", 0, grid, grid // 2)
 completions = middle.number_input("Completions", 1, 16, 4)

@@ -281,7 +281,8 @@ def test_whole_brain_generates_a_volume_shown_in_three_linked_planes(app_env, tm
     no_trouble(at)
     next(b for b in at.button if b.label == "Generate a whole brain").click().run()
     no_trouble(at)
-    _, seed, volume = at.session_state["volume"]
+    _, seed, volume, through = at.session_state["volume"]
+    assert through is None  # from the base up, through no real slice
     assert volume.shape == (4, 32, 32) and 0.0 <= volume.min() and volume.max() <= 1.0  # 4 levels: 4 slices
     sliders = {s.label: s for s in at.slider}
     assert sliders["Axial slice"].value == 2 and sliders["Coronal row"].value == 16
@@ -310,6 +311,49 @@ def test_whole_brain_generates_a_volume_shown_in_three_linked_planes(app_env, tm
     assert asked[-1]["guidance"] == 0.0
     unguided = generate_volumes(bundle.vqvae, bundle.volume_prior, 1, seed=0, guidance=0.0)[0]
     np.testing.assert_allclose(at.session_state["volume"][2], unguided, atol=1e-6)
+
+
+def test_whole_brain_through_a_real_slice_keeps_it_at_its_level_and_opens_the_viewer_there(app_env, oasis_tree,
+                                                                                            tmp_path, monkeypatch):
+    from core import jobs
+    from core.bundles import load_bundle
+
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "both", with_volume_prior=True)))
+    at = open_page("pages/sample.py")
+    at.radio(key="volume_start").set_value("a real slice").run()
+    no_trouble(at)
+    name = at.selectbox(key="volume_real_name").value
+    assert at.selectbox(key=f"volume_real_level_{name}").value == "from its name, else estimated"
+    next(b for b in at.button if b.label == "Generate a whole brain").click().run()
+    no_trouble(at)
+    _, seed, volume, (shown_name, level, found, _) = at.session_state["volume"]
+    bundle = load_bundle(tmp_path / "both")
+    real = jobs.load_split_slices(str(oasis_tree), [name], 32, "test")[0]
+    assert shown_name == name and (level, found) == jobs.real_slice_level(bundle.vqvae, bundle.prior,
+                                                                          bundle.volume_prior, name, real)
+    np.testing.assert_array_equal(volume[level], real[..., 0])
+    assert at.slider(key="volume_z").value == level
+    caption = next(c.value for c in at.caption if f"kept at level {level}" in c.value)
+    assert ("bits per code on the slice below" in caption) == (level > 0)  # level 0 has no slice below
+    # A level chosen by hand puts it there instead.
+    other = (level + 1) % 4
+    at.selectbox(key=f"volume_real_level_{name}").set_value(other).run()
+    next(b for b in at.button if b.label == "Generate a whole brain").click().run()
+    no_trouble(at)
+    _, _, volume, (_, level, found, _) = at.session_state["volume"]
+    assert (level, found) == (other, "chosen") and np.array_equal(volume[other], real[..., 0])
+
+
+def test_whole_brain_through_an_upload_that_cannot_be_read_is_a_message_and_the_page_goes_on(app_env, tmp_path,
+                                                                                             monkeypatch):
+    monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "both", with_volume_prior=True)))
+    at = open_page("pages/sample.py")
+    at.radio(key="volume_start").set_value("a real slice").run()
+    at.radio(key="volume_real_source").set_value("upload").run()
+    no_trouble(at)
+    generate = next(b for b in at.button if b.label == "Generate a whole brain")
+    assert generate.proto.disabled  # nothing to start from yet
+    assert any(h.value == "Quality" for h in at.subheader)  # and the rest of the page is there
 
 
 def shown_images(at: AppTest) -> list[tuple[str, str]]:

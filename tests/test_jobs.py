@@ -136,47 +136,68 @@ def decoded_stacks(bundle, monkeypatch) -> list:
     return handed
 
 
+def full_pass_bits(prior, codes, level, below) -> np.ndarray:
+    """Reference: total bits of each code grid given its slice below, from one plain forward pass."""
+    import tensorflow as tf
+    from core.models.prior import prior_inputs
+
+    n = len(below)
+    codes = np.repeat(codes, n, axis=0).astype(np.int32)
+    logits = prior(prior_inputs(prior, codes, np.full(n, level, np.int32), below.astype(np.int32)))
+    log_p = tf.nn.log_softmax(tf.cast(logits, tf.float32)).numpy()
+    return -np.take_along_axis(log_p, codes[..., None], axis=-1)[..., 0].sum(axis=(1, 2)) / np.log(2)
+
+
 @pytest.mark.parametrize("level", [1, 2])
-def test_a_brain_completed_from_a_real_slice_keeps_it_and_grows_up_and_down_from_it(volume_bundle, monkeypatch,
-                                                                                     level):
-    from core.models.sampler import sample_stack_below, sample_volumes
+def test_a_brain_completed_from_a_real_slice_keeps_it_grows_up_from_it_and_picks_the_stack_below_it_fits(
+        volume_bundle, monkeypatch, level):
+    from core.models.sampler import sample_volumes
 
     real = np.random.default_rng(4).uniform(size=(2, 32, 32, 1)).astype(np.float32)
     codes = volume_bundle.vqvae.encode_to_indices(real)
     handed = decoded_stacks(volume_bundle, monkeypatch)
     steps = []
     done = jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, level, seed=5,
-                                 progress=lambda d, t: steps.append((d, t)))
-    assert done.shape == (2, 4, 32, 32) and steps == [(d, 3) for d in range(1, 4)]
-    np.testing.assert_array_equal(done[:, level], real[..., 0])  # the real slice, not its reconstruction
+                                 candidates=3, progress=lambda d, t: steps.append((d, t)))
+    assert done.volumes.shape == (2, 4, 32, 32) and done.level == level and steps[-1] == (3, 3)
+    np.testing.assert_array_equal(done.volumes[:, level], real[..., 0])  # the real slice, not its reconstruction
     stacks = handed[-1].reshape(2, 4, 8, 8)
     np.testing.assert_array_equal(stacks[:, level], codes)
-    options = dict(seed=5, temperature=jobs.VOLUME_TEMPERATURE)
+    # Above: the top of a stack grown from the real slice's codes.
     np.testing.assert_array_equal(stacks[:, level + 1:], sample_volumes(
-        volume_bundle.volume_prior, 2, start=level + 1, below=codes, **options))
-    np.testing.assert_array_equal(stacks[:, :level], sample_stack_below(
-        volume_bundle.volume_prior, 2, above=codes, level=level, **options))
+        volume_bundle.volume_prior, 2, seed=5, temperature=jobs.VOLUME_TEMPERATURE, start=level + 1, below=codes))
+    # Below: of the 3 stacks drawn for each brain, the one under which its real slice costs the fewest bits.
+    drawn = sample_volumes(volume_bundle.volume_prior, 6, num_slices=level, seed=5,
+                           temperature=jobs.VOLUME_TEMPERATURE).reshape(2, 3, level, 8, 8)
+    for brain in range(2):
+        bits = full_pass_bits(volume_bundle.volume_prior, codes[brain:brain + 1], level, drawn[brain, :, -1])
+        assert bits.max() - bits.min() > 1.0  # the candidates differ, so the choice is a real one
+        np.testing.assert_array_equal(stacks[brain, :level], drawn[brain, np.argmin(bits)])
+        np.testing.assert_allclose(done.below_bits[brain], bits.min() / 64, rtol=1e-4)
     decoded = np.clip(volume_bundle.vqvae.decode_indices(stacks.reshape(8, 8, 8)), 0, 1)[..., 0].reshape(2, 4, 32, 32)
     others = [z for z in range(4) if z != level]
-    np.testing.assert_allclose(done[:, others], decoded[:, others], atol=1e-6)
-    assert not np.array_equal(stacks[0], stacks[1])  # two brains through two slices
+    np.testing.assert_allclose(done.volumes[:, others], decoded[:, others], atol=1e-6)
 
 
-def test_a_brain_completed_from_its_base_or_vertex_draws_only_the_other_side(volume_bundle):
+def test_a_brain_completed_from_its_base_or_vertex_draws_only_the_other_side(volume_bundle, monkeypatch):
     real = np.random.default_rng(6).uniform(size=(1, 32, 32, 1)).astype(np.float32)
-    for level in (0, 3):
-        done = jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, level, seed=1)
-        assert done.shape == (1, 4, 32, 32)
-        np.testing.assert_array_equal(done[:, level], real[..., 0])
-        other = jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, level, seed=2)
-        assert not np.array_equal(other, done)  # another seed, other slices around the same real one
+    from_base = jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, 0, seed=1)
+    assert np.isnan(from_base.below_bits).all() and from_base.volumes.shape == (1, 4, 32, 32)
+    from_vertex = jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, 3, seed=1)
+    assert np.isfinite(from_vertex.below_bits).all()
+    np.testing.assert_array_equal(from_vertex.volumes[:, 3], real[..., 0])
+    # Another seed, other slices around the same real one.
+    other = jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, 0, seed=2)
+    assert not np.array_equal(other.volumes[:, 1:], from_base.volumes[:, 1:])
 
 
-def test_completing_a_brain_refuses_a_level_the_prior_lacks(volume_bundle):
+def test_completing_a_brain_refuses_a_level_the_prior_lacks_and_no_candidates(volume_bundle):
     real = np.zeros((1, 32, 32, 1), np.float32)
     for level in (-1, 4):
         with pytest.raises(ValueError, match=r"slice level in \[0, 4\)"):
             jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, level)
+    with pytest.raises(ValueError, match="candidates >= 1"):
+        jobs.complete_volumes(volume_bundle.vqvae, volume_bundle.volume_prior, real, 1, candidates=0)
 
 
 def test_the_most_likely_level_of_a_slice_weighs_its_likelihood_with_the_levels_frequencies(volume_bundle):
@@ -197,3 +218,14 @@ def test_the_most_likely_level_of_a_slice_weighs_its_likelihood_with_the_levels_
         assert expected == 0  # a level a million times more common than the others wins
     finally:
         level_layer(prior).frequency.assign(saved)
+
+
+def test_a_real_slice_s_level_comes_from_its_name_else_from_the_slice_prior_else_it_is_asked_for(volume_bundle):
+    real = np.random.default_rng(9).uniform(size=(32, 32, 1)).astype(np.float32)
+    vqvae, prior, volume_prior = volume_bundle.vqvae, volume_bundle.prior, volume_bundle.volume_prior
+    assert jobs.real_slice_level(vqvae, prior, volume_prior, "case_441_slice_2.nii.png", real) == (2, "file name")
+    estimated = (jobs.most_likely_level(vqvae, prior, real), "estimated by the slice prior")
+    for name in ("scan.png", "case_441_slice_7.nii.png"):  # no level; a level the prior lacks (0..3)
+        assert jobs.real_slice_level(vqvae, prior, volume_prior, name, real) == estimated
+    with pytest.raises(ValueError, match="scan.png names no slice level below 4.*give the level"):
+        jobs.real_slice_level(vqvae, None, volume_prior, "uploads/scan.png", real)

@@ -121,6 +121,8 @@ def test_a_volume_completed_from_a_real_slice_holds_it_at_the_level_its_name_giv
                         "--seed", "3", "--out", str(out)]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert report["level"] == 2 and report["level_from"] == "file name" and report["complete"] == str(real)
+    assert len(report["bits_per_code_on_the_slice_below"]) == 2
+    assert all(bits > 0 for bits in report["bits_per_code_on_the_slice_below"])
     assert [Path(f["nifti"]).name for f in report["files"]] == ["completion_seed3_00.nii.gz",
                                                                 "completion_seed3_01.nii.gz"]
     # Slice 2 is the real slice, pixel for pixel (axial slice z of the RAS voxels, upright: rot90).

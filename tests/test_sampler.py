@@ -6,8 +6,7 @@ import pytest
 from core.models.prior import (PriorConfig, build_prior, level_layer, previous_layer, prior_inputs,
                                set_level_frequency, start_token)
 from core.models import sampler
-from core.models.sampler import (keep_rows_mask, sample_codes, sample_stack_below, sample_volumes,
-                                teacher_forced_logits_fast)
+from core.models.sampler import keep_rows_mask, sample_codes, sample_volumes, teacher_forced_logits_fast
 
 from model_fixtures import randomize_weights
 
@@ -397,32 +396,6 @@ def test_the_top_of_a_stack_needs_its_slice_below_and_a_start_inside_the_stack(v
             sample_volumes(volume_prior, 1, **options)
     with pytest.raises(ValueError, match="previous codes of shape"):
         sample_volumes(volume_prior, 2, start=2, below=below)  # one slice below for two stacks
-
-
-@pytest.mark.parametrize("level", [1, 4])
-def test_the_slices_under_a_slice_are_each_sampled_given_the_one_above_from_the_top_down(volume_prior, guide_prior,
-                                                                                        level):
-    above = np.random.default_rng(22).integers(0, 8, (3, 6, 7))
-    under = sample_stack_below(volume_prior, 3, above=above, level=level, seed=6, temperature=0.8,
-                               guide=(guide_prior, 0.4))
-    assert under.shape == (3, level, 6, 7)
-    # The reference: slice l at level l, given the slice above it where the slice below goes, noise stream l.
-    expected, next_to = {}, above
-    for z in range(level - 1, -1, -1):
-        next_to = expected[z] = sample_codes(volume_prior, 3, seed=6, temperature=0.8, levels=z, previous=next_to,
-                                             stream=z, guide=(guide_prior, 0.4))
-    np.testing.assert_array_equal(under, np.stack([expected[z] for z in range(level)], axis=1))  # base first
-
-
-def test_the_slices_under_a_slice_need_a_level_above_the_base_and_a_whole_brain_prior(volume_prior, prior):
-    above = np.zeros((1, 6, 7), np.int32)
-    for level in (0, 5):
-        with pytest.raises(ValueError, match="0 < level < 5"):
-            sample_stack_below(volume_prior, 1, above=above, level=level)
-    with pytest.raises(ValueError, match="whole-brain prior"):
-        sample_stack_below(prior, 1, above=above, level=2)
-    with pytest.raises(ValueError, match="previous codes of shape"):
-        sample_stack_below(volume_prior, 2, above=above, level=2)
 
 
 def test_a_whole_brain_never_draws_a_slice_s_noise_whole(volume_prior, monkeypatch):

@@ -253,7 +253,7 @@ def _run_fast(prior_model, n, gumbel, keep, init, inv_temperature, top_k, progre
     return codes, (np.stack(logits, axis=1) if return_logits else None)
 
 
-def _run_wavefront(prior_model, n, order, seed, temperature, top_k, progress, guide, first_next_to=None):
+def _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide, start=0, below=None):
     """Whole stacks with the slices of a stack sampled side by side, each a few rows behind the one below.
 
     Row i of a slice reads the slice below only through row i of its condition map, which needs the rows
@@ -264,19 +264,17 @@ def _run_wavefront(prior_model, n, order, seed, temperature, top_k, progress, gu
     same noise, level, condition and state), so the codes are those of sampling the slices one after the
     other. Slices run in fixed lanes of the batch (slice z in lane z % lanes, free again before slice
     z + lanes starts), so that the row step keeps one shape: one trace, one XLA compile.
-    It samples the slices of levels `order` in that order (the k-th, of level order[k], k lags behind the
-    first), each given the one before it in the place of the slice below (the first given `first_next_to`,
-    (n, H, W) codes, or the "no slice below" token when None), each with noise stream order[k].
+    It samples slices start .. num_slices - 1 (the k-th of them, slice start + k, runs k lags behind),
+    slice `start` given `below` (n, H, W) codes, or the "no slice below" token when None.
     """
     height, width, num_embeddings = _grid_shape(prior_model)
     models, mix = _guided(prior_model, guide)
     weights, static, mix, step = _steppers(models, mix, top_k, False)
     encoder, token = previous_layer(prior_model), start_token(prior_model)
     lag = encoder.reach + 1
-    order = np.asarray(order, np.int32)
-    count = len(order)  # the slices sampled here; the k-th is of level order[k]
+    count = num_slices - start  # the slices sampled here; the k-th is slice start + k
     lanes = min(count, -(-height // lag))
-    levels = order if num_levels(prior_model) else None
+    levels = np.arange(start, num_slices, dtype=np.int32) if num_levels(prior_model) else None
     # Per prior, (Z, H, W, D) the level part of each slice's condition map (None: a prior without levels).
     level_maps = [tf.convert_to_tensor(level_layer(model)(tf.constant(levels))) if levels is not None else None
                   for model in models]
@@ -303,11 +301,11 @@ def _run_wavefront(prior_model, n, order, seed, temperature, top_k, progress, gu
                 continue
             k, i = row
             if i == 0 and temperature:
-                noise[k] = GumbelRows(seed, (n, height, width, num_embeddings), int(order[k]))
+                noise[k] = GumbelRows(seed, (n, height, width, num_embeddings), start + k)
             around = i + offsets
             inside = (around >= 0) & (around < height)
             window[lane][:, inside] = (stacks[:, k - 1, around[inside]] if k else
-                                       token if first_next_to is None else first_next_to[:, around[inside]])
+                                       token if below is None else below[:, around[inside]])
             on_grid[lane] = inside
         from_below = encoder.row(window.reshape(lanes * n, len(offsets), width), on_grid.reshape(lanes * n, -1))
         conditions = []
@@ -593,35 +591,7 @@ def sample_volumes(prior_model: keras.Model, n: int, *, num_slices: int | None =
         below = check_previous(prior_model, n, below)
     if guide is not None:
         _check_guide(prior_model, guide, "fast")
-    return _run_wavefront(prior_model, n, np.arange(start, num_slices), seed, temperature, top_k, progress, guide,
-                          below)
-
-
-def sample_stack_below(prior_model: keras.Model, n: int, *, above, level: int, seed: int = 0,
-                       temperature: float = 1.0, top_k: Optional[int] = None,
-                       progress: Optional[ProgressFn] = None, guide=None) -> np.ndarray:
-    """Samples the slices under a given one, (n, level, H, W) int32 base first, from the top down.
-
-    A whole-brain prior learnt each slice given the slice below it; here slice l is sampled at level
-    l given the slice *above* it, read in that place (slices of a brain change slowly either way, and the
-    level tells the prior which way it is going): `above` (n, H, W) codes of the slice at `level`, then
-    each slice for the one under it. Noise stream l for slice l, as in `sample_volumes`.
-    An approximation, where a prior trained top-down would be exact: BENCHMARKS.md, "Whole brains from one
-    real slice", says how well the slices join.
-    """
-    if previous_layer(prior_model) is None:
-        raise ValueError("This prior is a slice prior: the slices under a slice need a whole-brain prior.")
-    levels = num_levels(prior_model)
-    if not levels or not 0 < level < levels:
-        raise ValueError(f"Expected a whole-brain prior with slice levels and 0 < level < {levels or 'its levels'}. "
-                         f"Received: level={level}")
-    _check_request(n, temperature, top_k, _grid_shape(prior_model)[2])
-    above = check_previous(prior_model, n, above)
-    if guide is not None:
-        _check_guide(prior_model, guide, "fast")
-    top_down = _run_wavefront(prior_model, n, np.arange(level - 1, -1, -1), seed, temperature, top_k, progress,
-                              guide, above)
-    return np.ascontiguousarray(top_down[:, ::-1])
+    return _run_wavefront(prior_model, n, num_slices, seed, temperature, top_k, progress, guide, start, below)
 
 
 def level_log_likelihood(prior_model: keras.Model, init_codes, keep_mask) -> np.ndarray:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from playwright.sync_api import expect
 
 pytestmark = pytest.mark.e2e
 
@@ -174,6 +175,39 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     page.get_by_text("mean SSIM").wait_for()
     page.get_by_text("brain.nii.gz [axis 2, slice").first.wait_for()
     assert_no_traceback(page)
+
+
+def test_whole_brain_through_an_uploaded_slice_keeps_it_at_the_level_its_name_gives(page, tmp_path, e2e_paths,
+                                                                                     whole_brain_checkpoint):
+    go_to(page, "Sample")
+    if whole_brain_checkpoint:
+        pick_checkpoint(page, whole_brain_checkpoint)
+    page.get_by_text("a real slice", exact=True).click()
+    # The Complete section below has a "Slice from" of its own: wait for the whole brain's, drawn above it.
+    slice_from = page.get_by_test_id("stRadio").filter(has_text="Slice from")
+    expect(slice_from).to_have_count(2)
+    slice_from.first.get_by_text("upload", exact=True).click()
+    real = tmp_path / "case_001_slice_2.nii.png"  # the name gives the level
+    shutil.copy(upload_slice(tmp_path, uses_demo=e2e_paths["uses_demo"] and not whole_brain_checkpoint), real)
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(real)
+    page.get_by_text("Its slice level").wait_for()
+    wait_until_idle(page)
+    page.get_by_role("button", name="Generate a whole brain").click()
+    page.get_by_text("kept at level 2 (file name)").wait_for(timeout=300_000)
+    page.get_by_text("axial, slice 2", exact=True).wait_for()  # the viewer opens on the real slice
+    assert_no_traceback(page)
+    wait_until_fresh(page, "Download .nii.gz")
+    wait_until_idle(page)
+    wait_until_drawn(page)
+    with page.expect_download(timeout=120_000) as download:
+        page.get_by_role("button", name="Download .nii.gz").click()
+    assert download.value.suggested_filename == "completion_seed0.nii.gz"
+    import nibabel as nib
+
+    saved = tmp_path / "completion.nii.gz"
+    download.value.save_as(saved)
+    voxels = nib.load(saved).get_fdata()
+    np.testing.assert_array_equal(np.rot90(voxels[:, :, 2]), np.asarray(Image.open(real)))
 
 
 FIRST_CHART = "document.querySelector('[data-testid=stVegaLiteChart]')"
