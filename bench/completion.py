@@ -1,7 +1,8 @@
 """Benchmark: whole brains completed from one real slice — how the generated slices join it, the stack's coherence and anatomy, realism per slice, speed.
 
     python bench/completion.py [--checkpoint checkpoints/demo] [--data ../shared/oasis_proxy]
-                               [--levels 8 16 24] [--seed 0] [--temperature 0.9] [--skip-speed]
+                               [--levels 8 16 24] [--seed 0] [--temperature 0.9] [--candidates 8]
+                               [--skip-speed]
 
 For each level z of --levels, every whole validation case (8 in the proxy) gets one brain completed
 from its real slice z (`core.jobs.complete_volumes`, the dashboard's guidance). Prints one JSON object:
@@ -18,6 +19,8 @@ from its real slice z (`core.jobs.complete_volumes`, the dashboard's guidance). 
   each against the validate split on the reference network's features.
 - seconds (unless --skip-speed): one brain completed from level 16 and one whole brain, the same sitting,
   after a warm-up each, median of 2.
+--candidates K draws K stacks below the real slice per brain and keeps the one it fits best (default:
+the dashboard's, core.jobs.COMPLETION_CANDIDATES).
 """
 from __future__ import annotations
 
@@ -41,6 +44,8 @@ def parse_args(argv=None):
     parser.add_argument("--levels", type=int, nargs="+", default=[8, 16, 24])
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--temperature", type=float, default=0.9)
+    parser.add_argument("--candidates", type=int, default=None,
+                        help="stacks drawn below the real slice per brain (default: core.jobs.COMPLETION_CANDIDATES)")
     parser.add_argument("--skip-speed", action="store_true")
     return parser.parse_args(argv)
 
@@ -62,6 +67,7 @@ def main(argv=None) -> None:
     volume_prior = bundle.require_volume_prior()
     guided = dict(slice_prior=bundle.prior, guidance=jobs.default_guidance(bundle.prior),
                   temperature=args.temperature)
+    candidates = jobs.COMPLETION_CANDIDATES if args.candidates is None else args.candidates
     size, depth = bundle.image_size, num_levels(volume_prior)
     grid = (bundle.vqvae.config.code_grid,) * 2
     root = data.find_data_root(args.data)
@@ -77,6 +83,7 @@ def main(argv=None) -> None:
     baseline, _ = sample_quality.real_slices(args.data, "train", cases * (depth - 1), size, seed=args.seed)
     whole_fd = sample_quality.compare_sets(reference, whole[:, 1:].reshape(-1, size, size), validate, baseline)
     report = {"checkpoint": str(bundle.path), "cases": cases, "temperature": args.temperature,
+              "candidates": candidates,
               "guidance": guided["guidance"], "whole_brains_s": round(whole_s, 1),
               "adjacent_ssim": {"real": round(volumes.adjacent_ssim(real), 4),
                                 "whole_brains": round(volumes.adjacent_ssim(whole), 4)},
@@ -91,7 +98,8 @@ def main(argv=None) -> None:
                  for level in args.levels if level}
     for level in args.levels:
         started = time.perf_counter()
-        done = jobs.complete_volumes(bundle.vqvae, volume_prior, real[:, level], level, seed=args.seed, **guided)
+        done = jobs.complete_volumes(bundle.vqvae, volume_prior, real[:, level], level, seed=args.seed,
+                                     candidates=candidates, **guided)
         seconds, completed = time.perf_counter() - started, done.volumes
         generated = completed[:, [z for z in range(depth) if z != level]].reshape(-1, size, size)
         figures = sample_quality.compare_sets(reference, generated, validate, baseline)
@@ -120,7 +128,7 @@ def main(argv=None) -> None:
 
     if not args.skip_speed:
         runs = {"complete_from_16": lambda: jobs.complete_volumes(bundle.vqvae, volume_prior, real[:1, 16], 16,
-                                                                  seed=1, **guided),
+                                                                  seed=1, candidates=candidates, **guided),
                 "whole_brain": lambda: jobs.generate_volumes(bundle.vqvae, volume_prior, 1, seed=1, **guided)}
         for job in runs.values():
             job()  # traces the graphs for this batch size

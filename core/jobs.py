@@ -159,10 +159,11 @@ def generate_volumes(vqvae, volume_prior, n: int, *, seed: int = 0, temperature:
     return np.clip(decoded, 0.0, 1.0)[..., 0].reshape(n, depth, *decoded.shape[1:3])
 
 
-# How many stacks are drawn below a real slice when a brain is completed from it; the one under which
-# the real slice is most likely is kept, so that the slice below joins it as well as a few draws allow
-# (bench/completion.py; BENCHMARKS.md "Whole brains from one real slice").
-COMPLETION_CANDIDATES = 8
+# How many stacks are drawn below a real slice when a brain is completed from it (the one under which the
+# real slice is most likely is kept). One: keeping the best of 8 joined no better (SSIM with the slice
+# below within 0.013, its bits per code 0.02-0.03 lower) at 2-5x the time (bench/completion.py --candidates;
+# BENCHMARKS.md "Whole brains from one real slice").
+COMPLETION_CANDIDATES = 1
 # Stacks drawn side by side at most, candidates of several brains together (memory: bench/volume_memory.py).
 _STACKS_AT_ONCE = 32
 
@@ -213,9 +214,8 @@ def complete_volumes(vqvae, volume_prior, slices, level: int, *, seed: int = 0,
     0 .. level - 1 are drawn from the base up, and the one under which the real slice is most likely (one
     teacher-forced pass each) is kept. The stack below is thus another brain's, and the real slice sits
     on it with a seam (BENCHMARKS.md, "Whole brains from one real slice": there too, why the prior read
-    downwards, the other way tried, lost the anatomy); a prior trained top-down would remove it. That is
-    the best of a few draws, not an exact draw given the slice; but their likelihoods differ by tens to
-    hundreds of bits, so drawing one in proportion to its likelihood would pick the same stack.
+    downwards, the other way tried, lost the anatomy); a prior trained top-down would remove it.
+    `below_bits` measures the seam either way.
     `progress(slices_done, Z - 1)` counts the generated slices, those below first.
     """
     slices = np.asarray(slices, np.float32)
