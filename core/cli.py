@@ -3,13 +3,47 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import sys
+import tempfile
 
 from core import settings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# TensorFlow's C++ start-up lines (absl format: "I0000 00:00:1796.. 7217 port.cc:153] ..."), which
+# TF 2.19+ writes whatever TF_CPP_MIN_LOG_LEVEL says; errors stay, but for the CUDA driver missing on a CPU machine.
+_STARTUP_CHATTER = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
+                              r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"
+                              r"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] failed call to cuInit")
+
 USAGE_ERROR = 2  # a user's mistake: one `error:` line on stderr
+
+
+def import_tensorflow() -> None:
+    """Import TensorFlow and find its GPUs with its start-up chatter held back, so that a command's stderr
+    holds the command's own lines (one `error:` line for a mistake); any other line is passed on."""
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    real_stderr = os.dup(2)
+    with tempfile.TemporaryFile() as held:
+        os.dup2(held.fileno(), 2)
+        try:
+            import tensorflow as tf
+
+            tf.config.list_physical_devices("GPU")  # the CUDA driver's lines come now, not at the first tensor
+        finally:
+            sys.stderr.flush()
+            os.dup2(real_stderr, 2)
+            os.close(real_stderr)
+            held.seek(0)
+            sys.stderr.write(without_startup_chatter(held.read().decode(errors="replace")))
+
+
+def without_startup_chatter(text: str) -> str:
+    """`text` less TensorFlow's C++ start-up lines."""
+    return "".join(line for line in text.splitlines(keepends=True) if not _STARTUP_CHATTER.match(line))
 
 
 def seed_type():

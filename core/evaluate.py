@@ -8,7 +8,10 @@ import json
 import sys
 import time
 
-from core import cli, data, settings
+from core import cli
+
+cli.import_tensorflow()  # before the modules below import it: its start-up lines held back
+from core import data, settings  # noqa: E402
 
 
 positive_int = settings.number(int, "value", minimum=1)  # a bad value is one `error:` line at parse time

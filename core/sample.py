@@ -8,8 +8,11 @@ from pathlib import Path
 
 import numpy as np
 
-from core import cli, data, images, jobs, settings, volumes
-from core.bundles import load_bundle
+from core import cli
+
+cli.import_tensorflow()  # before the modules below import it: its start-up lines held back
+from core import data, images, jobs, settings, volumes  # noqa: E402
+from core.bundles import load_bundle  # noqa: E402
 
 
 def build_parser() -> cli.Parser:

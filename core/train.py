@@ -6,9 +6,12 @@ import logging
 import sys
 from pathlib import Path
 
-from core import atomic, cli, cluster, runs, settings
-from core.training import loop, prior_task, vqvae_task
-from core.training.loop import RESUMABLE, TrainConfig
+from core import cli
+
+cli.import_tensorflow()  # before the modules below import it: its start-up lines held back
+from core import atomic, cluster, runs, settings  # noqa: E402
+from core.training import loop, prior_task, vqvae_task  # noqa: E402
+from core.training.loop import RESUMABLE, TrainConfig  # noqa: E402
 
 log = logging.getLogger("brainvq.train")
 TASKS = {"vqvae": vqvae_task, "prior": prior_task}

@@ -152,8 +152,6 @@ def setup_devices(train: TrainConfig) -> tf.distribute.Strategy:
         # Connects to the other workers TF_CONFIG names and waits for them; it must come before
         # anything starts TensorFlow's runtime (even listing logical devices does).
         strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices()
-                             if d.device_type in ("GPU", "CPU")])
     if train.strategy == "mirrored":
         strategy = tf.distribute.MirroredStrategy()
     elif train.strategy == "default":
@@ -262,6 +260,8 @@ def _all_stop(task: Task, train: TrainConfig, chief_stops: bool) -> bool:
 
 
 def _fit(run_dir: Path, task: Task, train: TrainConfig, resume: bool, chief: bool) -> str:
+    # Logged once the run is set to start, not at device set-up: a mistake found in between is one error line.
+    log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")])
     stop_file = run_dir / "STOP"
     if chief:
         stop_file.unlink(missing_ok=True)  # a STOP left from an earlier stop must not end this run
