@@ -11,7 +11,7 @@ import numpy as np
 from core import cli
 
 cli.import_tensorflow()  # before the modules below import it: its start-up lines held back
-from core import data, images, jobs, settings, volumes  # noqa: E402
+from core import images, jobs, settings, uploads, volumes  # noqa: E402
 from core.bundles import load_bundle  # noqa: E402
 
 
@@ -74,8 +74,9 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         prior = bundle.require_prior()
         started = time.perf_counter()
+        notices = []
         if args.complete:
-            image = data.load_images([args.complete], bundle.image_size)[0]
+            image, notices = uploads.read_slice_file(args.complete, bundle.image_size)
             keep_rows = args.keep_rows if args.keep_rows is not None else bundle.vqvae.config.code_grid // 2
             level = args.level if args.level is not None else jobs.level_from_name(prior, args.complete)
             brains = jobs.complete_brain(bundle.vqvae, prior, image, keep_rows, args.n, seed=args.seed,
@@ -97,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         return cli.report(error)
     print(json.dumps({"n": len(brains.images), "seconds": round(seconds, 3), "grid": str(grid),
                       "files": files, "levels": None if brains.levels is None else brains.levels.tolist(),
-                      "checkpoint": str(bundle.path)}))
+                      "checkpoint": str(bundle.path), **({"notices": notices} if args.complete else {})}))
     return 0
 
 
@@ -114,7 +115,7 @@ def _volumes(bundle, args, out: Path) -> dict:
                    guidance=guidance)
     started = time.perf_counter()
     if args.complete:
-        image = data.load_images([args.complete], bundle.image_size)[0]
+        image, notices = uploads.read_slice_file(args.complete, bundle.image_size)
         level, level_from = ((args.level, "--level") if args.level is not None else
                              jobs.real_slice_level(bundle.vqvae, bundle.prior, bundle.volume_prior, args.complete, image))
         completed = jobs.complete_volumes(bundle.vqvae, volume_prior, np.repeat(image[None], args.n, axis=0), level,
@@ -136,7 +137,7 @@ def _volumes(bundle, args, out: Path) -> dict:
     report = {"n": len(brains), "shape": list(brains.shape[1:]), "seconds": round(seconds, 3), "files": files,
               "temperature": args.temperature, "guidance": guidance, "checkpoint": str(bundle.path)}
     if args.complete:
-        report.update(complete=args.complete, level=level, level_from=level_from,
+        report.update(complete=args.complete, notices=notices, level=level, level_from=level_from,
                       bits_per_code_on_the_slice_below=[None if np.isnan(b) else round(float(b), 4)
                                                         for b in completed.below_bits])
     return report

@@ -4,6 +4,7 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -25,6 +26,16 @@ class DecodedUploads:
     images: np.ndarray  # (N, S, S, 1) float32 in [0, 1], S = the model's image_size
     names: list[str]
     notices: list[str] = field(default_factory=list)
+
+
+def read_slice_file(path, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """A slice file named on a command line -> (S, S, 1) float32 in [0, 1] and the notices its upload would give."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as error:
+        raise UploadError(f"{path} cannot be read ({error.strerror}).") from error
+    image, notices = decode_image(data, str(path), image_size)
+    return image[..., None], notices
 
 
 def is_nifti(name: str) -> bool:

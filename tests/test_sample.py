@@ -179,6 +179,29 @@ def test_a_completed_volume_from_a_broken_slice_is_one_error_line(volume_bundle,
     assert not (tmp_path / "out").exists()
 
 
+def test_a_slice_to_complete_that_had_to_be_converted_says_so_in_the_report(volume_bundle, tmp_path, capsys):
+    from PIL import Image
+
+    rgb = tmp_path / "case_1_slice_2.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 256, (40, 40, 3), dtype=np.uint8)).save(rgb)
+    deep = tmp_path / "case_1_slice_1.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 65536, (32, 32)).astype(np.uint16)).save(deep)
+    plain = write_slice(tmp_path / "case_1_slice_3.png")
+    report = lambda: json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for volume in (["--volume"], []):
+        run = lambda slice_path: sample.main(["--checkpoint", str(volume_bundle), *volume, "--complete",
+                                              str(slice_path), "--n", "1", "--out", str(tmp_path / "out")])
+        assert run(rgb) == 0
+        notices = report()["notices"]
+        assert len(notices) == 2 and all(str(rgb) in notice for notice in notices)
+        assert "RGB image converted to 8-bit-equivalent greyscale" in notices[0]
+        assert "40x40 resized to the model's 32x32" in notices[1]
+        assert run(deep) == 0
+        assert [notice.split(": ", 1)[1] for notice in report()["notices"]] == [
+            "16-bit image converted to 8-bit-equivalent greyscale."]
+        assert run(plain) == 0 and report()["notices"] == []
+
+
 def test_volumes_are_guided_by_the_slice_prior_unless_told_or_the_bundle_has_none(tmp_path, capsys):
     from core import jobs
 
