@@ -121,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
             return _start_workers(argv, args, train)
         strategy = loop.setup_devices(train)
         task, config = task_module.make_task(model, data_settings, train, strategy, run_dir)
+        if saved is not None:
+            task.check_same_model(run_dir)  # before config.json is written again
         if cluster.is_chief():  # in a multi-worker job, the one process that writes the run
             if saved is None:
                 runs.create_run(run_dir, config)

@@ -92,6 +92,21 @@ def test_prior_resume_continues_steps_and_epochs(prior_run):
     assert [r["epoch"] for r in records if r["kind"] == "epoch"] == [1, 2, 3]
 
 
+def test_prior_resume_of_a_config_whose_model_was_edited_is_refused_untouched(prior_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "edited"
+    shutil.copytree(prior_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    config["model"]["num_levels"] = 0  # an unconditional prior: the level embedding would be left out
+    (run_dir / "config.json").write_text(json.dumps(config))
+    before = (run_dir / "config.json").read_text()
+    result = run("core.train", "prior", "--run-dir", str(run_dir), "--resume", "--epochs", "9")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1
+    assert result.stderr.startswith("error: The run's config.json says num_levels = 0, but its checkpoint")
+    assert (run_dir / "config.json").read_text() == before
+
+
 def test_prior_without_levels_is_unconditional(vqvae_run, tmp_path):
     run_dir = tmp_path / "plain"
     result = run("core.train", "prior", "--vqvae", str(vqvae_run), "--run-dir", str(run_dir), "--levels", "off",

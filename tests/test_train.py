@@ -431,6 +431,34 @@ def test_resume_refuses_a_flag_that_would_change_what_is_learned(finished_run, t
     assert (run_dir / "config.json").read_text() == before
 
 
+@pytest.mark.parametrize("edit", ["drop image_size", "change hidden_channels"])
+def test_resume_of_a_config_whose_model_was_edited_is_one_error_line_and_nothing_changes(finished_run, tmp_path, edit):
+    """Weights of a 32x32 model load into a 256x256 one (convolutions do not know the image size): an edited
+    config.json must not resume as another run than the one started."""
+    import shutil
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    config = json.loads((run_dir / "config.json").read_text())
+    if edit == "drop image_size":  # a missing key takes its default, 256, on reading
+        del config["model"]["image_size"]
+        expected = "image_size = 256, but its checkpoint"
+    else:
+        config["model"]["hidden_channels"] = 32
+        expected = "hidden_channels = 32, but its checkpoint"
+    (run_dir / "config.json").write_text(json.dumps(config))
+    before = snapshot(run_dir)
+    result = train("--run-dir", str(run_dir), "--resume", "--epochs", "2")
+    assert result.returncode == 2
+    assert result.stderr.splitlines() == [result.stderr.splitlines()[0]] and result.stdout == ""
+    assert result.stderr.startswith("error: The run's config.json says " + expected)
+    assert "cannot resume as it was started" in result.stderr
+    after = snapshot(run_dir)
+    after.pop(".lock", None)
+    before.pop(".lock", None)
+    assert after == before
+
+
 @pytest.mark.parametrize("kind, part", [("vqvae", "data_settings"), ("vqvae", "model"), ("prior", "data_settings"),
                                         ("prior", "train")])
 def test_resume_of_a_config_without_a_part_is_one_error_line_and_nothing_changes(tmp_path, capsys, kind, part):

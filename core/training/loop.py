@@ -130,6 +130,28 @@ class KerasTask:
     def save_state(self, folder: Path) -> None:
         save_optimizer(self.optimizer, folder / "optimizer.npz")
 
+    def model_settings(self) -> Config:
+        """The config of the model this task trains, as a checkpoint's config.json holds it."""
+        raise NotImplementedError
+
+    def check_same_model(self, run_dir: Path) -> None:
+        """Refuse to resume a run whose config.json describes another model than its checkpoints hold (edited
+        by hand): some weights would load (a convolution does not know the image size), and the run would
+        go on as it was not started. The newest checkpoint whose config reads speaks for all: a run has one
+        model."""
+        settings, key = self.model_settings().to_dict(), Path(self.model_file).stem
+        for candidate in runs.resume_candidates(run_dir):
+            held = runs.read_json(candidate["path"] / "config.json")
+            if not isinstance(held, dict) or not isinstance(held.get(key), dict):
+                continue  # a damaged checkpoint: resuming skips it too
+            differ = [name for name in settings if name in held[key] and held[key][name] != settings[name]]
+            if differ:
+                name = differ[0]
+                raise runs.RunError(f"The run's config.json says {name} = {settings[name]!r}, but its checkpoint "
+                                    f"{candidate['dir']} holds a model with {name} = {held[key][name]!r}: the run "
+                                    "cannot resume as it was started. Put config.json's \"model\" back as it was.")
+            return
+
     def restore(self, folder: Path) -> None:
         self.model.load_weights(folder / self.model_file)
         restore_optimizer(self.optimizer, self.model.trainable_variables, folder / "optimizer.npz")
@@ -260,14 +282,14 @@ def _all_stop(task: Task, train: TrainConfig, chief_stops: bool) -> bool:
 
 
 def _fit(run_dir: Path, task: Task, train: TrainConfig, resume: bool, chief: bool) -> str:
+    steps_per_epoch = task.steps_per_epoch()
+    step, elapsed_before, best, warning = 0, 0.0, None, None
+    last, warning = _restore_newest_loadable(run_dir, task) if resume else (None, None)
     # Logged once the run is set to start, not at device set-up: a mistake found in between is one error line.
     log.info("Devices: %s", [d.name for d in tf.config.list_logical_devices() if d.device_type in ("GPU", "CPU")])
     stop_file = run_dir / "STOP"
     if chief:
         stop_file.unlink(missing_ok=True)  # a STOP left from an earlier stop must not end this run
-    steps_per_epoch = task.steps_per_epoch()
-    step, elapsed_before, best, warning = 0, 0.0, None, None
-    last, warning = _restore_newest_loadable(run_dir, task) if resume else (None, None)
     if last:
         step, elapsed_before = int(last["step"]), float(last.get("elapsed_s", 0.0))
         log.info("Resuming %s from step %d (epoch %d).", run_dir, step, step // steps_per_epoch)

@@ -212,6 +212,9 @@ class PriorTask(loop.KerasTask):
         samples = self.vqvae.decode_indices(sample_codes(self.model, SAMPLES_PER_EPOCH, seed=0))
         path.write_bytes(images.png_bytes(images.mosaic(samples, columns=SAMPLES_PER_EPOCH)))
 
+    def model_settings(self) -> PriorConfig:
+        return self.config
+
     def write_bundle(self, folder: Path) -> None:
         if self.volume:  # beside the slice prior of the bundle it started from, when there is one
             source_prior = self.source.prior

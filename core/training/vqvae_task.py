@@ -90,6 +90,9 @@ class VQVAETask(loop.KerasTask):
     def write_bundle(self, folder: Path) -> None:
         bundles.save_bundle(folder, self.model)
 
+    def model_settings(self) -> VQVAEConfig:
+        return self.model.config
+
 
 # --- settings: flags, a new run's configs, a resumed run's -------------------------------------------
 @dataclass(frozen=True)
