@@ -1,4 +1,4 @@
-"""User uploads (PNG/JPEG slices, NIfTI volumes) as bytes -> (N, H, W, 1) float32 in [0, 1], with notices."""
+"""User uploads (PNG/JPEG slices, NIfTI volumes) as bytes, or a slice file a command names -> (N, H, W, 1) float32 in [0, 1], with notices."""
 from __future__ import annotations
 
 import io
