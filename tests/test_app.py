@@ -344,8 +344,7 @@ def test_whole_brain_through_a_real_slice_keeps_it_at_its_level_and_opens_the_vi
     assert (level, found) == (other, "chosen") and np.array_equal(volume[other], real[..., 0])
 
 
-def test_whole_brain_through_an_upload_that_cannot_be_read_is_a_message_and_the_page_goes_on(app_env, tmp_path,
-                                                                                             monkeypatch):
+def test_whole_brain_through_an_upload_waits_for_one_and_the_rest_of_the_page_goes_on(app_env, tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINVQ_CHECKPOINT", str(make_tiny_bundle(tmp_path / "both", with_volume_prior=True)))
     at = open_page("pages/sample.py")
     at.radio(key="volume_start").set_value("a real slice").run()

@@ -118,6 +118,9 @@ def volume_bundle(tmp_path_factory):
     from core.models.prior import level_layer, previous_layer
     from model_fixtures import randomize_weights
 
+    import keras
+
+    keras.utils.set_random_seed(0)  # the VQ-VAE's weights too: the same bundle whichever tests ran before
     loaded = load_bundle(make_tiny_bundle(tmp_path_factory.mktemp("volume") / "tiny", with_volume_prior=True))
     rng = np.random.default_rng(3)
     for prior in (loaded.prior, loaded.volume_prior):
@@ -171,7 +174,8 @@ def test_a_brain_completed_from_a_real_slice_keeps_it_grows_up_from_it_and_picks
                            temperature=jobs.VOLUME_TEMPERATURE).reshape(2, 3, level, 8, 8)
     for brain in range(2):
         bits = full_pass_bits(volume_bundle.volume_prior, codes[brain:brain + 1], level, drawn[brain, :, -1])
-        assert bits.max() - bits.min() > 1.0  # the candidates differ, so the choice is a real one
+        # The candidates differ, and one is best beyond float noise: the choice is a real one.
+        assert len({stack.tobytes() for stack in drawn[brain]}) == 3 and np.diff(np.sort(bits))[0] > 1e-3
         np.testing.assert_array_equal(stacks[brain, :level], drawn[brain, np.argmin(bits)])
         np.testing.assert_allclose(done.below_bits[brain], bits.min() / 64, rtol=1e-4)
     decoded = np.clip(volume_bundle.vqvae.decode_indices(stacks.reshape(8, 8, 8)), 0, 1)[..., 0].reshape(2, 4, 32, 32)

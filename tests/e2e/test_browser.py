@@ -210,6 +210,25 @@ def test_whole_brain_through_an_uploaded_slice_keeps_it_at_the_level_its_name_gi
     np.testing.assert_array_equal(np.rot90(voxels[:, :, 2]), np.asarray(Image.open(real)))
 
 
+def test_whole_brain_through_a_broken_upload_says_so_and_the_page_goes_on(page, tmp_path, whole_brain_checkpoint):
+    go_to(page, "Sample")
+    if whole_brain_checkpoint:
+        pick_checkpoint(page, whole_brain_checkpoint)
+    page.get_by_text("a real slice", exact=True).click()
+    slice_from = page.get_by_test_id("stRadio").filter(has_text="Slice from")
+    expect(slice_from).to_have_count(2)
+    slice_from.first.get_by_text("upload", exact=True).click()
+    broken = tmp_path / "case_001_slice_2.nii.png"
+    broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
+    page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(broken)
+    page.get_by_text("case_001_slice_2.nii.png", exact=False).first.wait_for()
+    page.get_by_test_id("stAlert").filter(has_text="case_001_slice_2.nii.png").first.wait_for()
+    wait_until_idle(page)
+    assert page.get_by_role("button", name="Generate a whole brain").is_disabled()
+    page.get_by_role("heading", name="Complete a brain").wait_for()  # the rest of the page is drawn
+    assert_no_traceback(page)
+
+
 FIRST_CHART = "document.querySelector('[data-testid=stVegaLiteChart]')"
 
 
