@@ -177,16 +177,21 @@ def test_whole_brain_in_three_planes_downloads_and_reads_back_on_reconstruct(pag
     assert_no_traceback(page)
 
 
-def test_whole_brain_through_an_uploaded_slice_keeps_it_at_the_level_its_name_gives(page, tmp_path, e2e_paths,
-                                                                                     whole_brain_checkpoint):
+def whole_brain_from_an_upload(page, checkpoint: str | None) -> None:
+    """The Sample page's Whole brain, set to start from a real slice that is uploaded."""
     go_to(page, "Sample")
-    if whole_brain_checkpoint:
-        pick_checkpoint(page, whole_brain_checkpoint)
+    if checkpoint:
+        pick_checkpoint(page, checkpoint)
     page.get_by_text("a real slice", exact=True).click()
     # The Complete section below has a "Slice from" of its own: wait for the whole brain's, drawn above it.
     slice_from = page.get_by_test_id("stRadio").filter(has_text="Slice from")
     expect(slice_from).to_have_count(2)
     slice_from.first.get_by_text("upload", exact=True).click()
+
+
+def test_whole_brain_through_an_uploaded_slice_keeps_it_at_the_level_its_name_gives(page, tmp_path, e2e_paths,
+                                                                                     whole_brain_checkpoint):
+    whole_brain_from_an_upload(page, whole_brain_checkpoint)
     real = tmp_path / "case_001_slice_2.nii.png"  # the name gives the level
     shutil.copy(upload_slice(tmp_path, uses_demo=e2e_paths["uses_demo"] and not whole_brain_checkpoint), real)
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(real)
@@ -211,13 +216,7 @@ def test_whole_brain_through_an_uploaded_slice_keeps_it_at_the_level_its_name_gi
 
 
 def test_whole_brain_through_a_broken_upload_says_so_and_the_page_goes_on(page, tmp_path, whole_brain_checkpoint):
-    go_to(page, "Sample")
-    if whole_brain_checkpoint:
-        pick_checkpoint(page, whole_brain_checkpoint)
-    page.get_by_text("a real slice", exact=True).click()
-    slice_from = page.get_by_test_id("stRadio").filter(has_text="Slice from")
-    expect(slice_from).to_have_count(2)
-    slice_from.first.get_by_text("upload", exact=True).click()
+    whole_brain_from_an_upload(page, whole_brain_checkpoint)
     broken = tmp_path / "case_001_slice_2.nii.png"
     broken.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 40)
     page.get_by_test_id("stFileUploaderDropzoneInput").first.set_input_files(broken)
