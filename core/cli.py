@@ -6,6 +6,7 @@ import os
 import re
 import sys
 import tempfile
+from pathlib import Path
 
 from core import settings
 
@@ -44,6 +45,30 @@ def import_tensorflow() -> None:
 def without_startup_chatter(text: str) -> str:
     """`text` less TensorFlow's C++ start-up lines."""
     return "".join(line for line in text.splitlines(keepends=True) if not _STARTUP_CHATTER.match(line))
+
+
+OUTPUT_MARK = ".brainvq-output"  # in each --out folder a command made: its later runs may write there again
+
+
+def check_output_folder(out: Path, flag: str = "--out") -> None:
+    """A ValueError unless `out` is new, empty or made by a BrainVQ command: a folder of the user's own
+    files is never written into. Called before any work, so that a refusal costs nothing."""
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {out} is a file; give a folder for the files.")
+    if out.is_dir() and not (out / OUTPUT_MARK).exists():
+        others = sorted(path.name for path in out.iterdir())
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise ValueError(f"{flag} {out} holds files BrainVQ did not write ({shown}); nothing was written "
+                             "there. Give a new or empty folder.")
+
+
+def make_output_folder(out: Path) -> Path:
+    """Make `out` (checked by check_output_folder) and mark it as a BrainVQ command's."""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / OUTPUT_MARK).write_text("Made by a BrainVQ command (python -m core.sample or core.evaluate); "
+                                   "its later runs may write here again.\n")
+    return out
 
 
 def seed_type():

@@ -68,7 +68,8 @@ def build_surprise_parser() -> cli.Parser:
                              "must carry case and slice numbers); slice: the slice prior alone; auto: "
                              "whole-brain when the checkpoint has one and the names allow it")
     parser.add_argument("--out", default=None, type=settings.text("out"),
-                        help="write OUT/<slice name>.npy: each slice's code grid of bits per code")
+                        help="write OUT/<slice name>.npy: each slice's code grid of bits per code (OUT: new, empty, or "
+                             "made by this command before)")
     return parser
 
 
@@ -95,12 +96,13 @@ def score_surprise(args) -> dict:
     from core import surprise
     from core.bundles import load_bundle
 
+    if args.out is not None:
+        cli.check_output_folder(Path(args.out))  # before the slices are scored
     bundle = load_bundle(args.checkpoint)
     prior = surprise_prior(bundle, args.prior, args.data, args.split)
     result = surprise.folder_surprise(bundle.vqvae, prior, args.data, args.split, args.limit)
     if args.out is not None:
-        out = Path(args.out)
-        out.mkdir(parents=True, exist_ok=True)
+        out = cli.make_output_folder(Path(args.out))
         for name, bits in zip(result.names, result.bits):
             np.save(out / f"{name}.npy", bits.astype(np.float32))
     return {"slices": result.rows()}

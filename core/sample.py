@@ -45,7 +45,8 @@ def build_parser() -> cli.Parser:
                         help="--volume: the slice prior's weight in each slice's logits, which holds slices to "
                              "their level against drift up the stack (0 = the whole-brain prior alone; default: "
                              f"{jobs.VOLUME_GUIDANCE} when the bundle has a slice prior)")
-    parser.add_argument("--out", default="samples", type=settings.text("out"), help="folder for the files (made if missing)")
+    parser.add_argument("--out", default="samples", type=settings.text("out"), help="folder for the files: new, empty, or one this command made before "
+                        "(a folder of other files is refused)")
     return parser
 
 
@@ -55,8 +56,7 @@ def main(argv: list[str] | None = None) -> int:
         args.temperature = jobs.VOLUME_TEMPERATURE if args.volume else 1.0
     out = Path(args.out)
     try:
-        if out.exists() and not out.is_dir():  # found now, not after the samples are made
-            raise ValueError(f"--out {out} is a file; give a folder for the PNG files.")
+        cli.check_output_folder(out)  # found now, not after the samples are made
         if args.volume and args.keep_rows is not None:
             raise ValueError("--keep-rows keeps code rows of one slice; with --volume, --complete's slice is kept "
                              "whole: leave --keep-rows out.")
@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             brains = jobs.generate_brains(bundle.vqvae, prior, args.n, seed=args.seed,
                                           temperature=args.temperature, top_k=args.top_k, level=args.level)
         seconds = time.perf_counter() - started
-        out.mkdir(parents=True, exist_ok=True)
+        cli.make_output_folder(out)
         stem = f"{'completion' if args.complete else 'sample'}_{args.seed}"
         files = []
         for image, name in zip(brains.images, brains.names(stem)):
@@ -124,7 +124,7 @@ def _volumes(bundle, args, out: Path) -> dict:
     else:
         brains = jobs.generate_volumes(bundle.vqvae, volume_prior, args.n, **options)
     seconds = time.perf_counter() - started
-    out.mkdir(parents=True, exist_ok=True)
+    cli.make_output_folder(out)
     files = []
     for index, volume in enumerate(brains):
         stem = out / f"{'completion' if args.complete else 'brain'}_seed{args.seed}_{index:02d}"

@@ -105,6 +105,16 @@ def test_surprise_prints_one_row_per_slice_and_writes_each_bits_map(capsys, bund
         assert (row["bits"] - row["expected_bits"]) / 64 - 1e-3 <= row["hot_spot_bits"] <= row["max_bits"] + 1e-3
 
 
+def test_surprise_maps_are_never_written_into_a_folder_of_the_user_s_own_files(capsys, bundle, oasis_tree, tmp_path):
+    folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"
+    mine = tmp_path / "notes"
+    mine.mkdir()
+    (mine / "todo.txt").write_text("mine")
+    code, out, err = run(capsys, "surprise", "--checkpoint", str(bundle), "--data", str(folder), "--out", str(mine))
+    assert code == 2 and out == "" and err.count("\n") == 1 and "holds files BrainVQ did not write (todo.txt)" in err
+    assert [p.name for p in mine.iterdir()] == ["todo.txt"]
+
+
 def test_surprise_scores_each_slice_given_the_one_below_with_a_whole_brain_prior(capsys, tmp_path, oasis_tree):
     both = make_tiny_bundle(tmp_path / "both", with_volume_prior=True)
     folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"

@@ -338,7 +338,7 @@ def test_sample_at_a_level_names_it_and_a_wrong_level_is_a_clear_error(prior_run
 def test_sample_completion_keeps_the_top_rows(prior_run, tmp_path):
     slice_path = write_png(tmp_path / "slice.png", brain_slice(7))
     summary = last_json(run("core.sample", "--checkpoint", str(prior_run), "--complete",
-                            str(slice_path), "--keep-rows", "4", "--n", "2", "--out", str(tmp_path)))
+                            str(slice_path), "--keep-rows", "4", "--n", "2", "--out", str(tmp_path / "out")))
     bundle = load_bundle(prior_run)
     original = np.asarray(Image.open(slice_path), np.float32)[None, ..., None] / 255
     reconstruction = bundle.vqvae.reconstruct(original)[0, ..., 0]

@@ -44,6 +44,25 @@ def test_an_existing_file_as_out_is_refused_before_sampling(bundle, tmp_path, ca
     assert target.read_text() == "mine"
 
 
+def test_a_folder_of_the_user_s_own_files_as_out_is_refused_untouched_and_our_own_is_written_again(
+        bundle, tmp_path, capsys):
+    mine = tmp_path / "photos"
+    mine.mkdir()
+    (mine / "holiday.png").write_bytes(b"mine")
+    assert sample.main(["--checkpoint", str(bundle), "--out", str(mine), "--n", "1"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"error: --out {mine} holds files BrainVQ did not write")
+    assert "holiday.png" in lines[0] and sorted(p.name for p in mine.iterdir()) == ["holiday.png"]
+    ours = tmp_path / "samples"
+    for seed in ("1", "2"):  # made by the first run, written again by the next
+        assert sample.main(["--checkpoint", str(bundle), "--out", str(ours), "--n", "1", "--seed", seed]) == 0
+    assert {p.name for p in ours.iterdir()} >= {"sample_1_grid.png", "sample_2_grid.png", ".brainvq-output"}
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert sample.main(["--checkpoint", str(bundle), "--out", str(empty), "--n", "1"]) == 0  # an empty one is used
+    assert (empty / "sample_0_grid.png").exists()
+
+
 def test_samples_are_written_with_a_grid_and_one_json_line(bundle, tmp_path, capsys):
     assert sample.main(["--checkpoint", str(bundle), "--out", str(tmp_path / "new" / "out"), "--n", "3",
                         "--level", "2"]) == 0
