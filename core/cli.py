@@ -1,4 +1,4 @@
-"""What the command-line entry points share: quiet TensorFlow, a parser whose errors are one `error:` line, and the exit codes."""
+"""What the command-line entry points share: quiet TensorFlow, a parser whose errors are one `error:` line, output folders that are never a user's own, and the exit codes."""
 from __future__ import annotations
 
 import argparse
@@ -13,7 +13,8 @@ from core import settings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 # TensorFlow's C++ start-up lines (absl format: "I0000 00:00:1796.. 7217 port.cc:153] ..."), which
-# TF 2.19+ writes whatever TF_CPP_MIN_LOG_LEVEL says; errors stay, but for the CUDA driver missing on a CPU machine.
+# TF 2.19+ writes whatever TF_CPP_MIN_LOG_LEVEL says. Errors stay, but for the CUDA driver missing on
+# a CPU machine.
 _STARTUP_CHATTER = re.compile(r"WARNING: All log messages before absl::InitializeLog\(\)"
                               r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\]"
                               r"|E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] failed call to cuInit")

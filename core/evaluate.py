@@ -68,8 +68,8 @@ def build_surprise_parser() -> cli.Parser:
                              "must carry case and slice numbers); slice: the slice prior alone; auto: "
                              "whole-brain when the checkpoint has one and the names allow it")
     parser.add_argument("--out", default=None, type=settings.text("out"),
-                        help="write OUT/<slice name>.npy: each slice's code grid of bits per code (OUT: new, empty, or "
-                             "made by this command before)")
+                        help="write OUT/<slice name>.npy: each slice's code grid of bits per code (OUT: new, "
+                             "empty, or made by this command before)")
     return parser
 
 

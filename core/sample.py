@@ -45,8 +45,9 @@ def build_parser() -> cli.Parser:
                         help="--volume: the slice prior's weight in each slice's logits, which holds slices to "
                              "their level against drift up the stack (0 = the whole-brain prior alone; default: "
                              f"{jobs.VOLUME_GUIDANCE} when the bundle has a slice prior)")
-    parser.add_argument("--out", default="samples", type=settings.text("out"), help="folder for the files: new, empty, or one this command made before "
-                        "(a folder of other files is refused)")
+    parser.add_argument("--out", default="samples", type=settings.text("out"),
+                        help="folder for the files: new, empty, or one this command made before (a folder of "
+                             "other files is refused)")
     return parser
 
 
