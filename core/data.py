@@ -400,14 +400,17 @@ def fit_to_size(image: np.ndarray, size: int) -> np.ndarray:
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
-def read_slice(path: str | Path, image_size: int | None = None) -> np.ndarray:
-    """One slice file -> (S, S) float32 in [0, 1] through the one decode path (its own size when None)."""
-    path = Path(path)
+def slice_file_bytes(path: str | Path) -> bytes:
+    """A slice file's bytes; a DataError naming it when it cannot be read."""
     try:
-        data = path.read_bytes()
+        return Path(path).read_bytes()
     except OSError as error:
         raise DataError(f"{path} cannot be read ({error.strerror}).") from error
-    image, _ = decode_slice(data, str(path))
+
+
+def read_slice(path: str | Path, image_size: int | None = None) -> np.ndarray:
+    """One slice file -> (S, S) float32 in [0, 1] through the one decode path (its own size when None)."""
+    image, _ = decode_slice(slice_file_bytes(path), str(path))
     return image if image_size is None else fit_to_size(image, image_size)
 
 

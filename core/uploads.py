@@ -4,11 +4,10 @@ from __future__ import annotations
 import io
 import zlib
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
-from core.data import DataError, decode_slice, fit_to_size
+from core.data import DataError, decode_slice, fit_to_size, slice_file_bytes
 
 MAX_FILES = 64  # slices per upload
 MAX_NIFTI_BYTES = 256 * 2**20  # a volume whose voxels take more is refused, from its header (a 256^3 float32 volume is 64 MiB)
@@ -30,11 +29,7 @@ class DecodedUploads:
 
 def read_slice_file(path, image_size: int) -> tuple[np.ndarray, list[str]]:
     """A slice file named on a command line -> (S, S, 1) float32 in [0, 1] and the notices its upload would give."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError as error:
-        raise UploadError(f"{path} cannot be read ({error.strerror}).") from error
-    image, notices = decode_image(data, str(path), image_size)
+    image, notices = decode_image(slice_file_bytes(path), str(path), image_size)
     return image[..., None], notices
 
 

@@ -42,7 +42,6 @@ def real_slice(key: str):
     """A slice to start from, picked in the test split or uploaded: (image (H, W, 1), name), or None (none yet,
     or an upload that cannot be read: its message is shown, and the rest of the page still works)."""
     source = st.radio("Slice from", ["test split", "upload"], horizontal=True, key=f"{key}_source")
-    picked = None
     if source == "upload":
         files = shared.uploaded_files(st.file_uploader("One PNG / JPEG slice", type=["png", "jpg", "jpeg"],
                                                        key=f"{key}_upload"))
@@ -52,14 +51,14 @@ def real_slice(key: str):
             decoded = uploads.decode_uploads(files, size)
             for notice in decoded.notices:
                 st.info(notice)
-            picked = decoded.images[0], decoded.names[0]
-        return picked
+            return decoded.images[0], decoded.names[0]
+        return None  # the guard showed why
     data_folder = str(shared.default_data_folder())
     with shared.guard("Listing the test split", stop=False):
         names = jobs.split_slice_names(data_folder, "test")
         name = st.selectbox("Test slice", names, index=len(names) // 2, key=f"{key}_name")
-        picked = jobs.load_split_slices(data_folder, [name], size, "test")[0], name
-    return picked
+        return jobs.load_split_slices(data_folder, [name], size, "test")[0], name
+    return None  # the guard showed why
 
 
 def whole_brain() -> None:
