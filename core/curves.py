@@ -215,21 +215,3 @@ def comparison_table(summaries: list, chosen: list[str], all_settings: bool = Fa
     return rows
 
 
-def table_state(root: str | Path, records: dict[str, list[dict]]) -> dict:
-    """What the run table shows that changes while runs train: each run's state, and the epochs the
-    chosen runs (`records`: their metric records, as the curves read them) have finished."""
-    states = {path.name: runs.read_status(path).get("state") for path in runs.folders(root)
-              if (path / "config.json").exists()}
-    epochs = {name: sum(r.get("kind") == "epoch" for r in rows) for name, rows in records.items()}
-    return {"states": states, "epochs": epochs}
-
-
-def table_outdated(shown: dict | None, now: dict) -> bool:
-    """Whether a table drawn at `shown` (a `table_state`) misses what `now` holds: a run come or gone,
-    a state changed, or a new epoch of a run chosen both times (choosing another run changes no figure)."""
-    if shown is None:
-        return False
-    if shown["states"] != now["states"]:
-        return True
-    return any(count != shown["epochs"][name] for name, count in now["epochs"].items() if name in shown["epochs"])
-

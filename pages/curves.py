@@ -11,49 +11,11 @@ access.require(__file__)  # also when Streamlit runs this file straight from pag
 
 st.title("Curves")
 root = shared.runs_root()
-with shared.guard("Listing runs"):
-    summaries = runs.list_runs(root)
-if not summaries:
-    @st.fragment(run_every=2)
-    def wait_for_a_run() -> None:
-        if runs.list_runs(root):
-            st.rerun()  # the whole page, now with a run to show
-        st.info("No runs yet: start one on the Train page; its curves appear here while it trains.")
-
-    wait_for_a_run()
-    st.stop()
-
-names = [s.name for s in summaries]
 CHOSEN = "runs_chosen"  # the multiselect's key: the table's row selection writes it too
-if CHOSEN not in st.session_state:
-    readable = [s.name for s in summaries if s.state != "broken"]  # a broken newest run has no curves
-    st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or (readable or names)[:1]
-else:  # a run removed from disk leaves the choice
-    st.session_state[CHOSEN] = [n for n in st.session_state[CHOSEN] if n in names]
 
 
-def choose_table_rows() -> None:
-    """Selected rows (positions in `names`, whatever the sort) become the chosen runs."""
-    rows = st.session_state["run_table"].selection.rows
-    if rows:
-        st.session_state[CHOSEN] = [names[i] for i in rows]
-
-
-all_settings = st.toggle("Show every setting (not only those that differ between the chosen runs)",
-                         key="all_settings")
-with shared.guard("Comparing runs", stop=False):
-    st.dataframe(curves.comparison_table(summaries, st.session_state[CHOSEN], all_settings),
-                 key="run_table", on_select=choose_table_rows, selection_mode="multi-row", hide_index=True,
-                 column_config={"wall time (min)": st.column_config.NumberColumn(format="%.1f")})
-st.caption("Click a column header to sort; tick rows to draw those runs' curves.")
-chosen = st.multiselect("Runs", names, key=CHOSEN)
-left, middle, right = st.columns(3)
-x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True)
-smoothing = middle.slider("EMA smoothing", 0.0, 0.99, charts.SMOOTHING, 0.01)
-log_y = right.checkbox("log y (loss)", value=True)
-
-
-def chart(where, key: str, runs_records: dict, kind: str, metric: str, log: bool = False) -> None:
+def chart(where, key: str, runs_records: dict, kind: str, metric: str, x_axis: str, smoothing: float,
+          log: bool = False) -> None:
     """One metric of the chosen runs as a Vega-Lite chart (plotly's 4.6 MB script made a new tab's first
     visit to this page 1.7x as slow: 4.4 s against 2.6 s, BENCHMARKS.md)."""
     rows = charts.curve_rows(runs_records, kind, metric, x_axis, smoothing)
@@ -62,20 +24,50 @@ def chart(where, key: str, runs_records: dict, kind: str, metric: str, log: bool
 
 
 @st.fragment(run_every=2)
-def live_curves() -> None:
-    """Re-run every 2 s: read only the new lines of each chosen run's metrics.jsonl; the whole page when
-    the run table's figures change."""
+def live_page() -> None:
+    """The whole page, drawn again every 2 s: new runs, new metric lines (only those appended are read),
+    each epoch's figures in the table. One fragment for all, never a rerun of the app from inside one:
+    a run finishing an epoch a second had the page rerunning itself without pause, and a click on
+    another page in the sidebar was lost 3-5 times in 40 (bench/page_switch.py)."""
+    with shared.guard("Listing runs"):
+        summaries = runs.list_runs(root)
+    if not summaries:
+        st.info("No runs yet: start one on the Train page; its curves appear here while it trains.")
+        return
+    names = [s.name for s in summaries]
+    if CHOSEN not in st.session_state:
+        readable = [s.name for s in summaries if s.state != "broken"]  # a broken newest run has no curves
+        st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or (readable or names)[:1]
+    else:  # a run removed from disk leaves the choice
+        st.session_state[CHOSEN] = [n for n in st.session_state[CHOSEN] if n in names]
+
+    def choose_table_rows() -> None:
+        """Selected rows (positions in `names`, whatever the sort) become the chosen runs."""
+        rows = st.session_state["run_table"].selection.rows
+        if rows:
+            st.session_state[CHOSEN] = [names[i] for i in rows]
+
+    all_settings = st.toggle("Show every setting (not only those that differ between the chosen runs)",
+                             key="all_settings")
+    with shared.guard("Comparing runs", stop=False):
+        st.dataframe(curves.comparison_table(summaries, st.session_state[CHOSEN], all_settings),
+                     key="run_table", on_select=choose_table_rows, selection_mode="multi-row", hide_index=True,
+                     column_config={"wall time (min)": st.column_config.NumberColumn(format="%.1f")})
+    st.caption("Click a column header to sort; tick rows to draw those runs' curves.")
+    chosen = st.multiselect("Runs", names, key=CHOSEN)
+    left, middle, right = st.columns(3)
+    x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True, key="x_axis")
+    smoothing = middle.slider("EMA smoothing", 0.0, 0.99, charts.SMOOTHING, 0.01, key="smoothing")
+    log_y = right.checkbox("log y (loss)", value=True, key="log_y")
+    with shared.guard("Reading metrics", stop=False):
+        metric_charts(chosen, x_axis, smoothing, log_y)
+    reconstructions(chosen)
+
+
+def metric_charts(chosen: list[str], x_axis: str, smoothing: float, log_y: bool) -> None:
+    """The chosen runs' training and validation curves, with perplexity and codes used when logged."""
     cursors = st.session_state.setdefault("metric_cursors", {})
-    with shared.guard("Reading metrics"):
-        records = {name: curves.follow_metrics(root / name, cursors.setdefault(name, {}))
-                   for name in chosen}
-    # The table above is drawn by the whole page: rerun it when a run's state or a new epoch would change it.
-    with shared.guard("Reading runs"):
-        now = curves.table_state(root, records)
-    outdated = curves.table_outdated(st.session_state.get("table_state"), now)
-    st.session_state["table_state"] = now
-    if outdated:
-        st.rerun(scope="app")
+    records = {name: curves.follow_metrics(root / name, cursors.setdefault(name, {})) for name in chosen}
     every = [r for rs in records.values() for r in rs]
     if not every:
         st.info("No metrics yet: a run writes its first line after a few steps.")
@@ -90,33 +82,37 @@ def live_curves() -> None:
     val = top_right.selectbox("validation metric", epoch_metrics, key="epoch_metric",
                               index=epoch_metrics.index(val_default) if val_default else 0) if epoch_metrics else None
     if loss:
-        chart(top_left, "loss_chart", records, "step", loss, log_y)
+        chart(top_left, "loss_chart", records, "step", loss, x_axis, smoothing, log_y)
     if val:
-        chart(top_right, "val_chart", records, "epoch", val)
+        chart(top_right, "val_chart", records, "epoch", val, x_axis, smoothing)
     bottom_left, bottom_right = st.columns(2)
     for column, metric in ((bottom_left, "perplexity"), (bottom_right, "codes_used")):
         if metric in step_metrics:
-            chart(column, f"{metric}_chart", records, "step", metric)
+            chart(column, f"{metric}_chart", records, "step", metric, x_axis, smoothing)
 
 
-live_curves()
+def reconstructions(chosen: list[str]) -> None:
+    """The chosen runs' per-epoch reconstruction pictures side by side, at one epoch for all."""
+    st.subheader("Reconstructions per epoch")
+    pictures = {name: curves.sample_epochs(root / name) for name in chosen}
+    epochs = sorted({e for found in pictures.values() for e in found})
+    if not epochs:
+        st.info("No reconstruction pictures yet: one is written at the end of each epoch.")
+        return
+    epoch = epochs[0] if len(epochs) == 1 else st.select_slider("Epoch", epochs, value=epochs[-1],
+                                                                 key="samples_epoch")
+    columns = st.columns(min(len(chosen), 3))
+    for i, name in enumerate(chosen):
+        shown = curves.picture_at(pictures[name], epoch)
+        column = columns[i % len(columns)]
+        pixels = None if shown is None else curves.load_picture(shown[1])
+        if shown is None:
+            column.info(f"{name}: no picture at or before epoch {epoch}.")
+        elif pixels is None:
+            column.info(f"{name}: the picture of epoch {shown[0]} ({shown[1].name}) cannot be read.")
+        else:
+            column.image(pixels, width="stretch",
+                         caption=f"{name}, epoch {shown[0]}: validation slices (top), reconstructions (bottom)")
 
-st.subheader("Reconstructions per epoch")
-pictures = {name: curves.sample_epochs(root / name) for name in chosen}
-epochs = sorted({e for found in pictures.values() for e in found})
-if not epochs:
-    st.info("No reconstruction pictures yet: one is written at the end of each epoch.")
-    st.stop()
-epoch = epochs[0] if len(epochs) == 1 else st.select_slider("Epoch", epochs, value=epochs[-1], key="samples_epoch")
-columns = st.columns(min(len(chosen), 3))
-for i, name in enumerate(chosen):
-    shown = curves.picture_at(pictures[name], epoch)
-    column = columns[i % len(columns)]
-    pixels = None if shown is None else curves.load_picture(shown[1])
-    if shown is None:
-        column.info(f"{name}: no picture at or before epoch {epoch}.")
-    elif pixels is None:
-        column.info(f"{name}: the picture of epoch {shown[0]} ({shown[1].name}) cannot be read.")
-    else:
-        column.image(pixels, width="stretch",
-                     caption=f"{name}, epoch {shown[0]}: validation slices (top), reconstructions (bottom)")
+
+live_page()

@@ -102,34 +102,6 @@ def test_sample_epochs_and_the_picture_at_or_before_an_epoch(tmp_path):
     assert curves.picture_at(pictures, 0) is None and curves.sample_epochs(tmp_path / "none") == {}
 
 
-def test_the_run_table_is_outdated_by_a_new_run_a_state_or_a_chosen_run_s_new_epoch(tmp_path):
-    from core import atomic
-
-    first = make_run(tmp_path, "first", {"kind": "vqvae"}, [{"kind": "epoch", "step": 2, "val_ssim": 0.5}],
-                     state="stopped")
-    make_run(tmp_path, "other", {"kind": "vqvae"}, [])
-    (tmp_path / "not-a-run").mkdir()  # no config.json: not in the table
-    records = lambda *names: {name: runs.read_metrics(tmp_path / name)[0] for name in names}
-    shown = curves.table_state(tmp_path, records("first"))
-    assert shown == {"states": {"first": "stopped", "other": "finished"}, "epochs": {"first": 1}}
-    assert not curves.table_outdated(None, shown)  # nothing drawn before
-    assert not curves.table_outdated(shown, curves.table_state(tmp_path, records("first")))
-    runs.append_metrics(first, [{"kind": "step", "step": 3, "loss": 0.1}])  # a step changes no figure shown
-    assert not curves.table_outdated(shown, curves.table_state(tmp_path, records("first")))
-    # Choosing another run changes the curves, not the table.
-    assert not curves.table_outdated(shown, curves.table_state(tmp_path, records("first", "other")))
-    assert not curves.table_outdated(shown, curves.table_state(tmp_path, records("other")))
-
-    runs.append_metrics(first, [{"kind": "epoch", "step": 4, "val_ssim": 0.6}])
-    assert curves.table_outdated(shown, curves.table_state(tmp_path, records("first")))
-    shown = curves.table_state(tmp_path, records("first"))
-    atomic.write_json(first / "status.json", {"state": "finished", "step": 4, "epoch": 2})
-    assert curves.table_outdated(shown, curves.table_state(tmp_path, records("first")))
-    shown = curves.table_state(tmp_path, records("first"))
-    make_run(tmp_path, "new", {"kind": "vqvae"}, [])
-    assert curves.table_outdated(shown, curves.table_state(tmp_path, records("first")))
-
-
 def test_curves_skip_values_that_are_not_finite_numbers_and_steps_that_are_missing_or_not_numbers():
     records = [{"kind": "epoch", "epoch": 1, "val_ssim": 0.5},  # no step: the epoch axis must not need one
                {"kind": "epoch", "step": 10, "epoch": 2, "val_ssim": 0.6},
