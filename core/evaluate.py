@@ -60,7 +60,9 @@ def build_surprise_parser() -> cli.Parser:
                       "prints {\"slices\": [{name, bits, expected_bits, max_bits, hot_spot_bits, level, "
                       "given_below}]}; expected_bits: the entropy of the prior's predictions; hot_spot_bits: "
                       "the largest mean over 4x4 codes of bits above expected, what a small lesion raises; "
-                      "level null: no level in the name, marginalised over p(level).",
+                      "level null: no level in the name, marginalised over p(level); given_below: the "
+                      "whole-brain prior scored the slice given its slice below in the folder (a base "
+                      "slice: given none, as trained).",
                       "a prior run directory or bundle folder", "validate")
     parser.add_argument("--limit", type=positive_int, default=None, help="score N evenly spaced slices")
     parser.add_argument("--prior", choices=PRIOR_CHOICES, default="auto",

@@ -54,13 +54,16 @@ def block_means(bits: np.ndarray, size: int = HOT_SPOT) -> np.ndarray:
 @dataclass(frozen=True)
 class Surprise:
     """Bits per code (N, H, W) of N slices, the bits the prior expected at each code, the level each
-    was scored at (None: marginalised), and whether a whole-brain prior scored it given the slice below."""
+    was scored at (None: marginalised), and whether a whole-brain prior scored each given its slice below."""
 
     names: list[str]
     bits: np.ndarray
     levels: list[int | None]
     expected_bits: np.ndarray | None = None  # (N, H, W); None: not known, taken as zero
-    given_below: bool = False
+    # Per slice: a whole-brain prior scored it given the real slice below (a base slice, level 0: given
+    # none, as it was trained). False for the slice prior, and for a slice whose slice below was missing
+    # (the "no slice below" code stood in). None: False for every slice.
+    given_below: list[bool] | None = None
 
     @property
     def total_bits(self) -> np.ndarray:
@@ -103,9 +106,10 @@ class Surprise:
         expected_totals = self.total_bits - self.excess_bits.sum(axis=(1, 2))
         return [{"name": name, "bits": round(float(total), 3), "expected_bits": round(float(expected), 3),
                  "max_bits": round(float(peak), 3), "hot_spot_bits": round(float(spot), 3), "level": level,
-                 "given_below": self.given_below}
-                for name, total, expected, peak, spot, level in zip(self.names, self.total_bits, expected_totals,
-                                                                    self.max_bits, self.hot_spot_bits, self.levels)]
+                 "given_below": given}
+                for name, total, expected, peak, spot, level, given in zip(
+                    self.names, self.total_bits, expected_totals, self.max_bits, self.hot_spot_bits, self.levels,
+                    self.given_below or [False] * len(self.names))]
 
 
 # One compiled pass per prior (as core.scoring's): eager calls of the functional model cost a
@@ -275,7 +279,8 @@ def image_surprise(vqvae, prior_model, images, names: list[str], below=None) -> 
             previous[known] = vqvae.encode_to_indices(_as_slices(np.stack([below[i] for i in known])))
     levels = slice_levels_for(prior_model, names)
     bits, expected = score_codes(prior_model, codes, levels, previous)
-    return Surprise(list(names), bits, levels, expected, given_below=previous is not None)
+    given = None if below is None else [image is not None or level == 0 for image, level in zip(below, levels)]
+    return Surprise(list(names), bits, levels, expected, given_below=given)
 
 
 def _as_slices(images) -> np.ndarray:
@@ -307,7 +312,8 @@ def folder_surprise(vqvae, prior_model, data_path, split: str = "validate", limi
         parts.append(image_surprise(vqvae, prior_model, images, [every[i].name for i in chunk], below))
     return Surprise([n for p in parts for n in p.names], np.concatenate([p.bits for p in parts]),
                     [level for p in parts for level in p.levels],
-                    np.concatenate([p.expected_bits for p in parts]), given_below=below_index is not None)
+                    np.concatenate([p.expected_bits for p in parts]),
+                    given_below=None if below_index is None else [given for p in parts for given in p.given_below])
 
 
 def rank(value: float, level: int | None, reference_values, reference_levels: list[int | None]) -> tuple[float, int]:

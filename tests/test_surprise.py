@@ -210,7 +210,7 @@ def test_a_whole_brain_prior_scores_a_slice_given_the_slice_below(whole_brain_pr
     below = rng.uniform(0, 1, (32, 32, 1)).astype(np.float32)
     names = ["case_001_slice_1.nii.png", "case_001_slice_0.nii.png"]
     scored = surprise.image_surprise(vqvae, whole_brain_prior, images, names, below=[below, None])
-    assert scored.given_below and scored.levels == [1, 0]
+    assert scored.given_below == [True, True] and scored.levels == [1, 0]  # the base slice: given none, as trained
     grid = vqvae.encode_to_indices(images)
     previous = np.stack([vqvae.encode_to_indices(below[None])[0], np.full((8, 8), start_token(whole_brain_prior))])
     logits = np.asarray(whole_brain_prior([grid, np.array([1, 0], np.int32), previous.astype(np.int32)]))
@@ -219,6 +219,9 @@ def test_a_whole_brain_prior_scores_a_slice_given_the_slice_below(whole_brain_pr
     # Another slice below changes the bits: the context is used.
     other = surprise.image_surprise(vqvae, whole_brain_prior, images[:1], names[:1], below=[1.0 - below])
     assert np.abs(other.bits[0] - scored.bits[0]).max() > 1e-3
+    # A slice above the base without its slice below is scored with the "no slice below" code: not given.
+    alone = surprise.image_surprise(vqvae, whole_brain_prior, images[:1], names[:1], below=[None])
+    assert alone.given_below == [False] and [row["given_below"] for row in alone.rows()] == [False]
 
 
 def test_slice_below_of_tells_which_slices_a_whole_brain_prior_can_score():
@@ -248,7 +251,7 @@ def test_folder_surprise_with_a_whole_brain_prior_reads_each_slice_below_from_th
     vqvae = build_vqvae(VQVAEConfig(**{**TINY_VQVAE, "num_embeddings": 8}))
     folder = oasis_tree / "keras_png_slices_data" / "keras_png_slices_validate"
     result = surprise.folder_surprise(vqvae, whole_brain_prior, folder, limit=4)
-    assert result.given_below and len(result.names) == 4
+    assert result.given_below == [True] * 4 and len(result.names) == 4  # every slice's slice below is there
     paths = data.find_slices(folder, "validate")
     below = data.slice_below(paths)
     for name, bits in zip(result.names, result.bits):
@@ -256,6 +259,19 @@ def test_folder_surprise_with_a_whole_brain_prior_reads_each_slice_below_from_th
         under = None if below[i] < 0 else data.load_images([paths[below[i]]], 32)[0]
         alone = surprise.image_surprise(vqvae, whole_brain_prior, data.load_images([paths[i]], 32), [name], [under])
         np.testing.assert_allclose(bits, alone.bits[0], rtol=1e-6, atol=1e-6)
+
+
+def test_folder_surprise_says_which_slices_had_no_slice_below_in_the_folder(tmp_path, whole_brain_prior):
+    from oasis_fixtures import brain_slice, write_png
+
+    vqvae = build_vqvae(VQVAEConfig(**{**TINY_VQVAE, "num_embeddings": 8}))
+    for number in (0, 1, 3):  # slice 2 is missing: slice 3 has no slice below here
+        write_png(tmp_path / f"case_001_slice_{number}.nii.png", brain_slice(number, 32))
+    rows = surprise.folder_surprise(vqvae, whole_brain_prior, tmp_path).rows()
+    assert {row["name"]: row["given_below"] for row in rows} == {
+        "case_001_slice_0.nii.png": True, "case_001_slice_1.nii.png": True, "case_001_slice_3.nii.png": False}
+    slice_prior = build_prior(PriorConfig(**{**TINY, "grid_height": 8, "grid_width": 8}))
+    assert not any(row["given_below"] for row in surprise.folder_surprise(vqvae, slice_prior, tmp_path).rows())
 
 
 def test_folder_surprise_reads_a_plain_folder_and_reports_rows(oasis_tree):
