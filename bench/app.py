@@ -62,6 +62,15 @@ def start_app(env: dict) -> tuple[subprocess.Popen, str]:
     raise TimeoutError("streamlit did not become healthy")
 
 
+def open_app_page(browser, url: str):
+    """A new tab on the app, once its first page (Train) shows its title."""
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    page.set_default_timeout(120_000)
+    page.goto(url)
+    page.get_by_role("heading", name="Train").wait_for()
+    return page
+
+
 def images_on_screen(page, count: int) -> None:
     page.wait_for_function(
         "n => [...document.querySelectorAll('[data-testid=\"stMain\"] img')]"
@@ -89,8 +98,10 @@ def time_upload(page, url: str, slice_path: Path) -> float:
 
 
 def time_generate(page, seed: int) -> float:
-    page.get_by_label("Seed").fill(str(seed))
-    page.get_by_label("Seed").press("Enter")
+    # The New brains row's seed: the Whole brain and Complete sections have their own.
+    seed_box = page.get_by_test_id("stHorizontalBlock").filter(has=page.get_by_label("How many")).get_by_label("Seed")
+    seed_box.fill(str(seed))
+    seed_box.press("Enter")
     page.wait_for_timeout(300)  # let the rerun from the seed change settle before timing
     started = time.perf_counter()
     page.get_by_role("button", name="Generate", exact=True).click()
@@ -141,10 +152,7 @@ def main(argv=None) -> int:
         try:
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(120_000)
-                page.goto(url)
-                page.get_by_role("heading", name="Train").wait_for()
+                page = open_app_page(browser, url)
 
                 uploads = [time_upload(page, url, path) for path in slices]
                 print(line("upload 256x256 slice -> reconstruction on screen", uploads[1:], 1.0))

@@ -2,8 +2,8 @@
 
     python bench/page_switch.py [--clicks 40]
 
-Starts `streamlit run` on a temporary runs folder and one tiny training run (32x32 synthetic brains,
-64 train slices, batch 2: an epoch about every second on 2 cores, the e2e test's run), opens the
+Starts `streamlit run` on a temporary runs folder and the browser test's tiny training run (its
+32x32 synthetic brains, 64 train slices, batch 2: an epoch about every second on 2 cores), opens the
 Curves page, then `--clicks` times: waits a varying 0.5-3 s (so the clicks fall at every moment of
 the page's 2 s refresh), clicks Train in the sidebar, and counts the click as lost when the Train
 page's title is not shown 10 s later (then clicks again to go on). Prints the clicks lost and the
@@ -19,28 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-from PIL import Image
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO_ROOT))
 sys.path.insert(0, str(REPO_ROOT / "bench"))
-
-
-def make_tiny_oasis(root: Path) -> Path:
-    """An OASIS-layout folder of 32x32 ellipses with a dark blob: enough for an epoch a second."""
-    rng = np.random.default_rng(0)
-    y, x = np.mgrid[0:32, 0:32] / 31 * 2 - 1
-    for split, count in (("train", 64), ("validate", 8), ("test", 8)):
-        folder = root / "keras_png_slices_data" / f"keras_png_slices_{split}"
-        folder.mkdir(parents=True)
-        for i in range(count):
-            ry, rx = rng.uniform(0.6, 0.9), rng.uniform(0.5, 0.8)
-            image = np.where((x / rx) ** 2 + (y / ry) ** 2 < 1, rng.uniform(120, 220), 0.0)
-            cy, cx, r = rng.uniform(-0.3, 0.3, 3)
-            image = np.where((x - cx) ** 2 + (y - cy) ** 2 < (0.1 + abs(r)) ** 2, 60.0, image)
-            Image.fromarray(image.astype(np.uint8)).save(folder / f"case_{i // 4 + 1:03d}_slice_{i % 4}.nii.png")
-    return root / "keras_png_slices_data"
+sys.path.insert(0, str(REPO_ROOT / "tests" / "e2e"))
 
 
 def start_run(runs_root: Path, data_folder: Path) -> Path:
@@ -63,7 +46,7 @@ def finished_epochs(run_dir: Path) -> int:
 
 def count_lost_clicks(url: str, run_dir: Path, clicks: int) -> tuple[int, int, int]:
     """(clicks lost, epochs finished when the clicks began, epochs finished when they ended)."""
-    from app import CHROMIUM, CHROMIUM_ARGS
+    from app import CHROMIUM, CHROMIUM_ARGS, open_app_page
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
@@ -72,10 +55,7 @@ def count_lost_clicks(url: str, run_dir: Path, clicks: int) -> tuple[int, int, i
     lost = 0
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
-        page.set_default_timeout(120_000)
-        page.goto(url)
-        page.get_by_role("heading", name="Train").wait_for()
+        page = open_app_page(browser, url)
         deadline = time.time() + 180
         while finished_epochs(run_dir) < 2 and time.time() < deadline:  # epochs finishing, as in the test
             time.sleep(1)
@@ -101,13 +81,14 @@ def main() -> None:
     parser.add_argument("--clicks", type=int, default=40)
     args = parser.parse_args()
     from app import start_app
+    from conftest import make_training_data  # the browser test's data: its run, epoch for epoch
 
     from core import runs
 
     with tempfile.TemporaryDirectory() as tmp:
-        runs_root, data_folder = Path(tmp) / "runs", make_tiny_oasis(Path(tmp) / "data")
+        runs_root, data_folder = Path(tmp) / "runs", make_training_data(Path(tmp) / "data")
         run_dir = start_run(runs_root, data_folder)
-        process, url = start_app({"BRAINVQ_RUNS": str(runs_root), "BRAINVQ_DATA_ROOTS": str(data_folder.parent),
+        process, url = start_app({"BRAINVQ_RUNS": str(runs_root), "BRAINVQ_DATA_ROOTS": str(data_folder),
                                   "TF_CPP_MIN_LOG_LEVEL": "2"})
         try:
             lost, before, after = count_lost_clicks(url, run_dir, args.clicks)
