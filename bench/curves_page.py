@@ -5,7 +5,7 @@
 Makes `--runs` run folders (config.json, status.json, a small metrics.jsonl, two epoch pictures;
 two of them broken) in a temporary runs folder. AppTest: the page script's first run, and the
 rerun a row selection causes (the table's callback writes the chosen runs, then the page runs
-again: timed here by choosing 3 runs in the "Runs" box, the same rerun). Chromium against
+again: timed here by writing 3 runs to the state the callback writes, the same rerun; AppTest cannot tick a row). Chromium against
 `streamlit run`: navigation to the Curves page, from a Train page fully drawn, until the table and a
 chart are drawn (and, for comparison, the same click made while the Train page is still drawing); a click on
 a column header until the grid has redrawn sorted (sorting happens in the browser, no rerun);
@@ -71,7 +71,7 @@ def apptest_timings(runs_root: Path, repeats: int) -> tuple[list[float], list[fl
         at.run()
         first = time.perf_counter() - started
         assert not at.exception, at.exception
-        at.multiselect[0].set_value(names[r:r + 3])
+        at.session_state["runs_chosen"] = names[r:r + 3]
         started = time.perf_counter()
         at.run()
         selection = time.perf_counter() - started
@@ -150,7 +150,8 @@ def chromium_timings(runs_root: Path, repeats: int) -> tuple[list[float], ...]:
                 chosen = page.evaluate(first_run)
                 started = time.perf_counter()
                 page.mouse.click(box["x"] + 20, box["y"] + 35 + 17)  # the first row's checkbox
-                page.get_by_test_id("stMultiSelect").filter(has_text=chosen.strip()).wait_for()
+                page.get_by_test_id("stCaptionContainer").filter(has_text="Drawn:").filter(
+                    has_text=chosen.strip()).wait_for()  # the page names the runs drawn
                 page.wait_for_function(drawn_with, arg=chosen.strip())  # its curve is drawn (the legend names it)
                 selection = time.perf_counter() - started
                 page.get_by_test_id("stSidebarNavLink").filter(has_text="Train").click()

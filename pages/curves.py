@@ -11,7 +11,7 @@ access.require(__file__)  # also when Streamlit runs this file straight from pag
 
 st.title("Curves")
 root = shared.runs_root()
-CHOSEN = "runs_chosen"  # the multiselect's key: the table's row selection writes it too
+CHOSEN = "runs_chosen"  # the runs drawn, by name; only the run table's row selection writes it
 
 
 def chart(where, key: str, runs_records: dict, kind: str, metric: str, x_axis: str, smoothing: float,
@@ -34,27 +34,10 @@ def live_page() -> None:
     if not summaries:
         st.info("No runs yet: start one on the Train page; its curves appear here while it trains.")
         return
-    names = [s.name for s in summaries]
-    if CHOSEN not in st.session_state:
-        readable = [s.name for s in summaries if s.state != "broken"]  # a broken newest run has no curves
-        st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or (readable or names)[:1]
-    else:  # a run removed from disk leaves the choice
-        st.session_state[CHOSEN] = [n for n in st.session_state[CHOSEN] if n in names]
-
-    def choose_table_rows() -> None:
-        """Selected rows (positions in `names`, whatever the sort) become the chosen runs."""
-        rows = st.session_state["run_table"].selection.rows
-        if rows:
-            st.session_state[CHOSEN] = [names[i] for i in rows]
-
-    all_settings = st.toggle("Show every setting (not only those that differ between the chosen runs)",
-                             key="all_settings")
-    with shared.guard("Comparing runs", stop=False):
-        st.dataframe(curves.comparison_table(summaries, st.session_state[CHOSEN], all_settings),
-                     key="run_table", on_select=choose_table_rows, selection_mode="multi-row", hide_index=True,
-                     column_config={"wall time (min)": st.column_config.NumberColumn(format="%.1f")})
-    st.caption("Click a column header to sort; tick rows to draw those runs' curves.")
-    chosen = st.multiselect("Runs", names, key=CHOSEN)
+    chosen = run_table(summaries)
+    if not chosen:
+        st.info("No run chosen: tick a row of the table to draw that run's curves.")
+        return
     left, middle, right = st.columns(3)
     x_axis = left.radio("x axis", list(curves.X_AXES), horizontal=True, key="x_axis")
     smoothing = middle.slider("EMA smoothing", 0.0, 0.99, charts.SMOOTHING, 0.01, key="smoothing")
@@ -62,6 +45,37 @@ def live_page() -> None:
     with shared.guard("Reading metrics", stop=False):
         metric_charts(chosen, x_axis, smoothing, log_y)
     reconstructions(chosen)
+
+
+def run_table(summaries: list[runs.RunSummary]) -> list[str]:
+    """The sortable run table; its ticked rows are the runs drawn, returned by name.
+
+    The table is the only chooser: a second one (a "Runs" box on the same state) was overwritten by its
+    own stale value when the 2 s refresh left the browser while a row click was on its way, and the
+    click was undone (2 in 70 clicks, a browser check). Each listing of runs has its own table
+    (`shared.run_table_key`).
+    """
+    names = [s.name for s in summaries]
+    if CHOSEN not in st.session_state:  # the running runs, else the newest readable one
+        readable = [s.name for s in summaries if s.state != "broken"]  # a broken newest run has no curves
+        st.session_state[CHOSEN] = [s.name for s in summaries if s.state == "running"] or (readable or names)[:1]
+    chosen = [name for name in st.session_state[CHOSEN] if name in names]  # a run removed from disk leaves it
+    key = shared.run_table_key("run_table", names)
+
+    def choose_rows() -> None:
+        """Ticked rows (positions in `names`, whatever the sort) become the chosen runs."""
+        st.session_state[CHOSEN] = [names[i] for i in st.session_state[key].selection.rows]
+
+    all_settings = st.toggle("Show every setting (not only those that differ between the chosen runs)",
+                             key="all_settings")
+    with shared.guard("Comparing runs", stop=False):
+        st.dataframe(curves.comparison_table(summaries, chosen, all_settings), key=key, on_select=choose_rows,
+                     selection_mode="multi-row", hide_index=True,
+                     selection_default={"selection": {"rows": [names.index(name) for name in chosen]}},
+                     column_config={"wall time (min)": st.column_config.NumberColumn(format="%.1f")})
+    st.caption("Click a column header to sort; tick rows to draw those runs' curves. "
+               f"Drawn: {', '.join(chosen) if chosen else 'none'}.")
+    return chosen
 
 
 def metric_charts(chosen: list[str], x_axis: str, smoothing: float, log_y: bool) -> None:

@@ -170,13 +170,16 @@ def run_list() -> None:
             st.info("No runs yet: fill in the form and press Start.")
         return
     names = [s.name for s in summaries]
+    key = shared.run_table_key("train_run_table", names)
 
     def remember_row() -> None:
-        rows = st.session_state["train_run_table"].selection.rows
+        rows = st.session_state[key].selection.rows
         st.session_state[SHOWN] = names[rows[0]] if rows else None
 
     table = run_table(summaries)
-    st.dataframe(table, key="train_run_table", on_select=remember_row, selection_mode="single-row",
+    ticked = [names.index(st.session_state[SHOWN])] if st.session_state.get(SHOWN) in names else []
+    st.dataframe(table, key=key, on_select=remember_row, selection_mode="single-row",
+                 selection_default={"selection": {"rows": ticked}},
                  hide_index=True, column_config={"progress": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0)})
     running = [s for s in summaries if s.state == "running"]
     readable = [s for s in summaries if s.state != "broken"]

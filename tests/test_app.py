@@ -47,6 +47,20 @@ def no_trouble(at: AppTest) -> None:
     assert not at.error, [e.value for e in at.error]
 
 
+def drawn_runs(at: AppTest) -> list[str]:
+    """The runs the Curves page says it draws (the caption under its run table)."""
+    text = next(c.value for c in at.caption if "Drawn:" in c.value)
+    drawn = text.split("Drawn:", 1)[1].strip().rstrip(".")
+    return [] if drawn == "none" else [name.strip() for name in drawn.split(",")]
+
+
+def choose_runs(at: AppTest, names: list[str]) -> None:
+    """What ticking those rows of the Curves run table does (AppTest cannot click a row): its callback
+    writes the chosen runs, and the page runs again."""
+    at.session_state["runs_chosen"] = names
+    at.run()
+
+
 def png_bytes(array) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(np.asarray(array, np.uint8)).save(buffer, "PNG")
@@ -134,7 +148,7 @@ def test_train_starts_one_detached_run_refuses_a_second_and_curves_follow(app_en
 
     curves = open_page("pages/curves.py")
     no_trouble(curves)
-    assert "first" in curves.multiselect[0].value
+    assert "first" in drawn_runs(curves)
     assert len(curves.get("vega_lite_chart")) >= 2  # loss and validation at least
     train = open_page("pages/train.py")
     no_trouble(train)
@@ -468,7 +482,8 @@ def test_curves_page_lists_a_broken_run_without_failing(app_env, tiny_bundle):
     broken_run(app_env)
     at = open_page("pages/curves.py")
     no_trouble(at)
-    assert set(at.multiselect[0].options) == {"good-run", "broken-run"}
+    assert set(at.dataframe[0].value["run"]) == {"good-run", "broken-run"}
+    assert drawn_runs(at) == ["good-run"]
 
 
 def test_the_picker_still_offers_the_good_checkpoints_beside_a_broken_run(app_env, tiny_bundle):
@@ -720,7 +735,7 @@ def test_curves_table_compares_every_run_and_survives_a_broken_one(app_env):
     assert set(table["run"]) == {"small", "large", "broken-run"}
     assert table.set_index("run").loc["large", "best val_ssim"] == pytest.approx(0.53)
     assert table.set_index("run").loc["broken-run", "state"] == "broken"
-    at.multiselect[0].set_value(["small", "large"]).run()
+    choose_runs(at, ["small", "large"])
     no_trouble(at)
     assert "model.num_embeddings" in at.dataframe[0].value.columns
     assert "train.epochs" in at.dataframe[0].value.columns
@@ -734,7 +749,7 @@ def test_curves_epoch_slider_shows_the_chosen_runs_side_by_side(app_env):
     run_with_pictures(app_env, "small", [1, 2], 64)
     run_with_pictures(app_env, "large", [1, 2, 3], 256)
     at = open_page("pages/curves.py")
-    at.multiselect[0].set_value(["small", "large"]).run()
+    choose_runs(at, ["small", "large"])
     no_trouble(at)
     (chart,) = at.get("vega_lite_chart")  # these runs log validation only: one chart
     spec = json.loads(chart.proto.spec)
@@ -758,8 +773,54 @@ def test_curves_first_choice_skips_a_newest_broken_run(app_env):
     broken_run(app_env)  # newest: listed first
     at = open_page("pages/curves.py")
     no_trouble(at)
-    assert at.multiselect[0].value == ["good"]
+    assert drawn_runs(at) == ["good"]
     assert len(at.get("vega_lite_chart")) >= 1
+
+
+def test_curves_table_ticks_the_drawn_runs_and_keeps_them_when_a_new_run_moves_the_rows(app_env):
+    # The table is the page's one chooser: its ticked rows are the runs drawn. Rows are positions, newest
+    # first, so a new run moves every row down: the table then starts afresh, ticked at the new rows.
+    run_with_pictures(app_env, "small", [1], 64)
+    time.sleep(0.05)
+    run_with_pictures(app_env, "large", [1], 256)
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    ticked = lambda: json.loads(at.dataframe[0].proto.selection_default)["selection"]["rows"]
+    assert at.dataframe[0].value["run"].tolist() == ["large", "small"]
+    assert drawn_runs(at) == ["large"] and ticked() == [0]
+    choose_runs(at, ["small"])
+    no_trouble(at)
+    assert drawn_runs(at) == ["small"]
+    first_table = at.dataframe[0].key
+    time.sleep(0.05)
+    run_with_pictures(app_env, "newer", [1], 64)
+    at.run()
+    no_trouble(at)
+    assert at.dataframe[0].value["run"].tolist() == ["newer", "large", "small"]
+    assert at.dataframe[0].key != first_table  # a new table for the new listing...
+    assert drawn_runs(at) == ["small"] and ticked() == [2]  # ...ticked where "small" now is
+    choose_runs(at, [])  # every row unticked
+    no_trouble(at)
+    assert drawn_runs(at) == [] and any("tick a row" in i.value for i in at.info)
+    assert not at.get("vega_lite_chart")
+
+
+def test_train_table_keeps_the_picked_run_ticked_when_a_new_run_moves_the_rows(app_env):
+    run_with_pictures(app_env, "older", [1], 64)
+    time.sleep(0.05)
+    run_with_pictures(app_env, "newer", [1], 64)
+    at = open_page("pages/train.py")
+    no_trouble(at)
+    at.session_state["train_run_shown"] = "older"  # what picking its row does (AppTest cannot click a row)
+    at.run()
+    ticked = lambda: json.loads(at.dataframe[0].proto.selection_default)["selection"]["rows"]
+    assert at.dataframe[0].value["run"].tolist() == ["newer", "older"] and ticked() == [1]
+    time.sleep(0.05)
+    run_with_pictures(app_env, "newest", [1], 64)
+    at.run()
+    no_trouble(at)
+    assert at.dataframe[0].value["run"].tolist() == ["newest", "newer", "older"] and ticked() == [2]
+    assert any(m.value.startswith("**older**") for m in at.markdown)  # the run shown below the table
 
 
 def test_curves_validation_metric_is_chosen_once_the_first_epoch_is_in(app_env):

@@ -1,6 +1,7 @@
 """What the pages share: cached loaders, the sidebar checkpoint picker, the guard that turns errors into messages, the surprise panel."""
 from __future__ import annotations
 
+import hashlib
 import os
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,6 +19,14 @@ OUTSIDE_ROOTS = ("That folder is outside the data folders this server offers (BR
 
 runs_root = paths.runs_root
 default_data_folder = paths.default_data_folder
+
+
+def run_table_key(prefix: str, names: list[str]) -> str:
+    """A run table's widget key for this listing of runs. Its rows are positions, so a run added or
+    removed (the rows moved) makes a new table, ticked where the chosen runs now are, and a click is
+    always read against the listing it was made on."""
+    listing = "\n".join(names).encode()
+    return f"{prefix}_{hashlib.sha1(listing).hexdigest()[:16]}"
 
 
 @contextmanager

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -75,8 +76,18 @@ def write_run(root: Path, name: str, lr: float, ssim: float, epochs: int = 2) ->
 
 
 def chosen_runs(page) -> list[str]:
-    text = page.get_by_test_id("stMultiSelect").filter(has_text="Runs").inner_text()
-    return sorted(line.strip() for line in text.splitlines()[1:] if line.strip())
+    """The runs the Curves page says it draws (its caption under the run table)."""
+    text = page.get_by_test_id("stCaptionContainer").filter(has_text="Drawn:").inner_text()
+    drawn = text.split("Drawn:", 1)[1].strip().rstrip(".")
+    return [] if drawn == "none" else sorted(name.strip() for name in drawn.split(","))
+
+
+def wait_drawn(page, names: set[str], timeout_s: float = 10) -> bool:
+    """Whether the Curves page comes to draw exactly `names` within `timeout_s`."""
+    deadline = time.time() + timeout_s
+    while set(chosen_runs(page)) != names and time.time() < deadline:
+        page.wait_for_timeout(200)
+    return set(chosen_runs(page)) == names
 
 
 def test_run_table_rows_pick_the_curves_and_the_epoch_images(page, e2e_paths):
@@ -94,14 +105,24 @@ def test_run_table_rows_pick_the_curves_and_the_epoch_images(page, e2e_paths):
                                      "'[data-testid=stDataFrame] table tbody tr')).map(r => r.innerText))")
                        or "[]")
     box = grid.bounding_box()
-    for row in (0, 1):
-        page.mouse.click(box["x"] + 20, box["y"] + 35 + 35 * row + 17)
-        page.wait_for_timeout(1500)
-    page.wait_for_function("document.body.innerText.includes('table-a') && document.body.innerText.includes('table-b')")
-    assert {"table-a", "table-b"} <= set(chosen_runs(page)), (chosen_runs(page), names)
+    row_box = lambda row: (box["x"] + 20, box["y"] + 35 + 35 * row + 17)
+    assert chosen_runs(page) == ["table-b"], names  # the newest run, its row ticked
+    page.mouse.click(*row_box(1))  # tick table-a too
+    assert wait_drawn(page, {"table-a", "table-b"}), (chosen_runs(page), names)
     # The curves drawn are the chosen runs': the charts' legends name both.
     page.wait_for_function("Array.from(document.querySelectorAll('[data-testid=stVegaLiteChart]'))"
                            ".some(c => c.textContent.includes('table-a') && c.textContent.includes('table-b'))")
     page.get_by_text("Reconstructions per epoch").wait_for()
     page.wait_for_function("document.querySelectorAll('[data-testid=stImage]').length >= 2")
+    # Each click is one tick or untick, whatever the 2 s refresh is doing: the page's state never
+    # undoes one (a second chooser once overwrote the table's choice with its own stale value).
+    expected = {"table-a", "table-b"}
+    for click in range(12):
+        page.wait_for_timeout(200 + click * 377 % 2000)
+        row = click % 2
+        expected ^= {("table-b", "table-a")[row]}
+        page.mouse.click(*row_box(row))
+        if not wait_drawn(page, expected):
+            pytest.fail(f"click {click + 1} (row {row}) was undone or lost: drawn {chosen_runs(page)}, "
+                        f"ticked {sorted(expected)}")
     assert_no_traceback(page)
