@@ -95,6 +95,7 @@ def test_run_table_rows_pick_the_curves_and_the_epoch_images(page, e2e_paths):
     for name, lr, ssim in [("table-a", 1e-3, 0.6), ("table-b", 3e-4, 0.7)]:
         if not (root / name).exists():
             write_run(root, name, lr, ssim)
+            time.sleep(0.05)  # table-b newer for certain: listed first, and the first chosen
     go_to(page, "Curves")
     grid = page.get_by_test_id("stDataFrame")
     grid.wait_for()
