@@ -105,6 +105,35 @@ def metric_charts(chosen: list[str], x_axis: str, smoothing: float, log_y: bool)
             chart(column, f"{metric}_chart", records, "step", metric, x_axis, smoothing)
 
 
+def epoch_slider(epochs: list[int]) -> int:
+    """One epoch for every chosen run. Like TensorBoard's step slider: at the newest epoch it moves on with
+    a training run; put back on an older one, it stays there (it kept the epoch it was at, so a user
+    watching a run saw the newest picture only after moving the slider by hand)."""
+    key, follows = "samples_epoch", "samples_epoch_follows"
+    state = st.session_state
+    if state.get(follows, True) or state.get(key) not in epochs:  # the epoch kept may be of a run unticked
+        state[key] = epochs[-1]
+
+    def moved() -> None:
+        state[follows] = state[key] == epochs[-1]
+
+    return st.select_slider("Epoch", epochs, key=key, on_change=moved)
+
+
+def picture(path):
+    """A per-epoch picture's pixels, decoded once per version of the file, not at every 2 s refresh."""
+    try:
+        version = path.stat().st_mtime_ns
+    except OSError:
+        return None
+    return decoded_picture(str(path), version)
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def decoded_picture(path: str, version: int):
+    return curves.load_picture(path)
+
+
 def reconstructions(chosen: list[str]) -> None:
     """The chosen runs' per-epoch reconstruction pictures side by side, at one epoch for all."""
     st.subheader("Reconstructions per epoch")
@@ -113,13 +142,12 @@ def reconstructions(chosen: list[str]) -> None:
     if not epochs:
         st.info("No reconstruction pictures yet: one is written at the end of each epoch.")
         return
-    epoch = epochs[0] if len(epochs) == 1 else st.select_slider("Epoch", epochs, value=epochs[-1],
-                                                                 key="samples_epoch")
+    epoch = epochs[0] if len(epochs) == 1 else epoch_slider(epochs)
     columns = st.columns(min(len(chosen), 3))
     for i, name in enumerate(chosen):
         shown = curves.picture_at(pictures[name], epoch)
         column = columns[i % len(columns)]
-        pixels = None if shown is None else curves.load_picture(shown[1])
+        pixels = None if shown is None else picture(shown[1])
         if shown is None:
             column.info(f"{name}: no picture at or before epoch {epoch}.")
         elif pixels is None:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import time
 from pathlib import Path
 
@@ -765,6 +766,50 @@ def test_curves_epoch_slider_shows_the_chosen_runs_side_by_side(app_env):
     slider.set_value(1).run()
     no_trouble(at)
     assert captions() == ["large, epoch 1", "small, epoch 1"]
+
+
+def test_curves_epoch_slider_stays_where_the_user_put_it_while_a_run_adds_epochs(app_env):
+    # Like TensorBoard's step slider: at the newest epoch it follows the run; moved back, it stays there
+    # (it jumped to the newest epoch on every refresh that brought a new picture).
+    run_dir = run_with_pictures(app_env, "live", [1, 2, 3], 64)
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    slider = lambda: at.select_slider(key="samples_epoch")
+    captions = lambda: [i.proto.imgs[0].caption.split(":")[0] for i in at.get("image")]
+    assert slider().value == 3
+    add_picture = lambda e: Image.fromarray(np.full((8, 16), 40 * e, np.uint8)).save(
+        run_dir / "samples" / f"epoch_{e:03d}.png")
+    add_picture(4)
+    at.run()
+    no_trouble(at)
+    assert slider().value == 4 and captions() == ["live, epoch 4"]  # at the newest: it follows
+    slider().set_value(2).run()
+    no_trouble(at)
+    add_picture(5)
+    at.run()
+    no_trouble(at)
+    assert list(slider().options) == ["1", "2", "3", "4", "5"]
+    assert slider().value == 2 and captions() == ["live, epoch 2"]  # moved back: it stays
+    slider().set_value(5).run()
+    add_picture(6)
+    at.run()
+    no_trouble(at)
+    assert slider().value == 6 and captions() == ["live, epoch 6"]  # back at the newest: it follows again
+
+
+def test_curves_picture_rewritten_on_disk_is_read_again(app_env):
+    # Pictures are decoded once per version of the file: a file replaced under the same name is not
+    # served from what was decoded before.
+    run_dir = run_with_pictures(app_env, "rewritten", [1], 64)
+    at = open_page("pages/curves.py")
+    no_trouble(at)
+    assert len(at.get("image")) == 1
+    picture = run_dir / "samples" / "epoch_001.png"
+    picture.write_bytes(b"not a png any more")
+    os.utime(picture, ns=(picture.stat().st_atime_ns, picture.stat().st_mtime_ns + 10**9))
+    at.run()
+    no_trouble(at)
+    assert not at.get("image") and any("cannot be read" in i.value for i in at.info)
 
 
 def test_curves_first_choice_skips_a_newest_broken_run(app_env):

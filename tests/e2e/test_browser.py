@@ -253,6 +253,17 @@ def run_state(runs_root: Path, name: str) -> str:
     return runs.read_status(runs_root / name).get("state", "missing")
 
 
+def run_epoch(runs_root: Path, name: str) -> int:
+    from core import runs
+
+    return int(runs.read_status(runs_root / name).get("epoch", 0))
+
+
+def picture_epoch(page) -> int:
+    """The epoch of the run's per-epoch picture on the Curves page, from its caption; 0 when none is shown."""
+    return page.evaluate("() => +((document.body.innerText.match(/e2e-run, epoch (\\d+):/) || [0, 0])[1])")
+
+
 def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, screenshots_dir):
     runs_root = e2e_paths["runs"]
     page.get_by_label("Run name").fill("e2e-run")
@@ -289,6 +300,23 @@ def test_train_a_tiny_run_watch_its_curve_grow_stop_and_resume(page, e2e_paths, 
         time.sleep(1.0)
         rows.append(table_row(page, "e2e-run"))
     assert rows[0] and rows[-1] != rows[0], f"the run table did not follow the run: {rows[0]!r}"
+    # The epoch slider follows the run while it sits at the newest epoch; put back on the first, it stays.
+    epochs = [picture_epoch(page)]
+    deadline = time.time() + 90
+    while time.time() < deadline and epochs[-1] <= epochs[0]:
+        time.sleep(1.0)
+        epochs.append(picture_epoch(page))
+    assert epochs[-1] > epochs[0] > 0, f"the pictures did not follow the run: epochs {epochs}"
+    thumb = page.get_by_test_id("stSlider").filter(has_text="Epoch").get_by_role("slider")
+    thumb.focus()
+    thumb.press("Home")
+    page.wait_for_function("() => /e2e-run, epoch 1:/.test(document.body.innerText)", timeout=15_000)
+    newest = run_epoch(runs_root, "e2e-run")
+    deadline = time.time() + 60
+    while time.time() < deadline and run_epoch(runs_root, "e2e-run") < newest + 2:
+        time.sleep(0.5)
+    page.wait_for_timeout(4500)  # two refreshes of the page after those epochs
+    assert picture_epoch(page) == 1, "the epoch slider left the epoch it was put on"
     assert run_state(runs_root, "e2e-run") == "running"
     assert_no_traceback(page)
     page.wait_for_timeout(3000)
