@@ -106,5 +106,7 @@ def user_error_types() -> tuple[type, ...]:
 
 def report(error: BaseException) -> int:
     """Print a user error as one line; the exit code to return."""
-    print(f"error: {error}", file=sys.stderr)
+    from core import runs
+
+    print(f"error: {runs.error_line(error)}", file=sys.stderr)
     return USAGE_ERROR

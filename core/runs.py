@@ -64,6 +64,14 @@ class RunError(ValueError):
     """A run directory that cannot be used as asked (exists already, missing, corrupt)."""
 
 
+def error_line(error: BaseException) -> str:
+    """An error's first line, less TensorFlow's "{{function_node ...}}" prefix: status.json's error and a
+    command's `error:` line are one line (an OpError's text goes on with a Python traceback)."""
+    text = getattr(error, "message", None) or str(error)  # an OpError's str() adds its node
+    text = re.sub(r"\{\{function_node [^}]*\}\}\s*", "", text).strip()
+    return next((line.strip() for line in text.splitlines() if line.strip()), "")
+
+
 def read_json(path: str | Path, default=None):
     try:
         return json.loads(Path(path).read_text())

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     run_dir, task_module = Path(args.run_dir), TASKS[args.kind]
     fresh = False  # a new run folder this process checked: what its task prepares there is its own
+    train = None
     try:
         train, model, data_settings, saved = _settings(args, run_dir, task_module)
         fresh = saved is None and cluster.is_chief()
@@ -137,6 +138,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         if fresh:
             runs.discard_prepared(run_dir)
+        error = loop.out_of_memory(error, train and train.batch_size, None) or error  # loading, before fit
         if isinstance(error, cli.user_error_types()):
             return cli.report(error)
         log.exception("Training failed")  # the traceback goes to train.log too, for the dashboard

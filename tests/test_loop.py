@@ -251,6 +251,45 @@ def test_data_running_out_fails_the_run(tmp_path):
     assert "ran out" in runs.read_status(run)["error"]
 
 
+class OutOfMemoryTask(FakeTask):
+    """Runs out of memory at its second step, as TensorFlow says it: an OpError, or a MemoryError inside."""
+
+    def __init__(self, run_dir: Path, error: BaseException):
+        super().__init__(run_dir)
+        self.error = error
+
+    def train_step(self, batch) -> dict:
+        if len(self.seen) == 1:
+            raise self.error
+        return super().train_step(batch)
+
+
+@pytest.mark.parametrize("error", [
+    tf.errors.ResourceExhaustedError(None, None, "OOM when allocating tensor with shape[64,64,4096,4096]\n"
+                                     "\t [[{{node conv2d}}]]\nHint: If you want to see a list of allocated tensors"),
+    tf.errors.ResourceExhaustedError(None, None, "{{function_node __wrapped__IteratorGetNext}} MemoryError: \n"
+                                     "Traceback (most recent call last):\n  File \"data.py\", line 1\nMemoryError"),
+    MemoryError(),
+])
+def test_running_out_of_memory_fails_the_run_with_one_line_that_says_what_to_change(tmp_path, error):
+    run = new_run(tmp_path)
+    with pytest.raises(loop.OutOfMemory) as raised:
+        loop.fit(run, OutOfMemoryTask(run, error), config(batch_size=64))
+    message = runs.read_status(run)["error"]
+    assert message == str(raised.value) and "\n" not in message and "Traceback" not in message
+    assert message.startswith("out of memory at step 1 with batches of 64 slices")
+    assert "--batch-size" in message and "--image-size" in message
+    assert runs.read_status(run)["state"] == "failed"
+
+
+def test_an_unknown_error_is_kept_as_its_first_line_in_the_status(tmp_path):
+    run = new_run(tmp_path)
+    with pytest.raises(tf.errors.InternalError):
+        loop.fit(run, OutOfMemoryTask(run, tf.errors.InternalError(None, None, "it broke\nTraceback (most...")),
+                 config())
+    assert runs.read_status(run)["error"] == "InternalError: it broke"
+
+
 def test_a_second_trainer_of_the_same_run_is_refused(tmp_path):
     run = new_run(tmp_path)
     lock = loop._RunLock(run)

@@ -493,6 +493,40 @@ def test_bad_settings_are_one_error_line_before_any_folder_is_made(oasis_tree, t
     assert not run_dir.exists()
 
 
+@pytest.mark.parametrize("where, expected", [
+    ("pipeline", "error: out of memory at step 0 with batches of 4 slices"),
+    ("everywhere", "error: out of memory before the first step with batches of 4 slices"),
+])
+def test_out_of_memory_is_one_error_line(oasis_tree, tmp_path, monkeypatch, capsys, where, expected):
+    """Slices too large for memory (a huge --image-size). Inside the input pipeline (tf.data's threads),
+    TensorFlow hands the MemoryError on in an OpError that holds a Python traceback: the command printed
+    all of it after `error:`; loading the validation slices before the first step, it was a traceback."""
+    import threading
+
+    from core import data
+    from core import train as train_cli
+
+    fit_to_size = data.fit_to_size
+
+    def too_large(image, size):
+        if where == "everywhere" or threading.current_thread() is not threading.main_thread():
+            raise MemoryError()
+        return fit_to_size(image, size)
+
+    monkeypatch.setattr(data, "fit_to_size", too_large)
+    run_dir = tmp_path / "run"
+    code = train_cli.main(["vqvae", "--data", str(oasis_tree), "--run-dir", str(run_dir), *TINY,
+                           "--epochs", "1", "--steps-per-epoch", "1"])
+    assert code == 2
+    messages = python_messages(capsys.readouterr().err)
+    assert len(messages) == 1 and messages[0].startswith(expected), messages
+    if where == "pipeline":  # the run had begun: its status says the same
+        status = json.loads((run_dir / "status.json").read_text())
+        assert status["state"] == "failed" and status["error"] == messages[0][len("error: "):]
+    else:
+        assert not run_dir.exists()
+
+
 def test_a_loss_that_becomes_infinite_is_one_error_line_and_a_failed_run(oasis_tree, tmp_path, monkeypatch, capsys):
     """A NonFiniteLoss is the user's to fix (a smaller --lr), not a traceback."""
     from core import train as train_cli

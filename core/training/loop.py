@@ -385,8 +385,9 @@ def _fit(run_dir: Path, task: Task, train: TrainConfig, resume: bool, chief: boo
     except BaseException as error:
         heartbeat.stop()
         # A lost worker, or a slice spoilt since the scan: said in a user's words, without a traceback.
-        known = _lost_worker(error, train, run_dir, task.kind, step) or data.raised_inside_pipeline(error)
-        status("failed", error=str(known) if known else f"{type(error).__name__}: {error}")
+        known = (_lost_worker(error, train, run_dir, task.kind, step) or data.raised_inside_pipeline(error)
+                 or out_of_memory(error, train.batch_size, step))
+        status("failed", error=str(known) if known else f"{type(error).__name__}: {runs.error_line(error)}")
         if known:
             raise known from error
         raise
@@ -448,6 +449,26 @@ def _lost_worker(error: BaseException, train: TrainConfig, run_dir: Path, kind: 
         f"step {step}; its last checkpoint is {last}. "
         f"Start every worker again with --resume (on one machine: python -m core.train {kind} --run-dir "
         f"{run_dir} --resume --workers N).")
+
+
+class OutOfMemory(runs.RunError):
+    """A step needed more memory than the device has: smaller batches or slices are the user's fix."""
+
+
+def out_of_memory(error: BaseException, batch_size: int | None, step: int | None) -> OutOfMemory | None:
+    """An OutOfMemory saying what to change, when `error` is the device or the host running out (at `step`;
+    None: before the first, loading the validation slices); else None.
+
+    TensorFlow says it as a ResourceExhaustedError ("OOM when allocating tensor ..."), or hands on a
+    MemoryError of the input pipeline's Python inside another OpError, with its traceback."""
+    inside = isinstance(error, tf.errors.OpError) and re.search(r"\bMemoryError\b", error.message or "")
+    if not (isinstance(error, (MemoryError, tf.errors.ResourceExhaustedError)) or inside):
+        return None
+    when = "before the first step" if step is None else f"at step {step}"
+    batches = f" with batches of {batch_size} slices" if batch_size else ""
+    return OutOfMemory(
+        f"out of memory {when}{batches}: start a new run with a smaller --batch-size (Batch size on the Train "
+        "page), or for a VQ-VAE a smaller --image-size or a --crop-size.")
 
 
 def _epoch_batches(dataset, skip: int, count: int):
